@@ -1,0 +1,1 @@
+"""The ``bai`` command line."""

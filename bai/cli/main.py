@@ -1,0 +1,54 @@
+"""Entry point of the ``bai`` command.
+
+Subcommands import their daemons lazily so that ``bai --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+
+from bai import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="bai")
+def cli() -> None:
+    """bai: run people's code on shared accelerator clusters (Backend.AI compatible)."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def info(as_json: bool) -> None:
+    """Show the version and what this host offers kernels (cgroups, bwrap, Docker, GPUs)."""
+    from bai.agent.hostinfo import detect_host
+    from bai.common import slots
+
+    host = detect_host()
+    report = {
+        "version": __version__,
+        "slots_implementation": slots.IMPLEMENTATION,
+        **dataclasses.asdict(host),
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    cg = host.cgroups
+    click.echo(f"bai {__version__} (slot arithmetic: {slots.IMPLEMENTATION})")
+    click.echo(f"cpus     : {host.cpu_count}")
+    if cg.version is None:
+        click.echo(f"cgroups  : none ({cg.detail})")
+    else:
+        access = "writable" if cg.writable else "read-only"
+        click.echo(f"cgroups  : v{cg.version}, {', '.join(cg.controllers)} ({access})")
+    for name, tool in (("bwrap", host.bwrap), ("docker", host.docker)):
+        click.echo(f"{name:<9}: {tool.version if tool.available else 'no - ' + tool.detail}")
+    if host.gpus.devices:
+        click.echo(f"gpus     : driver {host.gpus.driver_version}")
+        for dev in host.gpus.devices:
+            gib = dev["memory_bytes"] / 2**30
+            click.echo(f"  [{dev['index']}] {dev['name']} {gib:.1f} GiB {dev['uuid']}")
+    else:
+        click.echo(f"gpus     : none ({host.gpus.detail})")

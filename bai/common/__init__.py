@@ -1,0 +1,1 @@
+"""Shared vocabulary of every bai component; imports no other bai package."""
