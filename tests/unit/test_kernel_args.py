@@ -1,0 +1,55 @@
+"""How the kernel runner is configured: command line first, then BAI_KERNEL_* variables."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from bai.kernel.runner import RunnerConfig, parse_args
+
+
+def test_defaults_are_the_container_ports_and_this_python() -> None:
+    config = parse_args([], {})
+    assert config == RunnerConfig(
+        input_addr="tcp://0.0.0.0:2000",
+        output_addr="tcp://0.0.0.0:2001",
+        pty_input_addr=None,
+        pty_output_addr=None,
+        runtime="python",
+        runtime_path=sys.executable,
+        service_ports="",
+        service_defs="/etc/backend.ai/service-defs",
+    )
+
+
+def test_the_environment_fills_in_and_options_win() -> None:
+    env = {
+        "BAI_KERNEL_INPUT": "ipc:///tmp/k/in",
+        "BAI_KERNEL_OUTPUT": "ipc:///tmp/k/out",
+        "BAI_KERNEL_PTY_INPUT": "ipc:///tmp/k/pin",
+        "BAI_KERNEL_PTY_OUTPUT": "ipc:///tmp/k/pout",
+        "BAI_KERNEL_RUNTIME": "shell",
+        "BAI_KERNEL_SERVICE_PORTS": "jupyter:http:8080",
+    }
+    config = parse_args(["--input", "ipc:///tmp/other", "--runtime", "app"], env)
+    assert config.input_addr == "ipc:///tmp/other"
+    assert config.output_addr == "ipc:///tmp/k/out"
+    assert (config.pty_input_addr, config.pty_output_addr) == (
+        "ipc:///tmp/k/pin",
+        "ipc:///tmp/k/pout",
+    )
+    assert config.runtime == "app"
+    assert config.service_ports == "jupyter:http:8080"
+
+
+def test_half_a_pty_pair_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--pty-input", "ipc:///tmp/k/pin"], {})
+    assert "--pty-input and --pty-output go together" in capsys.readouterr().err
+
+
+def test_unknown_runtimes_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--runtime", "cobol"], {})
+    assert "invalid choice: 'cobol'" in capsys.readouterr().err
