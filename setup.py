@@ -12,6 +12,9 @@ from setuptools import Extension, setup
 
 OPTIONAL_EXTENSIONS = [
     Extension("bai.common._slots", ["bai/common/_slots.pyx"], optional=True),
+    Extension(
+        "bai.manager.scheduler._binpack", ["bai/manager/scheduler/_binpack.pyx"], optional=True
+    ),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The manager: queues compute sessions, schedules them onto agents and governs them."""
