@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import click
 
@@ -52,3 +53,18 @@ def info(as_json: bool) -> None:
             click.echo(f"  [{dev['index']}] {dev['name']} {gib:.1f} GiB {dev['uuid']}")
     else:
         click.echo(f"gpus     : none ({host.gpus.detail})")
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="agent.toml to use (default: search ./, ~/.config/bai/, /etc/bai/).",
+)
+def agent(config_path: Path | None) -> None:
+    """Run an agent: kernels on this host, RPC for the manager, heartbeats."""
+    from bai.agent.daemon import main
+
+    raise SystemExit(main(config_path))

@@ -1,0 +1,128 @@
+"""The kernel backend interface: how an agent makes, finds and removes kernels.
+
+A backend owns the machinery under a kernel (a process tree in cgroups for
+:mod:`bai.agent.backends.local`, a container for a Docker backend) and nothing
+else: the agent server keeps the kernel registry, allocations, runner links,
+runs and events, and calls the backend for the steps below.  Every method
+that can wait does so under the caller's deadline and may be cancelled;
+:meth:`KernelBackend.terminate` and :meth:`KernelBackend.cleanup` are called
+in shielded scopes with their own bounds.
+
+Life of a kernel, as the server drives it::
+
+    await backend.prepare(record, launch)   # dirs, cgroups, argv/env -> record
+    process = await backend.spawn(record)   # record.pid set
+    ...                                      # (server dials the runner)
+    code = await process.wait()              # the kernel ended, by itself or by:
+    await backend.terminate(record, process, grace=...)
+    await backend.cleanup(record)            # nothing of the kernel remains
+
+After an agent restart, :meth:`KernelBackend.adopt` turns a registry record
+back into a :class:`KernelProcess` when the kernel survived, and
+:meth:`KernelBackend.sweep` removes what no record names.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bai.agent.cgroups import CgroupLimits, CgroupUsage
+from bai.agent.images import Image
+from bai.agent.registry import KernelRecord
+from bai.common.errors import BaiError
+
+
+class BackendError(BaiError):
+    """The backend could not prepare, start or remove a kernel; the message says why."""
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """What the server decided about a kernel before the backend makes it."""
+
+    image: Image
+    #: The kernel's environment, complete except for what the backend itself adds.
+    environ: Mapping[str, str]
+    limits: CgroupLimits
+    #: The ``ai.backend.service-ports`` label with each port mapped to its host port.
+    service_ports_label: str = ""
+    #: The kernel's host name inside its sandbox (its cluster hostname).
+    hostname: str = ""
+
+
+class KernelProcess(ABC):
+    """The top process of a kernel, started by this agent or found again after a restart."""
+
+    pid: int
+
+    @abstractmethod
+    async def wait(self) -> int | None:
+        """Wait for the kernel's top process to end; its exit code when known.
+
+        An exit by signal N gives ``128 + N``; a process this agent did not
+        start (found again after a restart) gives None.
+        """
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether the process has not ended yet."""
+
+
+class KernelBackend(ABC):
+    """See the module docstring."""
+
+    #: ``"local"`` or ``"docker"``.
+    name: str
+
+    @abstractmethod
+    async def init(self) -> None:
+        """Probe the host (cgroups, sandboxing); log once what isolation kernels get."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, object]:
+        """What kernels get on this host (for hwinfo and the start-up log)."""
+
+    @abstractmethod
+    async def prepare(self, record: KernelRecord, launch: KernelLaunch) -> None:
+        """Create the kernel's directories and cgroups and fill in *record*'s paths and argv.
+
+        Raises :class:`BackendError`; what was made before the failure is
+        named in *record*, so :meth:`cleanup` removes it.
+        """
+
+    @abstractmethod
+    async def spawn(self, record: KernelRecord) -> KernelProcess:
+        """Start the kernel runner as *record* describes; sets ``record.pid``."""
+
+    @abstractmethod
+    async def adopt(self, record: KernelRecord) -> KernelProcess | None:
+        """The kernel's process if it still runs (after an agent restart), else None."""
+
+    @abstractmethod
+    async def terminate(
+        self, record: KernelRecord, process: KernelProcess | None, *, grace: float
+    ) -> None:
+        """Stop every process of the kernel: SIGTERM, then SIGKILL after *grace* seconds."""
+
+    @abstractmethod
+    async def cleanup(self, record: KernelRecord) -> None:
+        """Remove the kernel's cgroups, sockets and scratch directory (idempotent)."""
+
+    @abstractmethod
+    async def usage(self, records: Collection[KernelRecord]) -> dict[str, CgroupUsage]:
+        """Resource usage by kernel id (kernels the host cannot measure are left out)."""
+
+    @abstractmethod
+    async def sweep(self, known: Collection[str]) -> list[str]:
+        """Kill and remove kernel cgroups/containers no record names; returns their names."""
+
+    @abstractmethod
+    def scratch_dir(self, record: KernelRecord) -> Path:
+        """The host directory that is the kernel's ``/home/work``."""
+
+    @abstractmethod
+    async def shutdown(self) -> None:
+        """Release the backend's own host state (its parent cgroup) once no kernel is left."""

@@ -1,0 +1,206 @@
+"""Shared harness of the agent integration tests: a real agent, its RPC client, its events.
+
+Imported by the ``test_agent_*`` modules (it holds no tests itself).  Each
+agent gets its own folders, a short ``ipc://`` socket folder under ``/tmp``,
+the repository's image catalog, only the intrinsic cpu and mem plugins, and
+an in-process event bus whose events :class:`Events` records.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bai.agent.server import AgentService
+from bai.common.config import AgentConfig, parse_config
+from bai.common.events import Event, InProcEventBus
+from bai.common.rpc import RPCClient
+
+REPO = Path(__file__).resolve().parents[2]
+CATALOG = REPO / "configs" / "images.toml"
+
+
+def agent_config(tmp_path: Path, *, catalog: Path = CATALOG, extra: str = "") -> AgentConfig:
+    """A test agent's config: private folders, 1 s heartbeats, all cores and most memory."""
+    tag = uuid.uuid4().hex[:8]
+    return parse_config(
+        AgentConfig,
+        f"""
+[agent]
+id = "i-test-{tag}"
+var-base-path = "{tmp_path}/var"
+ipc-base-path = "/tmp/bai-t-{tag}"
+heartbeat-interval = "1s"
+image-catalog = "{catalog}"
+allow-compute-plugins = []
+[container]
+scratch-root = "{tmp_path}/scratch"
+[resource]
+reserved-cpu = 0
+reserved-mem = "512m"
+{extra}
+""",
+    )
+
+
+@dataclass
+class Events:
+    """Every event published on the bus since the harness started."""
+
+    seen: list[Event] = field(default_factory=list)
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    async def wait_for(self, predicate: Callable[[Event], bool], within: float = 10.0) -> Event:
+        """The first event (already seen or yet to come) matching *predicate*."""
+        with trio.fail_after(within):
+            while True:
+                for event in self.seen:
+                    if predicate(event):
+                        return event
+                self.changed = trio.Event()
+                await self.changed.wait()
+
+    def of_kernel(self, kernel_id: str) -> list[Event]:
+        return [e for e in self.seen if str(getattr(e, "kernel_id", "")) == kernel_id]
+
+
+@dataclass
+class Harness:
+    agent: AgentService
+    client: RPCClient
+    events: Events
+    bus: InProcEventBus
+
+    async def create(self, image: str = "python", **config: Any) -> dict[str, Any]:
+        """Create one kernel (its own session); returns its create_kernels result."""
+        kernel = {"kernel_id": str(uuid.uuid4()), "image": image, **config}
+        results = await self.client.call(
+            "create_kernels", {"session_id": str(uuid.uuid4()), "kernels": [kernel]}, timeout=60
+        )
+        result: dict[str, Any] = results[0]
+        return result
+
+    async def run(
+        self,
+        kernel_id: str,
+        code: str,
+        *,
+        mode: str = "query",
+        run_id: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """One execute call."""
+        result: dict[str, Any] = await self.client.call(
+            "execute",
+            {
+                "kernel_id": kernel_id,
+                "run_id": run_id or uuid.uuid4().hex[:12],
+                "mode": mode,
+                "code": code,
+                **extra,
+            },
+            timeout=60,
+        )
+        return result
+
+    async def output(self, kernel_id: str, code: str) -> str:
+        """Run *code* to the end in query mode; its stdout (stderr when there is none)."""
+        run_id = uuid.uuid4().hex[:12]
+        result = await self.run(kernel_id, code, run_id=run_id)
+        console = list(result["console"])
+        while result["status"] == "continued":
+            result = await self.run(kernel_id, "", mode="continue", run_id=run_id)
+            console += result["console"]
+        assert result["status"] == "finished", result
+        out = "".join(text for kind, text in console if kind == "stdout")
+        return out or "".join(text for kind, text in console if kind == "stderr")
+
+
+@asynccontextmanager
+async def running_agent(config: AgentConfig, **options: Any) -> AsyncIterator[Harness]:
+    """Run an agent in a nursery of its own for the ``async with`` block, then stop it."""
+    bus = InProcEventBus()
+    events = Events()
+    options.setdefault("stats_interval", 0.5)
+    agent = AgentService(
+        config, event_bus=bus, rpc_listen_addr=f"inproc://agent-{uuid.uuid4().hex}", **options
+    )
+    try:
+        async with (
+            trio.open_nursery() as nursery,
+            bus.subscribe(buffer_size=100_000) as subscription,
+        ):
+
+            async def record() -> None:
+                async for event in subscription:
+                    events.seen.append(event)
+                    events.changed.set()
+
+            nursery.start_soon(record)
+            urls = await nursery.start(agent.serve)
+            async with RPCClient(urls[0], timeout=30) as client:
+                yield Harness(agent, client, events, bus)
+            nursery.cancel_scope.cancel()
+    finally:
+        shutil.rmtree(config.agent.ipc_base_path, ignore_errors=True)
+
+
+def alive(pid: int) -> bool:
+    """Whether *pid* is a live (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def cgroup_pids(paths: dict[str, str]) -> set[int]:
+    """Host pids in a kernel's cgroups."""
+    pids: set[int] = set()
+    for path in set(paths.values()):
+        try:
+            pids |= {int(p) for p in Path(path, "cgroup.procs").read_text().split()}
+        except OSError:
+            continue
+    return pids
+
+
+def session_pids(sid: int) -> set[int]:
+    """Live processes of session *sid*."""
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) == sid and fields[0] != b"Z":
+                found.add(int(entry))
+    return found
+
+
+def exists(*paths: str | Path) -> bool:
+    """Whether any of *paths* exists (a blocking check, kept out of the async tests)."""
+    return any(Path(p).exists() for p in paths)
+
+
+def entries(folder: Path) -> list[str]:
+    """Names in *folder*."""
+    return sorted(p.name for p in folder.iterdir())
+
+
+def read(path: str | Path) -> str:
+    return Path(path).read_text()
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

@@ -1,0 +1,61 @@
+"""The agent's kernel registry on disk survives crashes and bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bai.agent.registry import KernelRecord, KernelRegistry
+
+KID = "3f2c1b9e-5a8d-4c1e-9f00-1234567890ab"
+
+
+def _record(**changes: object) -> KernelRecord:
+    record = KernelRecord(
+        kernel_id=KID,
+        session_id="00000000-0000-0000-0000-000000000001",
+        status="RUNNING",
+        created_at=1.5,
+        image="python:3.11",
+        architecture="x86_64",
+        runtime_type="python",
+        occupied_slots={"cpu": "1"},
+        allocations={"cpu": {"cpu": {"0": "1"}}},
+        cgroup={"memory": "/sys/fs/cgroup/memory/bai/x"},
+        pid=1234,
+        pid_start=99,
+        service_ports=[{"name": "http", "protocol": "http", "host_ports": [30000]}],
+    )
+    for key, value in changes.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_round_trip_and_replace(tmp_path: Path) -> None:
+    registry = KernelRegistry(tmp_path / "kernels")
+    registry.prepare()
+    registry.save(_record(status="CREATING"))
+    registry.save(_record())
+    (loaded,) = registry.load()
+    assert loaded == _record()
+    registry.remove(KID)
+    registry.remove(KID)  # already gone: no error
+    assert registry.load() == []
+
+
+def test_torn_and_corrupt_files_do_not_stop_the_agent(tmp_path: Path) -> None:
+    registry = KernelRegistry(tmp_path)
+    registry.save(_record())
+    # A write interrupted before its rename leaves a .tmp next to the good file.
+    (tmp_path / f"{KID}.tmp").write_bytes(b'{"kernel_id": "half')
+    other = "11111111-2222-3333-4444-555555555555"
+    (tmp_path / f"{other}.json").write_bytes(b"\x00garbage")
+    mislabelled = "99999999-2222-3333-4444-555555555555"
+    (tmp_path / f"{mislabelled}.json").write_bytes(KernelRegistry.encode(_record()))
+    assert [r.kernel_id for r in registry.load()] == [KID]
+    assert not (tmp_path / f"{KID}.tmp").exists()
+    assert (tmp_path / f"{other}.corrupt").exists()
+    assert (tmp_path / f"{mislabelled}.corrupt").exists()
+
+
+def test_a_missing_folder_holds_no_kernels(tmp_path: Path) -> None:
+    assert KernelRegistry(tmp_path / "never-made").load() == []

@@ -1,0 +1,104 @@
+"""RPC arguments of the agent are checked at the edge, naming the bad key."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from bai.agent.requests import (
+    CreateKernels,
+    Execute,
+    InvalidRequest,
+    NoArgs,
+    SyncKernelRegistry,
+    UploadFile,
+    parse,
+)
+
+KID = str(uuid.uuid4())
+
+
+def test_a_full_create_request() -> None:
+    req = parse(
+        {
+            "session_id": str(uuid.uuid4()),
+            "kernels": [
+                {
+                    "kernel_id": KID,
+                    "image": "python",
+                    "resource_slots": {"cpu": "1", "mem": 1024},
+                    "resource_opts": {"pids_max": 100},
+                    "environ": {"A_B": "c"},
+                    "cluster_role": "sub",
+                    "cluster_idx": 2,
+                    "local_rank": 3,
+                }
+            ],
+            "cluster": {
+                "size": 4,
+                "hosts": ["main1", "sub1", "sub2", "sub3"],
+                "replicas": {"main": 1, "sub": 3},
+            },
+        },
+        CreateKernels,
+    )
+    (kernel,) = req.kernels
+    assert str(kernel.kernel_id) == KID
+    assert kernel.resource_opts.pids_max == 100
+    assert kernel.cluster_hostname is None and kernel.session_type == "interactive"
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        ({"session_id": "x", "kernels": []}, "session_id"),
+        ({"session_id": KID, "kernels": []}, "kernels"),
+        ({"session_id": KID, "kernels": [{"kernel_id": KID}]}, "image"),
+        (
+            {
+                "session_id": KID,
+                "kernels": [{"kernel_id": KID, "image": "p", "environ": {"1X": "v"}}],
+            },
+            "environ",
+        ),
+        (
+            {
+                "session_id": KID,
+                "kernels": [{"kernel_id": KID, "image": "p", "cluster_role": "a b"}],
+            },
+            "cluster_role",
+        ),
+        ({"session_id": KID, "kernels": [{"kernel_id": KID, "image": "p"}], "extra": 1}, "extra"),
+        (
+            {
+                "session_id": KID,
+                "kernels": [{"kernel_id": KID, "image": "p", "resource_opts": {"pids_max": 1}}],
+            },
+            "pids_max",
+        ),
+        ([1, 2], "object"),
+    ],
+)
+def test_bad_create_requests(args: object, where: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse(args, CreateKernels)
+    assert where in str(info.value)
+
+
+def test_other_methods() -> None:
+    execute = parse(
+        {"kernel_id": KID, "run_id": "r", "mode": "batch", "options": {"exec": "ls"}}, Execute
+    )
+    assert execute.options == {"exec": "ls"} and execute.flush_timeout is None
+    with pytest.raises(InvalidRequest, match="flush_timeout"):
+        parse({"kernel_id": KID, "run_id": "r", "mode": "query", "flush_timeout": 0}, Execute)
+    with pytest.raises(InvalidRequest, match="run_id"):
+        parse({"kernel_id": KID, "run_id": "", "mode": "query"}, Execute)
+    upload = parse({"kernel_id": KID, "path": "a", "data": b"\x00\x01"}, UploadFile)
+    assert upload.data == b"\x00\x01"
+    assert parse(None, NoArgs) == NoArgs()
+    sync = parse({"kernels": [[KID, KID]]}, SyncKernelRegistry)
+    assert str(sync.kernels[0][0]) == KID and sync.terminate_unknown is False
+    with pytest.raises(InvalidRequest):
+        parse({"kernels": [[KID]]}, SyncKernelRegistry)
