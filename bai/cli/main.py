@@ -68,3 +68,13 @@ def agent(config_path: Path | None) -> None:
     from bai.agent.daemon import main
 
     raise SystemExit(main(config_path))
+
+
+def _register_client_commands() -> None:
+    # run, start, ps, rm, logs, events, config: their modules import only click.
+    from bai.cli.commands import register
+
+    register(cli)
+
+
+_register_client_commands()

@@ -1,0 +1,22 @@
+"""The user-facing ``bai`` commands that talk to a manager through the client SDK.
+
+:func:`register` adds them to the ``bai`` group.  Their modules import only
+click (and each other) at import time; the SDK, Trio, httpx and rich are
+imported when a command runs, so ``bai --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from bai.cli.commands.config import config
+from bai.cli.commands.ps import ps
+from bai.cli.commands.session import events, logs, rm, run, start
+
+__all__ = ["register"]
+
+
+def register(group: click.Group) -> None:
+    """Add ``run``, ``start``, ``ps``, ``rm``, ``logs``, ``events`` and ``config`` to *group*."""
+    for command in (run, start, ps, rm, logs, events, config):
+        group.add_command(command)

@@ -1,0 +1,103 @@
+"""Status lines on stderr, in the official client's style.
+
+``∙`` informs, ``⋯`` waits, ``✔`` reports success, ``✘`` failure; a warning is
+a yellow ``∙``.  Status lines go to stderr so that stdout carries only what
+the user's code printed (``bai run ... > out.txt`` captures just that).
+Colours appear only on a terminal (``click.echo`` strips them otherwise), and
+a waiting line is shown only on a terminal, where the next line overwrites it.
+
+This module imports only click, so command modules can use it at import time.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from typing import Final
+
+import click
+
+__all__ = [
+    "error_lines",
+    "print_done",
+    "print_error",
+    "print_fail",
+    "print_info",
+    "print_wait",
+    "print_warn",
+    "set_quiet",
+]
+
+INFO: Final = "\u2219"
+WAIT: Final = "\u22ef"
+DONE: Final = "\u2714"
+FAIL: Final = "\u2718"
+POINT: Final = "\u279c"
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Hide (or show again) every status line except failures (``bai run -q``)."""
+    global _quiet
+    _quiet = quiet
+
+
+def _emit(symbol: str, colour: str, message: str, *, always: bool = False) -> None:
+    if _quiet and not always:
+        return
+    text = textwrap.indent(message, "  ")[2:]
+    stream = sys.stderr
+    if stream.isatty():
+        # Erase a waiting line this one replaces.
+        click.echo("\x1b[2K\r", nl=False, err=True)
+    click.echo(click.style(symbol, fg=colour) + " " + text, err=True)
+
+
+def print_info(message: str) -> None:
+    _emit(INFO, "bright_cyan", message)
+
+
+def print_done(message: str) -> None:
+    _emit(DONE, "bright_green", message)
+
+
+def print_fail(message: str) -> None:
+    _emit(FAIL, "bright_red", message, always=True)
+
+
+def print_warn(message: str) -> None:
+    _emit(INFO, "yellow", message)
+
+
+def print_wait(message: str) -> None:
+    """A transient line (terminal only) that the next status line replaces."""
+    if sys.stderr.isatty() and not _quiet:
+        click.echo(
+            "\x1b[2K\r" + click.style(WAIT, fg="bright_yellow") + " " + message + "\r",
+            nl=False,
+            err=True,
+        )
+
+
+def error_lines(exc: BaseException) -> list[str]:
+    """The lines that describe *exc* to a user (first line: what failed)."""
+    status = getattr(exc, "status", None)
+    title = getattr(exc, "title", None)
+    if isinstance(status, int) and isinstance(title, str):
+        reason = getattr(exc, "reason", "")
+        lines = [f"{title} [{status} {reason}]".rstrip()]
+        detail = getattr(exc, "detail", None)
+        if detail and detail != title:
+            lines.append(f"{POINT} {detail}")
+        data = getattr(exc, "data", {})
+        field = data.get("field") if isinstance(data, dict) else None
+        if field:
+            lines.append(f"{POINT} field: {field}")
+        return lines
+    return [str(exc) or type(exc).__name__]
+
+
+def print_error(exc: BaseException) -> None:
+    """Print *exc* as a failure line (API errors show title, status and detail)."""
+    print_fail("\n".join(error_lines(exc)))

@@ -1,0 +1,232 @@
+"""``bai ps``: list sessions, like the official ``backend.ai ps``.
+
+Sessions come from the GraphQL field ``compute_session_list`` (the REST API
+has no list route).  Without options, active sessions are shown (every
+status but TERMINATED and CANCELLED); ``--running`` and ``--dead`` narrow it
+as the spec's table says.  ``-f`` picks columns from :data:`FIELDS`.
+
+On a terminal the list is a rich table; otherwise each row is one line of
+tab-separated values under a header line, so scripts can ``cut`` it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+
+from bai.cli.commands.pretty import print_info
+from bai.cli.commands.runtime import run_client
+
+if TYPE_CHECKING:
+    from bai.client import APIClient
+
+__all__ = ["FIELDS", "ps"]
+
+#: ``-f`` name -> (GraphQL field of ComputeSession, column header).
+FIELDS: Final[Mapping[str, tuple[str, str]]] = {
+    "name": ("name", "Name"),
+    "id": ("id", "Session ID"),
+    "session_id": ("id", "Session ID"),
+    "owner": ("access_key", "Owner"),
+    "access_key": ("access_key", "Owner"),
+    "user_email": ("user_email", "User"),
+    "domain_name": ("domain_name", "Domain"),
+    "group_name": ("group_name", "Project/Group"),
+    "image": ("image", "Image"),
+    "type": ("type", "Type"),
+    "status": ("status", "Status"),
+    "status_info": ("status_info", "Status Info"),
+    "last_updated": ("status_changed", "Last Updated"),
+    "status_changed": ("status_changed", "Last Updated"),
+    "created_at": ("created_at", "Created At"),
+    "terminated_at": ("terminated_at", "Terminated At"),
+    "result": ("result", "Result"),
+    "tag": ("tag", "Tag"),
+    "occupied_slots": ("occupied_slots", "Occupied Resource"),
+    "scaling_group": ("scaling_group", "Resource Group"),
+    "startup_command": ("startup_command", "Startup Command"),
+}
+
+DEFAULT_FIELDS: Final = (
+    "name",
+    "id",
+    "owner",
+    "image",
+    "type",
+    "status",
+    "status_info",
+    "last_updated",
+    "result",
+)
+DETAIL_FIELDS: Final = ("tag", "created_at", "occupied_slots")
+
+ACTIVE: Final = (
+    "PENDING",
+    "SCHEDULED",
+    "PREPARING",
+    "PULLING",
+    "PREPARED",
+    "CREATING",
+    "RUNNING",
+    "RESTARTING",
+    "RUNNING_DEGRADED",
+    "TERMINATING",
+    "ERROR",
+)
+RUNNING: Final = ("PREPARING", "PULLING", "PREPARED", "CREATING", "RUNNING", "RUNNING_DEGRADED")
+DEAD: Final = ("CANCELLED", "TERMINATED")
+ALL: Final = (*ACTIVE, *DEAD)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str) and value.startswith("{"):
+        text = value
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def _render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    if not sys.stdout.isatty():
+        for line in (headers, *rows):
+            click.echo("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in line))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers, header_style="bold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--running", is_flag=True, help="Only sessions being prepared or running.")
+@click.option("--dead", is_flag=True, help="Only terminated and cancelled sessions.")
+@click.option("-a", "--all", "all_", is_flag=True, help="Sessions in any status.")
+@click.option(
+    "-s",
+    "--status",
+    type=click.Choice(ALL, case_sensitive=False),
+    default=None,
+    help="Only sessions in this status.",
+)
+@click.option("--id-only", is_flag=True, help="Print only session IDs, one per line.")
+@click.option("--name-only", is_flag=True, help="Print only session names, one per line.")
+@click.option("--detail", is_flag=True, help="Add tag, creation time and occupied resources.")
+@click.option(
+    "-f",
+    "--format",
+    "format_",
+    metavar="FIELDS",
+    default=None,
+    help=f"Comma-separated columns: {', '.join(FIELDS)}.",
+)
+@click.option(
+    "--access-key",
+    metavar="KEY",
+    default=None,
+    help="List this keypair's sessions (administrators).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Show at most this many sessions.",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Skip this many sessions (most recently changed first).",
+)
+def ps(
+    running: bool,
+    dead: bool,
+    all_: bool,
+    status: str | None,
+    id_only: bool,
+    name_only: bool,
+    detail: bool,
+    format_: str | None,
+    access_key: str | None,
+    limit: int,
+    offset: int,
+) -> None:
+    """List your compute sessions (by default: the active ones)."""
+    if sum((running, dead, all_, status is not None)) > 1:
+        raise click.UsageError("Use at most one of --running, --dead, --all and --status.")
+    if id_only and name_only:
+        raise click.UsageError("Use either --id-only or --name-only.")
+    if id_only:
+        names: Sequence[str] = ("id",)
+    elif name_only:
+        names = ("name",)
+    elif format_ is not None:
+        names = [item.strip() for item in format_.split(",") if item.strip()]
+        unknown = [n for n in names if n not in FIELDS]
+        if unknown or not names:
+            raise click.BadParameter(
+                f"unknown field {unknown[0] if unknown else format_!r}; "
+                f"choose from {', '.join(FIELDS)}",
+                param_hint="'-f' / '--format'",
+            )
+    else:
+        names = DEFAULT_FIELDS + (DETAIL_FIELDS if detail else ())
+    statuses: tuple[str, ...]
+    if running:
+        statuses, what = RUNNING, "running"
+    elif dead:
+        statuses, what = DEAD, "dead"
+    elif all_:
+        statuses, what = ALL, "in any status"
+    elif status is not None:
+        statuses, what = (status.upper(),), status.lower()
+    else:
+        statuses, what = ACTIVE, "active"
+    gql_fields = list(dict.fromkeys(FIELDS[n][0] for n in names))
+
+    async def main(api: APIClient) -> int:
+        from bai.client import list_sessions
+
+        page = await list_sessions(
+            api,
+            fields=gql_fields,
+            statuses=statuses,
+            access_key=access_key,
+            limit=limit,
+            offset=offset,
+        )
+        if id_only or name_only:
+            for item in page.items:
+                click.echo(_cell(item.get(FIELDS[names[0]][0])))
+            return 0
+        if not page.items:
+            click.echo(f"There are no compute sessions currently {what}.")
+            return 0
+        headers = [FIELDS[n][1] for n in names]
+        rows = [[_cell(item.get(FIELDS[n][0])) for n in names] for item in page.items]
+        _render(headers, rows)
+        shown_until = offset + len(page.items)
+        if page.total_count > shown_until:
+            print_info(
+                f"Showing {offset + 1}-{shown_until} of {page.total_count} sessions; "
+                f"use --offset {shown_until} for more."
+            )
+        return 0
+
+    run_client(main)

@@ -1,0 +1,77 @@
+"""bai's client SDK: the manager's REST API from Python, Trio-native.
+
+Async (Trio)::
+
+    async with APIClient(APIConfig.from_env()) as api:
+        sess = await ComputeSession.create(api, "python", name="hello")
+        async with aclosing(sess.run('print("hello world")')) as results:
+            async for result in results:
+                ...
+        await sess.destroy()
+
+Blocking: :class:`~bai.client.sync.SyncAPIClient` offers the same calls.
+
+This package imports only :mod:`bai.common` from bai (and httpx, trio).
+"""
+
+from bai.client.admin import SessionPage, graphql, list_sessions
+from bai.client.config import API_VERSION, APIConfig, ClientConfigError
+from bai.client.exceptions import (
+    BackendAPIError,
+    BackendClientError,
+    BackendError,
+    Conflict,
+    Forbidden,
+    InvalidAPIParameters,
+    MalformedResponse,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+)
+from bai.client.request import APIClient, APIResponse
+from bai.client.session import (
+    ComputeSession,
+    ConsoleItem,
+    ExecutionResult,
+    FileEntry,
+    FileListing,
+    session_events,
+)
+from bai.client.sharedconfig import delete_config, get_config, set_config
+from bai.client.sse import SSEEvent
+from bai.client.sync import SyncAPIClient, SyncComputeSession
+
+__all__ = [
+    "API_VERSION",
+    "APIClient",
+    "APIConfig",
+    "APIResponse",
+    "BackendAPIError",
+    "BackendClientError",
+    "BackendError",
+    "ClientConfigError",
+    "ComputeSession",
+    "Conflict",
+    "ConsoleItem",
+    "ExecutionResult",
+    "FileEntry",
+    "FileListing",
+    "Forbidden",
+    "InvalidAPIParameters",
+    "MalformedResponse",
+    "NotFound",
+    "RateLimited",
+    "SSEEvent",
+    "ServerError",
+    "SessionPage",
+    "SyncAPIClient",
+    "SyncComputeSession",
+    "Unauthorized",
+    "delete_config",
+    "get_config",
+    "graphql",
+    "list_sessions",
+    "session_events",
+    "set_config",
+]

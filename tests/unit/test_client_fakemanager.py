@@ -1,0 +1,253 @@
+"""A stand-in manager for the client's tests, and the tests of request signing.
+
+The real manager's REST API is written in parallel with the client, so the
+client's unit tests talk to :class:`FakeManager`: a real HTTP server
+(quart-trio on hypercorn, bound to a free loopback port) that checks every
+request's signature with :func:`bai.common.auth.verify_request` exactly as the
+manager does, records what arrived, and answers with canned spec-shaped
+responses registered per route by each test.
+
+Other client/CLI test modules import it (``from test_client_fakemanager import
+FakeManager``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import hypercorn.config
+import hypercorn.trio
+import pytest
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from bai.client import APIClient, APIConfig, BackendClientError, Unauthorized
+from bai.common.auth import AuthError, verify_request
+
+ACCESS_KEY = "AKIATESTTESTTESTTEST"
+SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnopqr"
+
+
+@dataclass
+class Recorded:
+    """One request as the server saw it."""
+
+    method: str
+    path: str  # decoded path, without the query
+    raw_target: str  # the request target exactly as sent (what the signature covers)
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    form_files: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+Handler = Callable[[Recorded], Awaitable[Response]]
+
+
+def problem(status: int, error_type: str, title: str, detail: str | None = None) -> Response:
+    """An RFC 7807 answer, as the manager sends them."""
+    body: dict[str, Any] = {
+        "type": f"https://api.backend.ai/probs/{error_type}",
+        "title": title,
+        "status": status,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    return Response(json.dumps(body), status=status, content_type="application/problem+json")
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status=status, content_type="application/json")
+
+
+class FakeManager:
+    """A signature-checking HTTP server with per-route canned answers."""
+
+    def __init__(self, *, secret_key: str = SECRET_KEY) -> None:
+        self.secret_key = secret_key
+        self.requests: list[Recorded] = []
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.url = ""
+        self.app = QuartTrio(__name__)
+        self.app.add_url_rule(
+            "/",
+            "root",
+            self._dispatch,
+            defaults={"path": ""},
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        )
+        self.app.add_url_rule(
+            "/<path:path>",
+            "any",
+            self._dispatch,
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        )
+        self.add("GET", "/", self._hello)
+
+    async def _hello(self, recorded: Recorded) -> Response:
+        return json_response({"version": "v6.20220615", "manager": "fake"})
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        """Answer ``method path`` (decoded path, no query) with *handler*."""
+        self.routes[(method, path)] = handler
+
+    def answer(self, method: str, path: str, data: Any, status: int = 200) -> None:
+        """Answer ``method path`` with a fixed JSON body."""
+
+        async def handler(recorded: Recorded) -> Response:
+            return json_response(data, status)
+
+        self.add(method, path, handler)
+
+    def config(self, **overrides: Any) -> APIConfig:
+        """A client config pointing at this server with the test keypair."""
+        values: dict[str, Any] = {
+            "endpoint": self.url,
+            "access_key": ACCESS_KEY,
+            "secret_key": SECRET_KEY,
+        }
+        values.update(overrides)
+        return APIConfig(**values)
+
+    def env(self) -> dict[str, str]:
+        """``BACKEND_*`` variables pointing at this server (for CLI runs)."""
+        return {
+            "BACKEND_ENDPOINT": self.url,
+            "BACKEND_ACCESS_KEY": ACCESS_KEY,
+            "BACKEND_SECRET_KEY": SECRET_KEY,
+        }
+
+    def last(self, method: str | None = None) -> Recorded:
+        found = [r for r in self.requests if method is None or r.method == method]
+        assert found, f"no {method or ''} request arrived"
+        return found[-1]
+
+    async def _dispatch(self, path: str) -> Response:
+        raw_path = request.scope["raw_path"].decode("ascii")
+        query_string = request.scope["query_string"].decode("ascii")
+        target = f"{raw_path}?{query_string}" if query_string else raw_path
+        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+        recorded = Recorded(
+            method=request.method,
+            path=unquote(raw_path),
+            raw_target=target,
+            query=parse_qs(query_string, keep_blank_values=True),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+        )
+        if recorded.headers.get("content-type", "").startswith("multipart/form-data"):
+            files = await request.files
+            for name, storage in files.items(multi=True):
+                recorded.form_files.append((name, storage.filename or "", storage.read()))
+        self.requests.append(recorded)
+        public = (request.method, recorded.path) == ("GET", "/")
+        if not public:
+            try:
+                verify_request(
+                    method=request.method,
+                    path=target,
+                    headers=request.headers,
+                    secret_key=self.secret_key,
+                )
+            except AuthError as exc:
+                return problem(401, "auth-failed", "Authentication failed", str(exc))
+        handler = self.routes.get((request.method, recorded.path))
+        if handler is None:
+            return problem(404, "not-found", "Unknown route", f"{request.method} {recorded.path}")
+        return await handler(recorded)
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        config = hypercorn.config.Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        config.errorlog = None
+        config.graceful_timeout = 0.1
+
+        async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            await hypercorn.trio.serve(self.app, config, task_status=task_status)
+
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(run_server)
+            self.url = addresses[0]
+            task_status.started(self.url)
+
+
+def sse_response(events: list[tuple[str, Any]], *, hold_open: bool = False) -> Response:
+    """A ``text/event-stream`` answer sending *events* (name, JSON data)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for name, data in events:
+            yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        if hold_open:
+            await trio.sleep_forever()
+
+    response = Response(body(), content_type="text/event-stream")
+    response.timeout = None
+    return response
+
+
+@pytest.fixture
+async def manager(nursery: trio.Nursery) -> FakeManager:
+    fake = FakeManager()
+    await nursery.start(fake.serve)
+    return fake
+
+
+# ---------------------------------------------------------------------------
+# Signing: what the server verifies is what the client sent.
+# ---------------------------------------------------------------------------
+
+
+async def test_signed_request_is_accepted_and_names_its_access_key(manager: FakeManager) -> None:
+    manager.answer("GET", "/session/s1", {"status": "RUNNING"})
+    async with APIClient(manager.config()) as api:
+        assert await api.fetch_json("GET", "/session/s1") == {"status": "RUNNING"}
+    seen = manager.last()
+    assert seen.headers["authorization"].startswith("BackendAI signMethod=HMAC-SHA256, credential=")
+    assert f"credential={ACCESS_KEY}:" in seen.headers["authorization"]
+    assert seen.headers["x-backendai-version"] == "v6.20220615"
+
+
+async def test_signature_covers_percent_encoded_path_and_query(manager: FakeManager) -> None:
+    manager.answer("GET", "/session/my sess/ü", {"ok": True})
+    async with APIClient(manager.config()) as api:
+        await api.fetch_json(
+            "GET", "/session/my%20sess/%C3%BC", params={"a": "x y", "files": ["1", "2"]}
+        )
+    seen = manager.last()
+    assert seen.raw_target == "/session/my%20sess/%C3%BC?a=x+y&files=1&files=2"
+    assert seen.query == {"a": ["x y"], "files": ["1", "2"]}
+
+
+async def test_wrong_secret_key_is_rejected_with_typed_401(manager: FakeManager) -> None:
+    manager.answer("GET", "/session/s1", {})
+    async with APIClient(manager.config(secret_key="not-the-right-secret")) as api:
+        with pytest.raises(Unauthorized) as caught:
+            await api.fetch_json("GET", "/session/s1")
+    assert caught.value.status == 401
+    assert caught.value.error_type == "auth-failed"
+    assert "signature mismatch" in (caught.value.detail or "")
+
+
+async def test_endpoint_path_prefix_is_part_of_the_signed_target(manager: FakeManager) -> None:
+    manager.answer("POST", "/api/session", {"ok": 1})
+    async with APIClient(manager.config(endpoint=manager.url + "/api/")) as api:
+        assert await api.fetch_json("POST", "/session", json_body={"a": 1}) == {"ok": 1}
+    assert manager.last().raw_target == "/api/session"
+
+
+async def test_requests_without_keypair_fail_before_sending(manager: FakeManager) -> None:
+    async with APIClient(manager.config(access_key="", secret_key="")) as api:
+        with pytest.raises(BackendClientError, match="BACKEND_ACCESS_KEY"):
+            await api.fetch_json("GET", "/session/s1")
+        assert (await api.hello())["version"] == "v6.20220615"
+    assert [r.path for r in manager.requests] == ["/"]
+    assert "authorization" not in manager.requests[0].headers
