@@ -70,6 +70,43 @@ def agent(config_path: Path | None) -> None:
     raise SystemExit(main(config_path))
 
 
+@cli.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="manager.toml to use (default: search ./, ~/.config/bai/, /etc/bai/).",
+)
+def manager(config_path: Path | None) -> None:
+    """Run the manager: REST API, scheduler and session registry (distributed mode)."""
+    from bai.manager.server import main
+
+    raise SystemExit(main(config_path))
+
+
+@cli.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("./bai-data"),
+    show_default=True,
+    help="Where the database, kernels' scratch directories and client.env live.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the API listens on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="API port.")
+def up(data_dir: Path, host: str, port: int | None) -> None:
+    """Run everything in one process: manager, one agent, SQLite, local kernels.
+
+    Prints the endpoint and keypairs and writes DATA_DIR/client.env; `source` it
+    and both `bai` and the official `backend.ai` client talk to this cluster.
+    Ctrl-C stops everything and leaves no kernel behind.
+    """
+    from bai.manager.embedded import DEFAULT_PORT, main
+
+    raise SystemExit(main(data_dir, host=host, port=DEFAULT_PORT if port is None else port))
+
+
 def _register_client_commands() -> None:
     # run, start, ps, rm, logs, events, config: their modules import only click.
     from bai.cli.commands import register

@@ -1,0 +1,199 @@
+"""What every route handler needs: the manager context, validated input, JSON answers.
+
+* :func:`current_ctx` -- the :class:`~bai.manager.context.ManagerContext` of
+  the app serving the request.
+* :func:`read_json`, :func:`read_query`, :func:`read_params` -- decode the
+  body or the query string into a ``msgspec.Struct`` (or any type msgspec
+  converts to).  Guarantees: whatever the client sends, they return a valid
+  value or raise :class:`InvalidParameter` (an
+  :class:`~bai.common.errors.InvalidValue`, answered 400) or
+  :class:`~bai.manager.api.errors.PayloadTooLarge` (413), never a raw
+  decoding error.  ``field`` is in the spec's dotted JSON notation
+  (``config.resources.cpu``, ``mounts.0``; ``*`` stands for any key of an
+  object), and the message echoes the offending value when there is one.
+  Strings with NUL characters are refused, as neither PostgreSQL text nor
+  JSONB can store them.
+* :func:`json_response` -- a JSON answer encoded with msgspec (UUIDs,
+  datetimes, enums, Decimals and :class:`~bai.common.slots.ResourceSlot`
+  encode as the spec writes them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final, TypeVar, cast
+
+import msgspec
+from quart import Response, current_app, request
+
+from bai.common.errors import InvalidValue
+from bai.common.slots import ResourceSlot
+from bai.manager.api.errors import PayloadTooLarge
+from bai.manager.context import ManagerContext
+
+__all__ = [
+    "MAX_JSON_BODY",
+    "InvalidParameter",
+    "current_ctx",
+    "json_response",
+    "read_json",
+    "read_params",
+    "read_query",
+]
+
+T = TypeVar("T")
+
+#: The largest JSON body :func:`read_json` reads unless a route allows more.
+MAX_JSON_BODY: Final = 1024 * 1024
+
+# A JSON ``\u0000`` escape: an odd run of backslashes before ``u0000``.
+_NUL_ESCAPE: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_PATH_RE: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_NAMED_FIELD_RE: Final = re.compile(
+    r"(?:missing required|contains unknown) field `(?P<name>[^`]*)`"
+)
+_INDEX_RE: Final = re.compile(r"\[(\d+|\.\.\.)\]")
+_UNKNOWN: Final[Any] = object()
+
+
+def current_ctx() -> ManagerContext:
+    """The :class:`ManagerContext` the app serving this request was created with."""
+    return cast(ManagerContext, current_app.bai)  # type: ignore[attr-defined]
+
+
+def _encode_extra(value: Any) -> Any:
+    if isinstance(value, ResourceSlot):
+        return value.to_json()
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__} as JSON")
+
+
+_ENCODER: Final = msgspec.json.Encoder(enc_hook=_encode_extra, decimal_format="string")
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """An ``application/json`` response holding *data*."""
+    response: Response = current_app.response_class(
+        _ENCODER.encode(data), status=status, content_type="application/json"
+    )
+    if headers:
+        for name, value in headers.items():
+            response.headers[name] = value
+    return response
+
+
+class InvalidParameter(InvalidValue):
+    """Bad input to an API route; the message echoes the value only when it is known."""
+
+    def __init__(self, problem: str, *, field: str | None = None, value: Any = _UNKNOWN) -> None:
+        super().__init__(problem, value=None if value is _UNKNOWN else value, field=field)
+        if value is _UNKNOWN:
+            self.args = (f"{field}: {problem}" if field else problem,)
+
+
+def _field_of(message: str) -> tuple[str, str | None]:
+    """Split a msgspec validation message into (problem, dotted field path)."""
+    path: str | None = None
+    match = _PATH_RE.search(message)
+    if match is not None:
+        message = message[: match.start()]
+        raw = _INDEX_RE.sub(lambda m: "." + ("*" if m[1] == "..." else m[1]), match["path"])
+        path = raw.lstrip(".") or None
+    named = _NAMED_FIELD_RE.search(message)
+    if named is not None:
+        path = f"{path}.{named['name']}" if path else named["name"]
+        message = "is required" if "missing" in message else "is not a known field"
+    return message, path
+
+
+def _lookup(document: Any, path: str) -> Any:
+    """The value at a dotted *path* of *document*, or ``_UNKNOWN``."""
+    for part in path.split("."):
+        if isinstance(document, dict) and part in document:
+            document = document[part]
+        elif isinstance(document, list) and part.isdigit() and int(part) < len(document):
+            document = document[int(part)]
+        else:
+            return _UNKNOWN
+    return document
+
+
+def _validation_error(exc: msgspec.ValidationError, document: Any, where: str) -> InvalidValue:
+    problem, path = _field_of(str(exc))
+    if path is None:
+        return InvalidParameter(f"{where}: {problem}")
+    return InvalidParameter(problem, field=path, value=_lookup(document, path))
+
+
+def _untyped(raw: bytes) -> Any:
+    """*raw* decoded without a type, to find an offending value; ``_UNKNOWN`` if it is not
+    JSON (typed decoding can stop at a type error before reaching a syntax error)."""
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return _UNKNOWN
+
+
+def _decode(raw: bytes, model: type[T]) -> T:
+    if _NUL_ESCAPE.search(raw):
+        raise InvalidParameter("strings in the request body must not contain NUL (\\u0000)")
+    try:
+        return msgspec.json.decode(raw, type=model)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, _untyped(raw), "the request body") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidParameter(f"the request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidParameter("the request body is not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidParameter("the request body is nested too deeply") from None
+
+
+async def _body(max_size: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > max_size:
+        raise PayloadTooLarge(f"a JSON body may have at most {max_size} bytes")
+    raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    if len(raw) > max_size:
+        raise PayloadTooLarge(f"a JSON body may have at most {max_size} bytes")
+    return raw.strip()
+
+
+async def read_json(model: type[T], *, max_size: int = MAX_JSON_BODY) -> T:
+    """Decode the request body as JSON into *model*; an empty body counts as ``{}``.
+
+    The ``Content-Type`` is not checked: the official client sends bodiless
+    POSTs as ``application/octet-stream``.  Bodies over *max_size* bytes
+    raise :class:`PayloadTooLarge` (a declared ``Content-Length`` is
+    checked before anything is read).
+    """
+    return _decode(await _body(max_size) or b"{}", model)
+
+
+def read_query(model: type[T]) -> T:
+    """Convert the query string into *model* (the first value of each key).
+
+    Values are strings, converted leniently: ``"1"`` for ints, ``"true"`` /
+    ``"false"`` / ``"1"`` / ``"0"`` for bools.
+    """
+    values: dict[str, str] = {}
+    for key, value in request.args.items(multi=False):
+        if "\0" in key or "\0" in value:
+            raise InvalidParameter("must not contain NUL characters", field=key)
+        values[key] = value
+    try:
+        return msgspec.convert(values, model, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, values, "the query string") from None
+
+
+async def read_params(model: type[T], *, max_size: int = MAX_JSON_BODY) -> T:
+    """The query string for ``GET`` / ``HEAD`` and bodiless requests, else the JSON body."""
+    if request.method in ("GET", "HEAD"):
+        return read_query(model)
+    raw = await _body(max_size)
+    return _decode(raw, model) if raw else read_query(model)

@@ -1,0 +1,381 @@
+"""``/resource``: resource presets, and what the caller can still allocate.
+
+* ``GET /resource/presets`` -> ``{"presets": [{"name", "resource_slots",
+  "shared_memory"}]}``.
+* ``POST /resource/check-presets`` ``{"group": "default", "scaling_group":
+  null}`` -> the caller's limits, usage and what remains, per the spec's
+  response: ``keypair_limits``, ``keypair_using``, ``keypair_remaining``,
+  ``group_limits``, ``group_using``, ``group_remaining``,
+  ``scaling_group_remaining``, ``scaling_groups`` (``{name: {"using",
+  "remaining"}}``) and ``presets`` (each with ``allocatable``).
+
+Every slot object lists exactly the slots the cluster knows
+(:func:`cluster_slot_types`: ``cpu``, ``mem`` and whatever the live agents
+report), with the spec's decimal strings and ``"Infinity"`` for no limit.
+The numbers are read in one read-only transaction; usage is derived from
+the kernels that hold resources, never from a counter:
+
+* ``keypair_limits`` come from the keypair's resource policy (a slot it does
+  not name is 0 or unlimited by ``default_for_unspecified``); the project's
+  and the domain's ``total_resource_slots`` cap the slots they name.
+* ``keypair_remaining`` is, per slot, the least of what the keypair, the
+  project and the domain have left (never below 0).
+* The resource groups considered are the active ones associated with the
+  caller's domain, project or keypair: only the public ones, unless
+  ``scaling_group`` names one of them (a private one included).
+* A group's ``remaining`` sums the free capacity (available minus occupied)
+  of its live, schedulable agents, capped by ``keypair_remaining``;
+  ``using`` is what the caller's user occupies there;
+  ``scaling_group_remaining`` does the same over all considered groups.
+* A preset is ``allocatable`` when one agent alone has room for all of it and
+  it fits ``keypair_remaining``.  Slots the cluster does not know are left
+  out of the preset's ``resource_slots``, but they still count for
+  ``allocatable``: a GPU preset is not allocatable on a cluster without GPUs.
+* ``group_*`` values are ``"NaN"`` unless the shared config key
+  ``config/api/resources/group_resource_visibility`` is true, as in the spec.
+
+With ``owner_access_key``, an admin sees all of this as that keypair sees it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+import msgspec
+import sqlalchemy as sa
+from quart import Blueprint, Response
+
+from bai.common.errors import InvalidValue
+from bai.common.slots import (
+    DEFAULT_SLOT_TYPES,
+    INTRINSIC_SLOT_TYPES,
+    DefaultForUnspecified,
+    ResourceSlot,
+)
+from bai.common.types import RESOURCE_OCCUPYING_STATUSES, SlotTypes
+from bai.manager.api.auth import auth_required, current_auth
+from bai.manager.api.helpers import current_ctx, json_response, read_json
+from bai.manager.db import Connection
+from bai.manager.models.config import get_config
+from bai.manager.models.identity import (
+    association_groups_users,
+    domains,
+    groups,
+    keypair_resource_policies,
+)
+from bai.manager.models.resource import (
+    AgentStatus,
+    agents,
+    resource_presets,
+    scaling_groups,
+    sgroups_for_domains,
+    sgroups_for_groups,
+    sgroups_for_keypairs,
+)
+from bai.manager.models.session import kernels, sessions
+from bai.manager.models.usage import agent_occupancy
+
+__all__ = [
+    "GROUP_VISIBILITY_KEY",
+    "AllowedScalingGroup",
+    "allowed_scaling_groups",
+    "blueprint",
+    "cluster_slot_types",
+]
+
+#: The shared config key that makes ``check-presets`` show project limits and usage.
+GROUP_VISIBILITY_KEY: Final = "config/api/resources/group_resource_visibility"
+
+_ZERO: Final = Decimal(0)
+_INFINITY: Final = Decimal("Infinity")
+_OCCUPYING: Final = sorted(RESOURCE_OCCUPYING_STATUSES)
+
+Slots = dict[str, Decimal]
+
+blueprint = Blueprint("resource", __name__, url_prefix="/resource")
+
+
+async def cluster_slot_types(conn: Connection) -> dict[str, SlotTypes]:
+    """The slots the cluster knows: the intrinsic ``cpu`` and ``mem``, then (sorted)
+    every other slot a live agent reports, typed as in ``DEFAULT_SLOT_TYPES``
+    (``count`` for slots it does not list)."""
+    rows = await conn.execute(
+        sa.select(agents.c.available_slots).where(agents.c.status == AgentStatus.ALIVE)
+    )
+    reported = {name for row in rows for name in row.available_slots}
+    known = dict(INTRINSIC_SLOT_TYPES)
+    for name in sorted(reported - set(known)):
+        known[name] = DEFAULT_SLOT_TYPES.get(name, SlotTypes.COUNT)
+    return known
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedScalingGroup:
+    """A resource group a caller may use; non-public ones only when named explicitly."""
+
+    name: str
+    is_public: bool
+
+
+async def allowed_scaling_groups(
+    conn: Connection, *, domain_name: str, group_id: uuid.UUID, access_key: str
+) -> list[AllowedScalingGroup]:
+    """The active resource groups associated with the domain, the project or the keypair,
+    by name."""
+    associated = sa.union(
+        sa.select(sgroups_for_domains.c.scaling_group.label("name")).where(
+            sgroups_for_domains.c.domain == domain_name
+        ),
+        sa.select(sgroups_for_groups.c.scaling_group.label("name")).where(
+            sgroups_for_groups.c.group == group_id
+        ),
+        sa.select(sgroups_for_keypairs.c.scaling_group.label("name")).where(
+            sgroups_for_keypairs.c.access_key == access_key
+        ),
+    ).subquery()
+    rows = await conn.execute(
+        sa.select(scaling_groups.c.name, scaling_groups.c.is_public)
+        .where(scaling_groups.c.name.in_(sa.select(associated.c.name)))
+        .where(scaling_groups.c.is_active.is_(True))
+        .order_by(scaling_groups.c.name)
+    )
+    return [AllowedScalingGroup(row.name, bool(row.is_public)) for row in rows]
+
+
+# ---------------------------------------------------------------------------
+# slot arithmetic over the known slots
+# ---------------------------------------------------------------------------
+
+
+def _over(known: Iterable[str], slots: Mapping[str, Decimal] | None, fill: Decimal) -> Slots:
+    """*slots* restricted to the *known* slots, *fill* for those it lacks."""
+    return {name: slots[name] if slots and name in slots else fill for name in known}
+
+
+def _plus(a: Slots, b: Mapping[str, Decimal]) -> Slots:
+    return {name: a[name] + b.get(name, _ZERO) for name in a}
+
+
+def _minus(a: Slots, b: Slots) -> Slots:
+    return {name: max(_ZERO, a[name] - b[name]) for name in a}
+
+
+def _least(*each: Slots) -> Slots:
+    return {name: min(slots[name] for slots in each) for name in each[0]}
+
+
+def _fits(request: Mapping[str, Decimal], room: Mapping[str, Decimal]) -> bool:
+    return all(amount <= room.get(name, _ZERO) for name, amount in request.items())
+
+
+def _json(slots: Slots) -> dict[str, str]:
+    return ResourceSlot(slots).to_json()
+
+
+def _preset(row: Any, known: Mapping[str, SlotTypes]) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "resource_slots": _json({k: v for k, v in row.resource_slots.items() if k in known}),
+        "shared_memory": None if row.shared_memory is None else str(row.shared_memory),
+    }
+
+
+async def _occupied(conn: Connection, known: Iterable[str], *where: Any) -> Slots:
+    rows = await conn.execute(
+        sa.select(kernels.c.occupied_slots)
+        .select_from(kernels.join(sessions, kernels.c.session_id == sessions.c.id))
+        .where(kernels.c.status.in_(_OCCUPYING), *where)
+    )
+    total = _over(known, None, _ZERO)
+    for row in rows:
+        total = _plus(total, row.occupied_slots)
+    return total
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return value is True or (isinstance(value, int) and value == 1)
+
+
+# ---------------------------------------------------------------------------
+# routes
+# ---------------------------------------------------------------------------
+
+
+@blueprint.route("/presets", methods=["GET"])
+@auth_required
+async def presets() -> Response:
+    """``GET /resource/presets``: every preset, by name."""
+    async with current_ctx().db.begin_readonly() as conn:
+        known = await cluster_slot_types(conn)
+        rows = await conn.execute(sa.select(resource_presets).order_by(resource_presets.c.name))
+    return json_response({"presets": [_preset(row, known) for row in rows]})
+
+
+class _CheckPresets(msgspec.Struct, kw_only=True):
+    group: str = "default"
+    scaling_group: str | None = None
+
+
+@blueprint.route("/check-presets", methods=["POST"])
+@auth_required
+async def check_presets() -> Response:
+    """``POST /resource/check-presets`` (module docs)."""
+    params = await read_json(_CheckPresets)
+    owner = current_auth().owner
+    async with current_ctx().db.begin_readonly() as conn:
+        known = await cluster_slot_types(conn)
+
+        policy = (
+            await conn.execute(
+                sa.select(
+                    keypair_resource_policies.c.total_resource_slots,
+                    keypair_resource_policies.c.default_for_unspecified,
+                ).where(keypair_resource_policies.c.name == owner.resource_policy)
+            )
+        ).one()
+        unlimited = (
+            DefaultForUnspecified(policy.default_for_unspecified) is DefaultForUnspecified.UNLIMITED
+        )
+        keypair_limits = _over(
+            known, policy.total_resource_slots, _INFINITY if unlimited else _ZERO
+        )
+        keypair_using = await _occupied(conn, known, sessions.c.access_key == owner.access_key)
+
+        project = (
+            await conn.execute(
+                sa.select(groups.c.id, groups.c.total_resource_slots)
+                .select_from(
+                    groups.join(
+                        association_groups_users,
+                        association_groups_users.c.group_id == groups.c.id,
+                    )
+                )
+                .where(
+                    groups.c.name == params.group,
+                    groups.c.domain_name == owner.domain_name,
+                    groups.c.is_active.is_(True),
+                    association_groups_users.c.user_id == owner.user_id,
+                )
+            )
+        ).first()
+        if project is None:
+            raise InvalidValue(
+                "no such active project in the domain, or the caller is not a member of it",
+                value=params.group,
+                field="group",
+            )
+        group_limits = _over(known, project.total_resource_slots, _INFINITY)
+        group_using = await _occupied(conn, known, sessions.c.group_id == project.id)
+
+        domain_slots = (
+            await conn.execute(
+                sa.select(domains.c.total_resource_slots).where(domains.c.name == owner.domain_name)
+            )
+        ).scalar_one()
+        domain_limits = _over(known, domain_slots, _INFINITY)
+        domain_using = await _occupied(conn, known, sessions.c.domain_name == owner.domain_name)
+
+        remaining = _least(
+            _minus(keypair_limits, keypair_using),
+            _minus(group_limits, group_using),
+            _minus(domain_limits, domain_using),
+        )
+
+        allowed = await allowed_scaling_groups(
+            conn,
+            domain_name=owner.domain_name,
+            group_id=project.id,
+            access_key=owner.access_key,
+        )
+        if params.scaling_group is not None:
+            if params.scaling_group not in {sg.name for sg in allowed}:
+                raise InvalidValue(
+                    "no such active resource group allowed to the caller",
+                    value=params.scaling_group,
+                    field="scaling_group",
+                )
+            considered = [params.scaling_group]
+        else:
+            considered = [sg.name for sg in allowed if sg.is_public]
+
+        agent_rows = await conn.execute(
+            sa.select(agents.c.id, agents.c.scaling_group, agents.c.available_slots)
+            .where(
+                agents.c.status == AgentStatus.ALIVE,
+                agents.c.schedulable.is_(True),
+                agents.c.scaling_group.in_(considered),
+            )
+            .order_by(agents.c.id)
+        )
+        occupancy = await agent_occupancy(conn, [row.id for row in agent_rows])
+        free_per_agent: list[dict[str, Decimal]] = []
+        free_per_group = {name: _over(known, None, _ZERO) for name in considered}
+        for row in agent_rows:
+            occupied = occupancy[row.id].occupied_slots
+            free = {
+                name: max(_ZERO, amount - occupied.get(name, _ZERO))
+                for name, amount in row.available_slots.items()
+            }
+            free_per_agent.append(free)
+            free_per_group[row.scaling_group] = _plus(free_per_group[row.scaling_group], free)
+
+        using_rows = await conn.execute(
+            sa.select(sessions.c.scaling_group_name, kernels.c.occupied_slots)
+            .select_from(kernels.join(sessions, kernels.c.session_id == sessions.c.id))
+            .where(
+                kernels.c.status.in_(_OCCUPYING),
+                sessions.c.user_uuid == owner.user_id,
+                sessions.c.scaling_group_name.in_(considered),
+            )
+        )
+        using_per_group = {name: _over(known, None, _ZERO) for name in considered}
+        for row in using_rows:
+            name = row.scaling_group_name
+            using_per_group[name] = _plus(using_per_group[name], row.occupied_slots)
+
+        all_free = _over(known, None, _ZERO)
+        for free in free_per_group.values():
+            all_free = _plus(all_free, free)
+
+        preset_rows = await conn.execute(
+            sa.select(resource_presets).order_by(resource_presets.c.name)
+        )
+        visible = _truthy(await get_config(conn, GROUP_VISIBILITY_KEY))
+
+    preset_list = []
+    for row in preset_rows:
+        wanted = dict(row.resource_slots.items())
+        entry = _preset(row, known)
+        entry["allocatable"] = _fits(wanted, remaining) and any(
+            _fits(wanted, free) for free in free_per_agent
+        )
+        preset_list.append(entry)
+
+    def group_view(slots: Slots) -> dict[str, str]:
+        return _json(slots) if visible else dict.fromkeys(slots, "NaN")
+
+    return json_response(
+        {
+            "keypair_limits": _json(keypair_limits),
+            "keypair_using": _json(keypair_using),
+            "keypair_remaining": _json(remaining),
+            "group_limits": group_view(group_limits),
+            "group_using": group_view(group_using),
+            "group_remaining": group_view(_minus(group_limits, group_using)),
+            "scaling_group_remaining": _json(_least(all_free, remaining)),
+            "scaling_groups": {
+                name: {
+                    "using": _json(using_per_group[name]),
+                    "remaining": _json(_least(free_per_group[name], remaining)),
+                }
+                for name in considered
+            },
+            "presets": preset_list,
+        }
+    )

@@ -1,0 +1,69 @@
+"""The manager's shared state: one object every service and API handler reaches through.
+
+``server.py`` builds a :class:`ManagerContext` inside the manager's root
+nursery, starts each service, and attaches them here once they are ready; the
+API reads it as ``current_app.bai``.  A service asked for before it was
+attached raises :class:`ServiceNotReady` instead of failing on ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bai.common.config import ManagerConfig
+from bai.common.errors import BaiError
+from bai.common.events import EventBus
+from bai.manager.db import Database
+
+if TYPE_CHECKING:
+    from bai.manager.agents import AgentPool
+    from bai.manager.registry import SessionRegistry
+    from bai.manager.scheduler.dispatcher import Dispatcher
+
+
+class ServiceNotReady(BaiError):
+    """A manager service was used before the manager finished starting it."""
+
+    http_status = 503
+    error_type = "service-not-ready"
+
+
+@dataclass
+class ManagerContext:
+    config: ManagerConfig
+    db: Database
+    bus: EventBus
+    _agents: AgentPool | None = None
+    _registry: SessionRegistry | None = None
+    _dispatcher: Dispatcher | None = None
+
+    @property
+    def agents(self) -> AgentPool:
+        if self._agents is None:
+            raise ServiceNotReady("the agent pool is not running yet")
+        return self._agents
+
+    @agents.setter
+    def agents(self, value: AgentPool) -> None:
+        self._agents = value
+
+    @property
+    def registry(self) -> SessionRegistry:
+        if self._registry is None:
+            raise ServiceNotReady("the session registry is not running yet")
+        return self._registry
+
+    @registry.setter
+    def registry(self, value: SessionRegistry) -> None:
+        self._registry = value
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is None:
+            raise ServiceNotReady("the scheduler dispatcher is not running yet")
+        return self._dispatcher
+
+    @dispatcher.setter
+    def dispatcher(self, value: Dispatcher) -> None:
+        self._dispatcher = value

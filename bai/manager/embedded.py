@@ -1,0 +1,356 @@
+"""``bai up``: the manager and one agent in one Trio process, all state under one folder.
+
+:class:`EmbeddedService` is the embedded deployment of ARCHITECTURE.md: the
+same services as the distributed mode, wired with the embedded backends:
+
+* the manager (:class:`~bai.manager.server.ManagerService`) on a SQLite file
+  ``DATA_DIR/manager.sqlite3``, migrated and seeded with the default fixture
+  (domain, project, resource group, presets, a superadmin and a user with
+  keypairs) on the first start;
+* one agent (:class:`~bai.agent.server.AgentService`) running local kernels,
+  with its registry and logs under ``DATA_DIR/agent`` and kernels' scratch
+  folders under ``DATA_DIR/scratches``;
+* one in-process event bus both of them use, and manager-to-agent RPC over
+  ``inproc://``.
+
+Once the API answers and the manager has registered the agent (so its
+images are known), ``DATA_DIR/client.env`` exports ``BACKEND_ENDPOINT``,
+``BACKEND_ACCESS_KEY`` and ``BACKEND_SECRET_KEY`` (the superadmin's keypair),
+the variables both the official client and ``bai`` read.  Cancelling
+:meth:`EmbeddedService.serve` stops the agent first, which kills and removes
+every kernel, lets the manager record their end, then stops the manager:
+nothing is left running, and no session is left RUNNING in the database.
+
+:func:`main` is the ``bai up`` process: it prints the endpoint and the
+keypairs, serves until SIGINT or SIGTERM and exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+import trio
+
+from bai.agent.server import AgentService
+from bai.common.config import AgentConfig, ManagerConfig, parse_config
+from bai.common.events import InProcEventBus
+from bai.common.logging import setup_logging
+from bai.manager.agents import STARTED_KERNEL_STATUSES
+from bai.manager.db import Database, create_database
+from bai.manager.fixtures import default_fixture, populate
+from bai.manager.models import agents, kernels, keypairs, migrate, users
+from bai.manager.models.identity import UserRole
+from bai.manager.models.resource import AgentStatus
+from bai.manager.server import ManagerHandle, ManagerService
+
+__all__ = [
+    "DEFAULT_PORT",
+    "EmbeddedHandle",
+    "EmbeddedService",
+    "Keypair",
+    "embedded_configs",
+    "main",
+]
+
+log = logging.getLogger(__name__)
+
+#: The API port ``bai up`` listens on unless told otherwise.
+DEFAULT_PORT: Final = 8081
+#: Seconds the manager may take to register the agent from its first heartbeat.
+REGISTRATION_TIMEOUT: Final = 30.0
+#: Seconds the agent and the manager have to shut down in order before they are cut off.
+SHUTDOWN_TIMEOUT: Final = 60.0
+#: Socket paths longer than this are moved under /tmp (the kernel's limit is 107 bytes).
+_MAX_IPC_DIR: Final = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Keypair:
+    """A keypair of the embedded cluster, to show the operator."""
+
+    email: str
+    role: str
+    access_key: str
+    secret_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedHandle:
+    """A running embedded cluster: the manager, the agent, the endpoint and the keypairs."""
+
+    manager: ManagerHandle
+    agent: AgentService
+    endpoint: str
+    keypairs: tuple[Keypair, ...]
+    client_env: Path
+
+
+def _toml(value: str) -> str:
+    # A JSON string is a valid TOML basic string.
+    return json.dumps(value)
+
+
+def _ipc_dir(data_dir: Path) -> Path:
+    folder = data_dir / "ipc"
+    if len(str(folder)) <= _MAX_IPC_DIR:
+        return folder
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    return Path("/tmp") / f"bai-ipc-{digest}"
+
+
+def embedded_configs(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    image_catalog: Path | None = None,
+    agent_id: str | None = None,
+) -> tuple[ManagerConfig, AgentConfig]:
+    """The manager's and the agent's configs for an embedded cluster in *data_dir*.
+
+    Adjust them with :func:`msgspec.structs.replace` before passing them to
+    :class:`EmbeddedService` when the defaults do not fit.
+    """
+    data_dir = data_dir.resolve()
+    manager = parse_config(
+        ManagerConfig,
+        f"""
+[db]
+type = "sqlite"
+path = {_toml(str(data_dir / "manager.sqlite3"))}
+[redis]
+type = "inproc"
+[manager]
+service-addr = {_toml(f"{host}:{port}")}
+""",
+        source="bai up (manager)",
+    )
+    catalog_line = f"image-catalog = {_toml(str(image_catalog))}" if image_catalog else ""
+    agent = parse_config(
+        AgentConfig,
+        f"""
+[agent]
+id = {_toml(agent_id or "embedded-agent")}
+var-base-path = {_toml(str(data_dir / "agent"))}
+ipc-base-path = {_toml(str(_ipc_dir(data_dir)))}
+{catalog_line}
+[container]
+scratch-root = {_toml(str(data_dir / "scratches"))}
+[redis]
+type = "inproc"
+""",
+        source="bai up (agent)",
+    )
+    return manager, agent
+
+
+async def _seed(db: Database) -> tuple[Keypair, ...]:
+    """Migrate, add the default fixture where missing, and read the fixture users' keypairs."""
+    await migrate.upgrade(db)
+    fixture = default_fixture()
+    await populate(db, fixture)
+    emails = [entry["email"] for entry in fixture["users"]]
+    rows = await db.fetch(
+        sa.select(users.c.email, users.c.role, keypairs.c.access_key, keypairs.c.secret_key)
+        .select_from(keypairs.join(users, keypairs.c.user == users.c.uuid))
+        .where(users.c.email.in_(emails), keypairs.c.is_active.is_(True))
+        .order_by(users.c.email, keypairs.c.created_at)
+    )
+    found: dict[str, Keypair] = {}
+    for row in rows:
+        found.setdefault(
+            row.email, Keypair(row.email, str(row.role), row.access_key, row.secret_key)
+        )
+    order = {UserRole.SUPERADMIN.value: 0, UserRole.ADMIN.value: 1}
+    return tuple(sorted(found.values(), key=lambda k: (order.get(k.role, 2), k.email)))
+
+
+def _write_client_env(path: Path, endpoint: str, keypair: Keypair | None) -> None:
+    lines = [f"export BACKEND_ENDPOINT={endpoint}\n"]
+    if keypair is not None:
+        lines += [
+            f"export BACKEND_ACCESS_KEY={keypair.access_key}\n",
+            f"export BACKEND_SECRET_KEY={keypair.secret_key}\n",
+        ]
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(lines)
+    temporary.replace(path)
+
+
+class EmbeddedService:
+    """The embedded cluster; see the module docstring.
+
+    *manager_config* and *agent_config* default to :func:`embedded_configs`
+    of *data_dir*; *agent_options* go to :class:`AgentService` (tunables such
+    as ``start_timeout``).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        manager_config: ManagerConfig | None = None,
+        agent_config: AgentConfig | None = None,
+        agent_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        defaults = embedded_configs(self.data_dir)
+        self.manager_config = manager_config or defaults[0]
+        self.agent_config = agent_config or defaults[1]
+        self._agent_options = dict(agent_options or {})
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[EmbeddedHandle] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the cluster until cancelled; report an :class:`EmbeddedHandle` once it serves."""
+        await trio.to_thread.run_sync(self._prepare_folders)
+        async with create_database(self.manager_config.db) as db:
+            pairs = await _seed(db)
+        stop = trio.Event()
+        try:
+            async with trio.open_nursery() as outer:
+                try:
+                    handle: EmbeddedHandle = await outer.start(self._run, pairs, stop)
+                    task_status.started(handle)
+                    await trio.sleep_forever()
+                finally:
+                    stop.set()
+        finally:
+            ipc = self.agent_config.agent.ipc_base_path
+            if ipc != self.data_dir / "ipc":
+                await trio.to_thread.run_sync(_remove_empty_dir, ipc)
+
+    async def _run(
+        self,
+        pairs: tuple[Keypair, ...],
+        stop: trio.Event,
+        *,
+        task_status: trio.TaskStatus[EmbeddedHandle],
+    ) -> None:
+        """Run the services; once *stop* is set, end the agent first, then the manager.
+
+        Shielded, so that the manager still records what the agent reports
+        while it kills its kernels; every step of the shutdown is bounded.
+        """
+        bus = InProcEventBus()
+        rpc_url = f"inproc://bai-agent-{uuid.uuid4().hex}"
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(bus.serve)
+                manager: ManagerHandle = await nursery.start(
+                    ManagerService(self.manager_config, bus=bus, upgrade_schema=False).serve
+                )
+                agent = AgentService(
+                    self.agent_config,
+                    event_bus=bus,
+                    rpc_listen_addr=rpc_url,
+                    **self._agent_options,
+                )
+                agent_scope = trio.CancelScope()
+                agent_done = trio.Event()
+
+                async def run_agent(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                    try:
+                        with agent_scope:
+                            await agent.serve(task_status=task_status)
+                    finally:
+                        agent_done.set()
+
+                await nursery.start(run_agent)
+                with trio.fail_after(REGISTRATION_TIMEOUT):
+                    await _registered(manager.ctx.db, agent.agent_id)
+                endpoint = manager.urls[0] if manager.urls else ""
+                env_path = self.data_dir / "client.env"
+                await trio.to_thread.run_sync(
+                    _write_client_env, env_path, endpoint, pairs[0] if pairs else None
+                )
+                task_status.started(EmbeddedHandle(manager, agent, endpoint, pairs, env_path))
+                await stop.wait()
+                agent_scope.cancel()
+                with trio.move_on_after(SHUTDOWN_TIMEOUT):
+                    await agent_done.wait()
+                    await _settled(manager.ctx.db, agent.agent_id)
+                nursery.cancel_scope.cancel()
+
+    def _prepare_folders(self) -> None:
+        for folder in (self.data_dir, self.data_dir / "agent", self.data_dir / "scratches"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.agent_config.agent.ipc_base_path.mkdir(parents=True, exist_ok=True)
+
+
+async def _registered(db: Database, agent_id: str) -> None:
+    """Wait until the manager registered the agent (and so its images)."""
+    while True:
+        status = await db.fetch(sa.select(agents.c.status).where(agents.c.id == agent_id))
+        if status.scalar() == AgentStatus.ALIVE.value:
+            return
+        await trio.sleep(0.02)
+
+
+async def _settled(db: Database, agent_id: str) -> None:
+    """Wait until the manager recorded the end of every kernel the agent had."""
+    while True:
+        live = await db.fetch(
+            sa.select(sa.func.count()).where(
+                kernels.c.agent == agent_id,
+                kernels.c.status.in_(sorted(s.value for s in STARTED_KERNEL_STATUSES)),
+            )
+        )
+        if not live.scalar():
+            return
+        await trio.sleep(0.05)
+
+
+def _remove_empty_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def _describe(handle: EmbeddedHandle) -> list[str]:
+    lines = [
+        f"bai is up: {handle.endpoint}",
+        f"  agent {handle.agent.agent_id} ({handle.agent.backend.describe()})",
+        "  keypairs:",
+    ]
+    lines += [
+        f"    {k.email} ({k.role}): access key {k.access_key}  secret key {k.secret_key}"
+        for k in handle.keypairs
+    ]
+    lines += [
+        f"  client settings: source {handle.client_env}",
+        "  stop with Ctrl-C",
+    ]
+    return lines
+
+
+async def _run(service: EmbeddedService) -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            handle: EmbeddedHandle = await nursery.start(service.serve)
+            for line in _describe(handle):
+                print(line, flush=True)
+            async for signum in signals:
+                log.info("received %s; stopping", signal.Signals(signum).name)
+                break
+        nursery.cancel_scope.cancel()
+
+
+def main(data_dir: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
+    """Run ``bai up`` until a signal; returns the process exit code."""
+    setup_logging(level="INFO")
+    manager, agent = embedded_configs(data_dir, host=host, port=port)
+    trio.run(_run, EmbeddedService(data_dir, manager_config=manager, agent_config=agent))
+    return 0

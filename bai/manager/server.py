@@ -1,0 +1,166 @@
+"""``bai manager``: the manager's root nursery.
+
+:class:`ManagerService` wires the manager's parts as one Trio service:
+
+1. the database (``[db]``: SQLite file or PostgreSQL), upgraded to the newest
+   schema unless told otherwise;
+2. the event bus (``[redis] type``: Redis Streams, or an in-process bus, or
+   one the caller passes in, as ``bai up`` does to share it with its agent);
+3. the :class:`~bai.manager.agents.AgentPool`,
+   :class:`~bai.manager.registry.SessionRegistry` and
+   :class:`~bai.manager.scheduler.dispatcher.Dispatcher`, attached to one
+   :class:`~bai.manager.context.ManagerContext` and started in that order;
+4. the REST API (:func:`bai.manager.api.app.serve_api`) on
+   ``manager.service-addr``.
+
+``await nursery.start(service.serve)`` returns a :class:`ManagerHandle` (the
+context and the API's base URLs) once everything answers.  Cancelling
+``serve`` stops every service at once and closes the database only after
+each of them has finished its cleanup.
+
+:func:`main` is the ``bai manager --config manager.toml`` process: it runs the
+service until SIGINT or SIGTERM and exits 0 (2 for a bad config).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import trio
+
+from bai.common.config import ConfigError, ManagerConfig, RedisConfig, load_config
+from bai.common.events import EventBus, InProcEventBus
+from bai.common.logging import setup_logging
+from bai.manager.agents import AgentPool
+from bai.manager.context import ManagerContext
+from bai.manager.db import Database, create_database
+from bai.manager.models import migrate
+from bai.manager.registry import SessionRegistry
+from bai.manager.scheduler.dispatcher import Dispatcher
+
+__all__ = ["ManagerHandle", "ManagerService", "event_bus_for", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def event_bus_for(redis: RedisConfig) -> EventBus:
+    """The event bus ``[redis]`` describes (not started yet)."""
+    if redis.type == "inproc":
+        return InProcEventBus()
+    from bai.common.events_redis import RedisEventBus
+
+    auth = f":{quote(redis.password, safe='')}@" if redis.password else ""
+    return RedisEventBus(f"redis://{auth}{redis.addr.host}:{redis.addr.port}/{redis.db}")
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerHandle:
+    """A running manager: its context and the base URLs its API answers on."""
+
+    ctx: ManagerContext
+    urls: tuple[str, ...]
+
+
+class ManagerService:
+    """The manager; see the module docstring.
+
+    *bus* replaces the ``[redis]`` bus and *database* the ``[db]`` database
+    (the caller runs and opens them); *upgrade_schema* runs the migrations at
+    start; *serve_api* can be turned off to run the lifecycle services alone
+    (tests, tools).
+    """
+
+    def __init__(
+        self,
+        config: ManagerConfig,
+        *,
+        bus: EventBus | None = None,
+        database: Database | None = None,
+        upgrade_schema: bool = True,
+        serve_api: bool = True,
+    ) -> None:
+        self.config = config
+        self._bus = bus
+        self._database = database
+        self._upgrade = upgrade_schema
+        self._serve_api = serve_api
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[ManagerHandle] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the manager until cancelled; report a :class:`ManagerHandle` once it serves."""
+        config = self.config
+        async with AsyncExitStack() as stack:
+            db = self._database
+            if db is None:
+                db = await stack.enter_async_context(create_database(config.db))
+            if self._upgrade:
+                await migrate.upgrade(db)
+            async with trio.open_nursery() as nursery:
+                bus = self._bus
+                if bus is None:
+                    bus = event_bus_for(config.redis)
+                    with trio.fail_after(float(config.redis.connect_timeout)):
+                        await nursery.start(bus.serve)
+                ctx = ManagerContext(config=config, db=db, bus=bus)
+                ctx.agents = AgentPool(ctx)
+                ctx.registry = SessionRegistry(ctx)
+                ctx.dispatcher = Dispatcher(ctx)
+                await nursery.start(ctx.agents.serve)
+                await nursery.start(ctx.registry.serve)
+                await nursery.start(ctx.dispatcher.serve)
+                urls: list[str] = []
+                if self._serve_api:
+                    from bai.manager.api.app import serve_api
+
+                    urls = await nursery.start(serve_api, ctx)
+                log.info("manager %s is up%s", config.manager.id, f" at {urls[0]}" if urls else "")
+                task_status.started(ManagerHandle(ctx, tuple(urls)))
+
+
+async def _run(config: ManagerConfig) -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await nursery.start(ManagerService(config).serve)
+            async for signum in signals:
+                log.info("received %s; stopping", signal.Signals(signum).name)
+                break
+        nursery.cancel_scope.cancel()
+
+
+def main(config_path: Path | None) -> int:
+    """Run ``bai manager`` until a signal; returns the process exit code."""
+    try:
+        loaded = load_config(ManagerConfig, config_path)
+    except ConfigError as exc:
+        print(f"bai manager: {exc}")
+        return 2
+    config = loaded.config
+    logging_config = config.logging
+    setup_logging(
+        level=logging_config.level,
+        drivers=logging_config.drivers,
+        pkg_levels=logging_config.pkg_ns,
+        console_colored=logging_config.console.colored,
+        console_format=logging_config.console.format,
+        file_path=logging_config.file.path,
+        file_name=logging_config.file.filename,
+        file_backup_count=logging_config.file.backup_count,
+        file_rotation_size=int(logging_config.file.rotation_size),
+    )
+    log.info("%s", loaded.describe())
+    pid_file = config.manager.pid_file
+    if pid_file is not None:
+        pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        trio.run(_run, config)
+    finally:
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
+    return 0

@@ -1,0 +1,88 @@
+"""``bai up``: manager, agent, SQLite and the in-process bus in one process, state in one folder."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+import trio
+from test_agent_support import CATALOG, alive
+
+from bai.common.slots import BinarySize
+from bai.common.types import SessionStatus
+from bai.manager.db import create_database
+from bai.manager.embedded import EmbeddedHandle, EmbeddedService, embedded_configs
+from bai.manager.models import sessions
+from bai.manager.registry import SessionRegistry, SessionRequest
+
+
+def _service(data: Path) -> EmbeddedService:
+    manager, agent = embedded_configs(data, port=0, image_catalog=CATALOG)
+    agent = msgspec.structs.replace(
+        agent,
+        agent=msgspec.structs.replace(agent.agent, allow_compute_plugins=()),
+        resource=msgspec.structs.replace(
+            agent.resource, reserved_cpu=0, reserved_mem=BinarySize(512 * 1024**2)
+        ),
+    )
+    return EmbeddedService(data, manager_config=manager, agent_config=agent)
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+async def _run_code(registry: SessionRegistry, access_key: str, code: str) -> tuple[Any, str]:
+    request = SessionRequest(image="python", resources={"cpu": "1", "mem": "128m"})
+    queued = (await registry.enqueue_session(access_key, request)).session
+    info = await registry.wait_for_start(queued.id, timeout=60)
+    assert info.status is SessionStatus.RUNNING
+    result = await registry.execute(info, mode="query", code=code)
+    assert result["status"] == "finished"
+    return info, "".join(text for kind, text in result["console"] if kind == "stdout")
+
+
+async def test_bai_up_runs_sessions_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with trio.open_nursery() as nursery:
+        handle: EmbeddedHandle = await nursery.start(_service(data).serve)
+        assert handle.endpoint.startswith("http://127.0.0.1:")
+        root = await trio.to_thread.run_sync(_get_json, handle.endpoint + "/")
+        assert root["version"] == "v6.20220615"
+        admin = handle.keypairs[0]
+        assert admin.role == "superadmin"
+        assert {k.email for k in handle.keypairs} == {"admin@lablup.com", "user@lablup.com"}
+        env = (data / "client.env").read_text()
+        assert f"export BACKEND_ENDPOINT={handle.endpoint}\n" in env
+        assert f"export BACKEND_ACCESS_KEY={admin.access_key}\n" in env
+        assert f"export BACKEND_SECRET_KEY={admin.secret_key}\n" in env
+        assert (data / "client.env").stat().st_mode & 0o077 == 0
+        registry = handle.manager.ctx.registry
+        info, out = await _run_code(registry, admin.access_key, 'print("hello world")')
+        assert out == "hello world\n"
+        pid = int(info.main_kernel.container_id or 0)
+        assert alive(pid)
+        nursery.cancel_scope.cancel()
+    assert not alive(pid)
+    assert (data / "manager.sqlite3").exists()
+    # The manager recorded the end of the kernel the agent killed at shutdown.
+    async with create_database(f"sqlite:///{data / 'manager.sqlite3'}") as db:
+        row = (
+            await db.fetch(
+                sa.select(sessions.c.status, sessions.c.status_info).where(sessions.c.id == info.id)
+            )
+        ).one()
+    assert (row.status, row.status_info) == ("TERMINATED", "agent-termination")
+
+    # A second start on the same folder keeps the keypairs and works again.
+    async with trio.open_nursery() as nursery:
+        again: EmbeddedHandle = await nursery.start(_service(data).serve)
+        assert again.keypairs == handle.keypairs
+        _, out = await _run_code(again.manager.ctx.registry, admin.access_key, "print(6 * 7)")
+        assert out == "42\n"
+        nursery.cancel_scope.cancel()

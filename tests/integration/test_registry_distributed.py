@@ -1,0 +1,64 @@
+"""The distributed wiring: PostgreSQL, Redis Streams and two agents reached over ``ipc://``.
+
+Every component has its own Redis connection, as separate processes would,
+so heartbeats, kernel reports and session events all cross Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from test_registry_support import Cluster, running_cluster
+
+from bai.common.types import ClusterMode, SessionStatus
+
+
+@pytest.fixture
+def pg_url(postgres_dsn: str, db_templates) -> str:  # type: ignore[no-untyped-def]
+    """An emptied PostgreSQL database at the newest schema."""
+    url: str = db_templates.postgres_emptied(postgres_dsn)
+    return url
+
+
+@pytest.fixture
+async def cluster(pg_url: str, redis_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with running_cluster(
+        pg_url, tmp_path, agent_count=2, redis_url=redis_url, rpc="ipc"
+    ) as c:
+        yield c
+
+
+async def test_a_multi_node_session_spans_both_agents(cluster: Cluster) -> None:
+    first, second = cluster.agents
+    assert first.rpc_urls[0].startswith("ipc://")
+    cpus = (await cluster.capacity(first.agent_id))["cpu"]
+    # Each kernel needs a whole agent, so the two kernels cannot share one.
+    info = await cluster.start(
+        cluster_size=2,
+        cluster_mode=ClusterMode.MULTI_NODE,
+        resources={"cpu": str(cpus), "mem": "128m"},
+    )
+    assert info.status is SessionStatus.RUNNING
+    assert {k.agent for k in info.kernels} == {first.agent_id, second.agent_id}
+    code = (
+        "import os; "
+        "print(os.environ['BACKENDAI_CLUSTER_HOSTS'], os.environ['BACKENDAI_CLUSTER_ROLE'])"
+    )
+    assert await cluster.output(info, code) == "main1,sub1 main\n"
+    ended = (await cluster.registry.destroy_session(info)).session
+    assert ended.status is SessionStatus.TERMINATED
+    assert first.kernels == {} and second.kernels == {}
+    names = cluster.events.names_of(info.id)
+    assert names[0] == "session_enqueued" and names[-1] == "session_terminated"
+
+
+async def test_a_kernel_that_dies_ends_its_session(cluster: Cluster) -> None:
+    info = await cluster.start()
+    assert info.status is SessionStatus.RUNNING
+    os.killpg(int(info.main_kernel.container_id or 0), signal.SIGKILL)
+    ended = await cluster.wait_status(info.id, SessionStatus.TERMINATED)
+    assert ended.status_info == "self-terminated"
+    assert ended.main_kernel.exit_code == 128 + signal.SIGKILL

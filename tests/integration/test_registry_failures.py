@@ -1,0 +1,105 @@
+"""Agents that go silent and kernels that never start: every session reaches a defined status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import sqlalchemy as sa
+from test_agent_support import agent_config
+from test_registry_support import eventually, running_cluster
+
+from bai.common.config import Duration
+from bai.common.events import AgentHeartbeat, AgentTerminated
+from bai.common.types import AgentId, KernelStatus, SessionStatus
+from bai.manager.models import agents
+from bai.manager.models.usage import agent_occupancy
+
+
+async def test_a_lost_agent_fails_its_sessions_and_frees_their_slots(
+    db_url: str, tmp_path: Path
+) -> None:
+    config = agent_config(tmp_path / "agent")
+    # The agent keeps running but stops heartbeating after its first report.
+    quiet = msgspec.structs.replace(
+        config, agent=msgspec.structs.replace(config.agent, heartbeat_interval=Duration(600))
+    )
+    async with running_cluster(
+        db_url, tmp_path, agent_configs=[quiet], manager={"heartbeat-timeout": "2s"}
+    ) as cluster:
+        agent = cluster.agents[0]
+        info = await cluster.start()
+        assert info.status is SessionStatus.RUNNING
+        lost = await cluster.wait_status(info.id, SessionStatus.ERROR, within=15)
+        assert lost.status_info == "agent-lost"
+        assert lost.main_kernel.status is KernelStatus.ERROR
+        status = await cluster.db.fetch(
+            sa.select(agents.c.status).where(agents.c.id == agent.agent_id)
+        )
+        assert status.scalar() == "LOST"
+        async with cluster.db.begin() as conn:
+            used = await agent_occupancy(conn, [agent.agent_id])
+        assert used[AgentId(agent.agent_id)].container_count == 0
+        await cluster.events.wait_for(
+            lambda e: isinstance(e, AgentTerminated) and e.reason == "agent-lost"
+        )
+        # A session asked for meanwhile waits for an agent instead of being refused.
+        waiting = await cluster.enqueue()
+        assert waiting.status is SessionStatus.PENDING
+        # The agent reports again: it is ALIVE, the kernel the manager gave up on is
+        # destroyed there, and the waiting session starts on it.
+        assert len(agent.kernels) == 1
+        await cluster.buses[0].publish(
+            AgentHeartbeat(agent_id=AgentId(agent.agent_id), agent_info=agent.agent_info())
+        )
+        started = await cluster.registry.wait_for_start(waiting.id, timeout=20)
+        assert started.status is SessionStatus.RUNNING
+        await eventually(lambda: str(info.main_kernel.id) not in agent.kernels)
+        # The failed session is still ERROR until destroyed, then TERMINATED.
+        assert (await cluster.registry.get_session_by_id(info.id)).status is SessionStatus.ERROR
+        ended = (await cluster.registry.destroy_session(lost)).session
+        assert ended.status is SessionStatus.TERMINATED
+        await cluster.registry.destroy_session(started)
+
+
+async def test_a_runtime_that_cannot_start_ends_in_error(db_url: str, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-python"
+    broken.write_text("#!/bin/sh\necho 'runner cannot start' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    async with running_cluster(
+        db_url, tmp_path, agent_options={"runner_python": str(broken), "start_timeout": 5.0}
+    ) as cluster:
+        info = await cluster.start()
+        assert info.status is SessionStatus.ERROR
+        assert info.status_info == "failed-to-start"
+        assert info.status_data is not None
+        error = info.status_data["error"]
+        assert error["name"] == "KernelCreationFailed"
+        assert "runner cannot start" in error["repr"]
+        assert cluster.agents[0].kernels == {}
+        assert "session_terminated" not in cluster.events.names_of(info.id)
+        ended = (await cluster.registry.destroy_session(info)).session
+        assert ended.status is SessionStatus.TERMINATED
+
+
+async def test_creation_past_its_deadline_ends_in_error(db_url: str, tmp_path: Path) -> None:
+    hanging = tmp_path / "hanging-python"
+    hanging.write_text("#!/bin/sh\nexec sleep 60\n")
+    hanging.chmod(0o755)
+    async with running_cluster(
+        db_url,
+        tmp_path,
+        manager={"kernel-creation-timeout": "1.5s"},
+        agent_options={"runner_python": str(hanging), "start_timeout": 30.0},
+    ) as cluster:
+        info = await cluster.start()
+        assert info.status is SessionStatus.ERROR
+        assert info.status_info == "creation-timeout"
+        agent = cluster.agents[0]
+        # What the agent was still creating is destroyed there.
+        await eventually(lambda: not agent.kernels)
+        async with cluster.db.begin() as conn:
+            used = await agent_occupancy(conn, [agent.agent_id])
+        assert used[AgentId(agent.agent_id)].container_count == 0
+        ended = (await cluster.registry.destroy_session(info)).session
+        assert ended.status is SessionStatus.TERMINATED

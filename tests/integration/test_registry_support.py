@@ -1,0 +1,266 @@
+"""Shared harness of the registry, dispatcher and embedded tests: a real manager and agents.
+
+Imported by the ``test_registry_*`` and ``test_dispatcher_*`` modules (it
+holds no tests itself).  :func:`running_cluster` starts the manager's
+lifecycle services (:class:`~bai.manager.server.ManagerService` without the
+HTTP API) on a scratch database seeded with the default fixture, and real
+agents with local kernels: on an in-process bus with ``inproc://`` RPC, or on
+Redis Streams with ``ipc://`` RPC as separate processes would use them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import trio
+from test_agent_support import agent_config
+
+from bai.agent.server import AgentService
+from bai.common.config import AgentConfig, ManagerConfig, parse_config
+from bai.common.events import Event, EventBus, InProcEventBus
+from bai.common.slots import ResourceSlot
+from bai.common.types import SessionStatus
+from bai.manager.context import ManagerContext
+from bai.manager.db import Database, create_database
+from bai.manager.fixtures import default_fixture, populate
+from bai.manager.models import agents, keypairs
+from bai.manager.registry import SessionInfo, SessionRegistry, SessionRequest
+from bai.manager.server import ManagerHandle, ManagerService
+
+USER_EMAIL = "user@lablup.com"
+ADMIN_EMAIL = "admin@lablup.com"
+
+
+MANAGER_DEFAULTS = {
+    "heartbeat-timeout": "30s",
+    "rpc-timeout": "10s",
+    "kernel-creation-timeout": "30s",
+    "kernel-termination-timeout": "10s",
+    "scheduler-interval": "1s",
+}
+
+
+def manager_config(overrides: dict[str, str] | None = None) -> ManagerConfig:
+    """A manager config with short deadlines; *overrides* replace ``[manager]`` keys."""
+    section = {**MANAGER_DEFAULTS, **(overrides or {})}
+    lines = "\n".join(f'{key} = "{value}"' for key, value in section.items())
+    return parse_config(ManagerConfig, f"[manager]\n{lines}\n")
+
+
+@dataclass
+class Recorder:
+    """Every event published on a bus since the cluster started."""
+
+    seen: list[Event] = field(default_factory=list)
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    async def wait_for(self, predicate: Callable[[Event], bool], within: float = 20.0) -> Event:
+        with trio.fail_after(within):
+            while True:
+                for event in self.seen:
+                    if predicate(event):
+                        return event
+                self.changed = trio.Event()
+                await self.changed.wait()
+
+    def names_of(self, session_id: uuid.UUID) -> list[str]:
+        return [e.name for e in self.seen if getattr(e, "session_id", None) == session_id]
+
+
+@dataclass
+class Cluster:
+    """A running manager with its agents, and the default fixture's keypairs."""
+
+    handle: ManagerHandle
+    agents: list[AgentService]
+    user_key: str
+    admin_key: str
+    events: Recorder
+    nursery: trio.Nursery
+    buses: list[EventBus]
+
+    @property
+    def ctx(self) -> ManagerContext:
+        return self.handle.ctx
+
+    @property
+    def registry(self) -> SessionRegistry:
+        return self.ctx.registry
+
+    @property
+    def db(self) -> Database:
+        return self.ctx.db
+
+    async def enqueue(self, image: str = "python", **options: Any) -> SessionInfo:
+        options.setdefault("resources", {"cpu": "1", "mem": "256m"})
+        result = await self.registry.enqueue_session(
+            self.user_key, SessionRequest(image=image, **options)
+        )
+        return result.session
+
+    async def start(self, image: str = "python", **options: Any) -> SessionInfo:
+        """Enqueue a session and wait until it left the starting statuses."""
+        info = await self.enqueue(image, **options)
+        return await self.registry.wait_for_start(info.id, timeout=60)
+
+    async def wait_status(
+        self, session_id: uuid.UUID, *statuses: SessionStatus, within: float = 30.0
+    ) -> SessionInfo:
+        """Poll until the session is in one of *statuses*."""
+        with trio.fail_after(within):
+            while True:
+                info = await self.registry.get_session_by_id(session_id)
+                if info.status in statuses:
+                    return info
+                await trio.sleep(0.05)
+
+    async def output(self, session: SessionInfo, code: str) -> str:
+        """Run *code* to the end in query mode; its stdout (stderr when there is none)."""
+        run_id = uuid.uuid4().hex[:12]
+        result = await self.registry.execute(session, mode="query", code=code, run_id=run_id)
+        console = list(result["console"])
+        while result["status"] == "continued":
+            result = await self.registry.execute(session, mode="continue", run_id=run_id)
+            console += result["console"]
+        assert result["status"] == "finished", result
+        out = "".join(text for kind, text in console if kind == "stdout")
+        return out or "".join(text for kind, text in console if kind == "stderr")
+
+    async def capacity(self, agent_id: str) -> ResourceSlot:
+        row = await self.db.fetch(
+            sa.select(agents.c.available_slots).where(agents.c.id == agent_id)
+        )
+        slots: ResourceSlot = row.scalar()
+        return slots
+
+    async def wait_agents(self, count: int, within: float = 15.0) -> None:
+        """Wait until *count* agents are registered ALIVE."""
+        with trio.fail_after(within):
+            while True:
+                rows = await self.db.fetch(sa.select(agents.c.id).where(agents.c.status == "ALIVE"))
+                if len(rows) >= count:
+                    return
+                await trio.sleep(0.05)
+
+
+async def eventually(check: Callable[[], bool], within: float = 15.0) -> None:
+    """Poll until *check()* holds (for state outside the database, such as an agent's kernels)."""
+    with trio.fail_after(within):
+        while True:
+            if check():
+                return
+            await trio.sleep(0.05)
+
+
+async def _keys(db: Database) -> tuple[str, str]:
+    rows = await db.fetch(sa.select(keypairs.c.user_id, keypairs.c.access_key))
+    by_email = {row.user_id: row.access_key for row in rows}
+    return by_email[USER_EMAIL], by_email[ADMIN_EMAIL]
+
+
+@asynccontextmanager
+async def running_cluster(
+    db_url: str,
+    tmp_path: Path,
+    *,
+    agent_count: int = 1,
+    redis_url: str | None = None,
+    manager: dict[str, str] | None = None,
+    agent_configs: Sequence[AgentConfig] | None = None,
+    agent_options: dict[str, Any] | None = None,
+    rpc: str = "inproc",
+) -> AsyncIterator[Cluster]:
+    """Run a manager and *agent_count* agents for the ``async with`` block, then stop them.
+
+    With *redis_url* each component gets its own Redis Streams bus on a
+    private key prefix (removed afterwards), as separate processes would.
+    *rpc* is ``inproc`` or ``ipc``.
+    """
+    prefix = f"test:{uuid.uuid4().hex}:"
+    configs = list(agent_configs or [])
+    while len(configs) < agent_count:
+        configs.append(agent_config(tmp_path / f"agent{len(configs)}"))
+    async with AsyncExitStack() as stack:
+        for config in configs:
+            stack.callback(shutil.rmtree, config.agent.ipc_base_path, True)
+        db = await stack.enter_async_context(
+            create_database(db_url, statement_timeout=10.0, acquire_timeout=10.0)
+        )
+        await populate(db, default_fixture())
+        user_key, admin_key = await _keys(db)
+        # Buses outlive the services: they stop only after every service finished.
+        bus_nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(bus_nursery.cancel_scope.cancel)
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        buses: list[EventBus] = []
+
+        async def new_bus() -> EventBus:
+            if redis_url is None:
+                if not buses:
+                    bus: EventBus = InProcEventBus()
+                    await bus_nursery.start(bus.serve)
+                    buses.append(bus)
+                return buses[0]
+            from bai.common.events_redis import RedisEventBus
+
+            redis_bus = RedisEventBus(redis_url, prefix=prefix, poll_interval=0.2, claim_idle=2.0)
+            await bus_nursery.start(redis_bus.serve)
+            buses.append(redis_bus)
+            return redis_bus
+
+        manager_bus = await new_bus()
+        recorder = Recorder()
+
+        async def record(*, task_status: trio.TaskStatus[None]) -> None:
+            async with manager_bus.subscribe(buffer_size=100_000) as subscription:
+                task_status.started()
+                async for event in subscription:
+                    recorder.seen.append(event)
+                    recorder.changed.set()
+
+        await nursery.start(record)
+        handle: ManagerHandle = await nursery.start(
+            ManagerService(
+                manager_config(manager),
+                bus=manager_bus,
+                database=db,
+                upgrade_schema=False,
+                serve_api=False,
+            ).serve
+        )
+        started: list[AgentService] = []
+        for config in configs:
+            if rpc == "inproc":
+                listen = f"inproc://agent-{uuid.uuid4().hex}"
+            else:
+                listen = f"ipc://{config.agent.ipc_base_path}/agent-rpc.sock"
+            agent = AgentService(
+                config,
+                event_bus=await new_bus(),
+                rpc_listen_addr=listen,
+                stats_interval=0.5,
+                **(agent_options or {}),
+            )
+            await nursery.start(agent.serve)
+            started.append(agent)
+        cluster = Cluster(handle, started, user_key, admin_key, recorder, nursery, buses)
+        await cluster.wait_agents(len(started))
+        try:
+            yield cluster
+        finally:
+            nursery.cancel_scope.cancel()
+    if redis_url is not None:
+        import coredis
+
+        async with coredis.Redis.from_url(redis_url) as client:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await client.delete(keys)
