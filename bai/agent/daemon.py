@@ -21,7 +21,7 @@ import trio
 from bai.agent.server import AgentService
 from bai.common.config import AgentConfig, ConfigError, load_config
 from bai.common.events import EventBus, InProcEventBus
-from bai.common.logging import setup_logging
+from bai.common.logging import setup_logging_from
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +58,7 @@ def main(config_path: Path | None) -> int:
         print(f"bai agent: {exc}")
         return 2
     config = loaded.config
-    logging_config = config.logging
-    setup_logging(
-        level=logging_config.level,
-        drivers=logging_config.drivers,
-        pkg_levels=logging_config.pkg_ns,
-        console_colored=logging_config.console.colored,
-        console_format=logging_config.console.format,
-        file_path=logging_config.file.path,
-        file_name=logging_config.file.filename,
-        file_backup_count=logging_config.file.backup_count,
-        file_rotation_size=int(logging_config.file.rotation_size),
-    )
+    setup_logging_from(config.logging)
     log.info("%s", loaded.describe())
     pid_file = config.agent.pid_file
     if pid_file is not None:

@@ -17,7 +17,10 @@ import logging.handlers
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
+
+if TYPE_CHECKING:
+    from bai.common.config import LoggingConfig
 
 ROOT_LOGGER = "bai"
 
@@ -112,3 +115,18 @@ def setup_logging(
     logging.getLogger(ROOT_LOGGER).setLevel(level)
     for name, pkg_level in (pkg_levels or {}).items():
         logging.getLogger(name or None).setLevel(pkg_level)
+
+
+def setup_logging_from(config: LoggingConfig) -> None:
+    """Install the drivers a daemon's validated ``[logging]`` section asks for."""
+    setup_logging(
+        level=config.level,
+        drivers=config.drivers,
+        pkg_levels=config.pkg_ns,
+        console_colored=config.console.colored,
+        console_format=config.console.format,
+        file_path=config.file.path,
+        file_name=config.file.filename,
+        file_backup_count=config.file.backup_count,
+        file_rotation_size=int(config.file.rotation_size),
+    )

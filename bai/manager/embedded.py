@@ -31,7 +31,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import signal
 import uuid
 from collections.abc import Mapping
@@ -43,6 +42,7 @@ import sqlalchemy as sa
 import trio
 
 from bai.agent.server import AgentService
+from bai.client.envfile import CLIENT_ENV_NAME, write_client_env
 from bai.common.config import AgentConfig, ManagerConfig, parse_config
 from bai.common.events import InProcEventBus
 from bai.common.logging import setup_logging
@@ -176,20 +176,6 @@ async def _seed(db: Database) -> tuple[Keypair, ...]:
     return tuple(sorted(found.values(), key=lambda k: (order.get(k.role, 2), k.email)))
 
 
-def _write_client_env(path: Path, endpoint: str, keypair: Keypair | None) -> None:
-    lines = [f"export BACKEND_ENDPOINT={endpoint}\n"]
-    if keypair is not None:
-        lines += [
-            f"export BACKEND_ACCESS_KEY={keypair.access_key}\n",
-            f"export BACKEND_SECRET_KEY={keypair.secret_key}\n",
-        ]
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.writelines(lines)
-    temporary.replace(path)
-
-
 class EmbeddedService:
     """The embedded cluster; see the module docstring.
 
@@ -273,10 +259,15 @@ class EmbeddedService:
                 with trio.fail_after(REGISTRATION_TIMEOUT):
                     await _registered(manager.ctx.db, agent.agent_id)
                 endpoint = manager.urls[0] if manager.urls else ""
-                env_path = self.data_dir / "client.env"
-                await trio.to_thread.run_sync(
-                    _write_client_env, env_path, endpoint, pairs[0] if pairs else None
-                )
+                env_path = self.data_dir / CLIENT_ENV_NAME
+                if pairs:
+                    await trio.to_thread.run_sync(
+                        write_client_env,
+                        self.data_dir,
+                        endpoint,
+                        pairs[0].access_key,
+                        pairs[0].secret_key,
+                    )
                 task_status.started(EmbeddedHandle(manager, agent, endpoint, pairs, env_path))
                 await stop.wait()
                 agent_scope.cancel()

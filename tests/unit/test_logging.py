@@ -80,3 +80,20 @@ def test_package_levels_apply() -> None:
 def test_unknown_driver_is_named() -> None:
     with pytest.raises(ValueError, match="logstash"):
         setup_logging(drivers=["logstash"])
+
+
+def test_a_daemons_logging_section_drives_the_setup(tmp_path: Path) -> None:
+    from bai.common.config import AgentConfig, parse_config
+    from bai.common.logging import setup_logging_from
+
+    text = f"""
+[logging]
+level = "DEBUG"
+drivers = ["file"]
+[logging.file]
+path = "{tmp_path / "logs"}"
+filename = "agent.log"
+"""
+    setup_logging_from(parse_config(AgentConfig, text).logging)
+    get_logger("agent").info("from the config")
+    assert "from the config" in (tmp_path / "logs" / "agent.log").read_text()
