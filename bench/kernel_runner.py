@@ -1,11 +1,11 @@
 """Kernel runner start-up and round-trip times; prints ONE JSON line.
 
-* ``ready_ms``: from spawning ``python -m bai.kernel`` to its answer to
+* ``ready_ms``: from spawning ``python -I -m bai.kernel`` to its answer to
   ``status`` (the client dials first, as the agent does), over several starts,
   with the runner's bytecode cached as in a deployed kernel (a private
-  ``PYTHONPYCACHEPREFIX``, warmed by one start); ``ready_ms_no_pyc``: the
-  same without writing bytecode, so bai's modules compile from source at each
-  start unless the source tree has ``__pycache__`` directories;
+  ``-X pycache_prefix``, warmed by one start); ``ready_ms_no_pyc``: the
+  same without writing bytecode (``-B``), so bai's modules compile from source
+  at each start unless the source tree has ``__pycache__`` directories;
 * ``first_run_ms``: ``print(1)`` right after ready (the Python process may
   still be starting);
 * ``roundtrip_ms``: ``print(1)`` from sending ``code`` to receiving
@@ -33,11 +33,13 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def _starts(workdir: str, count: int, env: dict[str, str]) -> tuple[list[float], list[float]]:
+def _starts(
+    workdir: str, count: int, env: dict[str, str], options: list[str]
+) -> tuple[list[float], list[float]]:
     ready: list[float] = []
     first: list[float] = []
     for _ in range(count):
-        runner = RunnerProcess(workdir, env=env)
+        runner = RunnerProcess(workdir, env=env, python_options=options)
         client = runner.client()
         try:
             started = time.perf_counter()
@@ -69,13 +71,16 @@ def main() -> None:
 
 
 def _measure(workdir: str, pycache: str, starts: int, runs: int) -> dict[str, object]:
+    # The runner runs isolated (-I) and takes interpreter options; the kernel's
+    # Python takes the same setting from its environment.
     cached = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     cached["PYTHONPYCACHEPREFIX"] = pycache
-    _starts(workdir, 1, cached)  # writes the bytecode
-    ready, first = _starts(workdir, starts, cached)
+    cached_options = ["-X", f"pycache_prefix={pycache}"]
+    _starts(workdir, 1, cached, cached_options)  # writes the bytecode
+    ready, first = _starts(workdir, starts, cached, cached_options)
     uncached = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
     uncached["PYTHONDONTWRITEBYTECODE"] = "1"
-    ready_no_pyc, _ = _starts(workdir, starts, uncached)
+    ready_no_pyc, _ = _starts(workdir, starts, uncached, ["-B"])
     runner = RunnerProcess(workdir)
     roundtrips: list[float] = []
     with runner, runner.client() as client:

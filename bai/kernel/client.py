@@ -2,9 +2,9 @@
 
 The reference driver of :mod:`bai.kernel.protocol` outside the agent: the
 tests, ``bench/kernel_runner.py`` and manual debugging use it.  (The agent
-speaks the same protocol with pynng's async API.)
+speaks the same protocol from Trio: :mod:`bai.agent.runnerlink`.)
 
-* :class:`RunnerProcess` starts ``python -m bai.kernel`` in its own session
+* :class:`RunnerProcess` starts ``python -I -m bai.kernel`` in its own session
   with ``ipc://`` sockets in a fresh short directory under ``/tmp`` and, on
   :meth:`~RunnerProcess.stop`, leaves no process of that session behind.
 * :class:`RunnerClient` sends ops and collects records; :meth:`RunnerClient.collect`
@@ -198,7 +198,14 @@ class RunnerClient:
 
 
 class RunnerProcess:
-    """``python -m bai.kernel`` as a child in its own session, with ipc:// sockets."""
+    """``python -I -m bai.kernel`` as a child in its own session, with ipc:// sockets.
+
+    ``-I`` (isolated mode), as the agent starts it: the working directory
+    (the user's files) is not put on the runner's ``sys.path``, and
+    ``PYTHON*`` variables do not affect the runner; *python_options* are
+    further interpreter options (``-X pycache_prefix=DIR``, ``-B``).  The
+    kernel's own Python (``runtime_path``) still gets *env* as it is.
+    """
 
     def __init__(
         self,
@@ -210,6 +217,7 @@ class RunnerProcess:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         python: str = sys.executable,
+        python_options: Sequence[str] = (),
     ) -> None:
         self.sockdir = tempfile.mkdtemp(prefix="bk-", dir="/tmp")
         self.input_addr = f"ipc://{self.sockdir}/in"
@@ -218,6 +226,8 @@ class RunnerProcess:
         self.pty_output_addr = f"ipc://{self.sockdir}/pout"
         argv = [
             python,
+            "-I",
+            *python_options,
             "-m",
             "bai.kernel",
             "--input",

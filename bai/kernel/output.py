@@ -21,21 +21,24 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Final
 
 from bai.kernel.protocol import FLUSH_INTERVAL, OUTPUT_LIMIT, TRUNCATION_MARKER, encode
+
+TYPE_CHECKING = False  # typing is imported for the type checker only: kernel start-up time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Final
 
 #: Most characters one merged stdout/stderr record carries.
 MAX_CHUNK: Final = 65_536
 STREAMS: Final = ("stdout", "stderr")
 
 
-def log_record(level: str, logger: str, message: str) -> dict[str, Any]:
-    """The payload of a ``log`` record stamped now (ISO 8601, UTC)."""
+def log_record(level: str, logger: str, message: str, run_id: str | None = None) -> dict[str, Any]:
+    """The payload of a ``log`` record of *run_id* (None: no run) stamped now (ISO 8601, UTC)."""
     now = datetime.datetime.now(datetime.UTC)
     return {
-        "run_id": None,
+        "run_id": run_id,
         "level": level,
         "time": now.isoformat(timespec="milliseconds"),
         "logger": logger,
@@ -79,6 +82,7 @@ class Outbox:
         self._first_at = 0.0
         self._counts = dict.fromkeys(STREAMS, 0)
         self._closing = False
+        self._run_id: str | None = None
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
 
     def start(self) -> None:
@@ -89,6 +93,22 @@ class Outbox:
         """Open a new output window: each stream may forward ``limit`` characters again."""
         with self._cond:
             self._counts = dict.fromkeys(STREAMS, 0)
+
+    def begin_run(self, run_id: str) -> None:
+        """A run (or batch step) starts: a new output window, and :meth:`log` stamps its id."""
+        with self._cond:
+            self._counts = dict.fromkeys(STREAMS, 0)
+            self._run_id = run_id
+
+    def end_run(self) -> None:
+        """The run of :meth:`begin_run` ended: :meth:`log` records carry no run again."""
+        with self._cond:
+            self._run_id = None
+
+    def log(self, level: str, logger: str, message: str) -> None:
+        """Queue a ``log`` record of the runner, stamped with the active run's id (if any)."""
+        with self._cond:
+            self.record("log", log_record(level, logger, message, self._run_id))
 
     def write(self, run_id: str | None, stream: str, text: str) -> None:
         """Queue console text of *stream* (``stdout`` or ``stderr``), applying the limit."""

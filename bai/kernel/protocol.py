@@ -167,10 +167,16 @@ Outbound records (runner -> agent, output channel)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, Final, NamedTuple
+from collections.abc import Mapping
 
 import msgpack
+
+# typing is imported for the type checker only: the runner imports this module
+# at every kernel start, and typing alone costs it about 3 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, Final
 
 DEFAULT_INPUT_ADDR: Final = "tcp://0.0.0.0:2000"
 DEFAULT_OUTPUT_ADDR: Final = "tcp://0.0.0.0:2001"
@@ -247,11 +253,28 @@ class ProtocolError(ValueError):
         super().__init__(f"{where}{problem} (got {shown})")
 
 
-class Message(NamedTuple):
-    """One validated inbound message; ``payload`` holds every documented field."""
+class Message:
+    """One validated inbound message; ``payload`` holds every documented field.
 
-    op: str
-    payload: dict[str, Any]
+    Compares equal to, and unpacks like, the tuple ``(op, payload)``.
+    """
+
+    __slots__ = ("op", "payload")
+
+    def __init__(self, op: str, payload: dict[str, Any]) -> None:
+        self.op = op
+        self.payload = payload
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.op, self.payload))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Message):
+            return (self.op, self.payload) == (other.op, other.payload)
+        return other == (self.op, self.payload)
+
+    def __repr__(self) -> str:
+        return f"Message(op={self.op!r}, payload={self.payload!r})"
 
 
 def encode(op: str, payload: Mapping[str, Any]) -> bytes:
@@ -417,10 +440,12 @@ def _options(value: Any, field: str) -> dict[str, Any]:
     return checked
 
 
-_Check = Callable[[Any, str], Any]
-_COMMAND: tuple[tuple[str, _Check], ...] = (("run_id", _run_id), ("command", _opt_text))
-_REQUEST: tuple[tuple[str, _Check], ...] = (("request_id", _opt_text),)
-_SCHEMAS: dict[str, tuple[tuple[str, _Check], ...]] = {
+_COMMAND: tuple[tuple[str, Callable[[Any, str], Any]], ...] = (
+    ("run_id", _run_id),
+    ("command", _opt_text),
+)
+_REQUEST: tuple[tuple[str, Callable[[Any, str], Any]], ...] = (("request_id", _opt_text),)
+_SCHEMAS: dict[str, tuple[tuple[str, Callable[[Any, str], Any]], ...]] = {
     "code": (("run_id", _run_id), ("code", _text)),
     "input": (("run_id", _run_id), ("text", _text)),
     "continue": (("run_id", _run_id),),

@@ -31,7 +31,7 @@ import termios
 import threading
 import time
 
-import pynng
+from bai.kernel import sockets
 
 MAX_RESPAWN_DELAY = 5.0
 
@@ -47,8 +47,12 @@ class PtyBridge:
     """The shell, its terminal and the two sockets; threads pump both directions."""
 
     def __init__(self, input_addr: str, output_addr: str) -> None:
-        self._pull = pynng.Pull0(listen=input_addr, recv_max_size=0)
-        self._push = pynng.Push0(listen=output_addr, send_timeout=500)
+        self._pull = sockets.pull(input_addr, recv_max_size=0)
+        try:
+            self._push = sockets.push(output_addr, send_timeout_ms=500)
+        except BaseException:
+            self._pull.close()
+            raise
         self._closed = threading.Event()
         # Guards _pid/_master: the output thread replaces them, the others use them.
         self._lock = threading.Lock()
@@ -98,7 +102,7 @@ class PtyBridge:
         while True:
             try:
                 data = self._pull.recv()
-            except pynng.Closed:
+            except sockets.Closed:
                 return
             view = memoryview(data)
             while view and not self._closed.is_set():
@@ -118,9 +122,9 @@ class PtyBridge:
             try:
                 self._push.send(data)
                 return True
-            except pynng.Timeout:
+            except sockets.Timeout:
                 continue
-            except pynng.Closed:
+            except sockets.Closed:
                 return False
         return False
 

@@ -32,19 +32,15 @@ kernel's session (or cgroup), which holds them all.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-import pynng
-
-from bai.kernel.output import Outbox, log_record
+from bai.kernel import sockets
+from bai.kernel.output import Outbox
 from bai.kernel.protocol import (
     DEFAULT_INPUT_ADDR,
     DEFAULT_OUTPUT_ADDR,
@@ -58,7 +54,13 @@ from bai.kernel.protocol import (
 from bai.kernel.runtimes.batch import ShellCommands, default_build_command
 from bai.kernel.runtimes.python import PythonRuntime
 
+# Every module a kernel start imports costs start-up time (typing alone ~3 ms),
+# so typing is imported for the type checker only.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, Final
+
     from bai.kernel.pty import PtyBridge
     from bai.kernel.service import ServiceManager
 
@@ -69,53 +71,121 @@ _TERMINAL = re.compile(r"\s*%(resize|ping)\b(.*)", re.DOTALL)
 _FAILED_BUILDS_KEPT = 256
 
 
-class RunnerConfig(NamedTuple):
+class RunnerConfig:
     """Where the runner listens and what it runs (see the module docstring)."""
 
-    input_addr: str = DEFAULT_INPUT_ADDR
-    output_addr: str = DEFAULT_OUTPUT_ADDR
-    pty_input_addr: str | None = None
-    pty_output_addr: str | None = None
-    runtime: str = "python"
-    runtime_path: str = sys.executable
-    service_ports: str = ""
-    service_defs: str = DEFAULT_SERVICE_DEFS
+    __slots__ = (
+        "input_addr",
+        "output_addr",
+        "pty_input_addr",
+        "pty_output_addr",
+        "runtime",
+        "runtime_path",
+        "service_defs",
+        "service_ports",
+    )
+
+    def __init__(
+        self,
+        input_addr: str = DEFAULT_INPUT_ADDR,
+        output_addr: str = DEFAULT_OUTPUT_ADDR,
+        pty_input_addr: str | None = None,
+        pty_output_addr: str | None = None,
+        runtime: str = "python",
+        runtime_path: str = sys.executable,
+        service_ports: str = "",
+        service_defs: str = DEFAULT_SERVICE_DEFS,
+    ) -> None:
+        self.input_addr = input_addr
+        self.output_addr = output_addr
+        self.pty_input_addr = pty_input_addr
+        self.pty_output_addr = pty_output_addr
+        self.runtime = runtime
+        self.runtime_path = runtime_path
+        self.service_ports = service_ports
+        self.service_defs = service_defs
+
+    def _values(self) -> tuple[str | None, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunnerConfig) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"RunnerConfig({fields})"
+
+
+#: Option -> (environment variable suffix, RunnerConfig field).
+_OPTIONS: Final = {
+    "--input": ("INPUT", "input_addr"),
+    "--output": ("OUTPUT", "output_addr"),
+    "--pty-input": ("PTY_INPUT", "pty_input_addr"),
+    "--pty-output": ("PTY_OUTPUT", "pty_output_addr"),
+    "--runtime": ("RUNTIME", "runtime"),
+    "--runtime-path": ("RUNTIME_PATH", "runtime_path"),
+    "--service-ports": ("SERVICE_PORTS", "service_ports"),
+    "--service-defs": ("SERVICE_DEFS", "service_defs"),
+}
+_USAGE: Final = "usage: python -m bai.kernel " + " ".join(
+    f"[{option} {env}]" for option, (env, _) in _OPTIONS.items()
+)
+
+
+def _usage_error(message: str) -> SystemExit:
+    print(f"{_USAGE}\npython -m bai.kernel: error: {message}", file=sys.stderr)
+    return SystemExit(2)
 
 
 def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> RunnerConfig:
-    """Build the configuration from the command line, falling back to the environment."""
-    parser = argparse.ArgumentParser(prog="python -m bai.kernel", description="bai kernel runner")
+    """Build the configuration from the command line, falling back to the environment.
 
-    def env(name: str, default: str | None) -> str | None:
-        return environ.get(f"BAI_KERNEL_{name}") or default
+    Options take their value as the next argument or after ``=``; an empty
+    environment variable counts as unset.  Bad usage prints the usage and the
+    problem to stderr and raises ``SystemExit(2)``; ``-h``/``--help`` prints
+    the usage and raises ``SystemExit(0)``.  (A hand-written parser, not
+    argparse: importing argparse would add about 8 ms to every kernel start.)
+    """
+    values: dict[str, str] = {}
+    for env, field in _OPTIONS.values():
+        value = environ.get(f"BAI_KERNEL_{env}")
+        if value:
+            values[field] = value
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            print(f"{_USAGE}\n\nbai kernel runner; options default to $BAI_KERNEL_<NAME>.")
+            raise SystemExit(0)
+        option, has_value, value = arg.partition("=")
+        if option not in _OPTIONS:
+            raise _usage_error(f"unrecognized arguments: {arg}")
+        if not has_value:
+            if not args:
+                raise _usage_error(f"argument {option}: expected one argument")
+            value = args.pop(0)
+        values[_OPTIONS[option][1]] = value
+    runtime = values.get("runtime", "python")
+    if runtime not in RUNTIMES:
+        choices = ", ".join(repr(name) for name in RUNTIMES)
+        raise _usage_error(
+            f"argument --runtime: invalid choice: {runtime!r} (choose from {choices})"
+        )
+    if ("pty_input_addr" in values) != ("pty_output_addr" in values):
+        raise _usage_error("--pty-input and --pty-output go together")
+    return RunnerConfig(**values)
 
-    parser.add_argument("--input", default=env("INPUT", DEFAULT_INPUT_ADDR))
-    parser.add_argument("--output", default=env("OUTPUT", DEFAULT_OUTPUT_ADDR))
-    parser.add_argument("--pty-input", default=env("PTY_INPUT", None))
-    parser.add_argument("--pty-output", default=env("PTY_OUTPUT", None))
-    parser.add_argument("--runtime", default=env("RUNTIME", "python"), choices=RUNTIMES)
-    parser.add_argument("--runtime-path", default=env("RUNTIME_PATH", sys.executable))
-    parser.add_argument("--service-ports", default=env("SERVICE_PORTS", ""))
-    parser.add_argument("--service-defs", default=env("SERVICE_DEFS", DEFAULT_SERVICE_DEFS))
-    args = parser.parse_args(list(argv))
-    if (args.pty_input is None) != (args.pty_output is None):
-        parser.error("--pty-input and --pty-output go together")
-    return RunnerConfig(
-        input_addr=args.input,
-        output_addr=args.output,
-        pty_input_addr=args.pty_input,
-        pty_output_addr=args.pty_output,
-        runtime=args.runtime,
-        runtime_path=args.runtime_path,
-        service_ports=args.service_ports,
-        service_defs=args.service_defs,
-    )
 
+class _Job:
+    __slots__ = ("op", "run_id", "text")
 
-class _Job(NamedTuple):
-    op: str
-    run_id: str
-    text: str | None
+    def __init__(self, op: str, run_id: str, text: str | None) -> None:
+        self.op = op
+        self.run_id = run_id
+        self.text = text
 
 
 class Runner:
@@ -123,8 +193,12 @@ class Runner:
 
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
-        self._pull = pynng.Pull0(listen=config.input_addr, recv_max_size=MAX_MESSAGE_SIZE)
-        self._push = pynng.Push0(listen=config.output_addr, send_timeout=500)
+        self._pull = sockets.pull(config.input_addr, recv_max_size=MAX_MESSAGE_SIZE)
+        try:
+            self._push = sockets.push(config.output_addr, send_timeout_ms=500)
+        except BaseException:
+            self._pull.close()
+            raise
         self._stopping = threading.Event()
         self.outbox = Outbox(self._send)
         self._python = (
@@ -194,7 +268,7 @@ class Runner:
             try:
                 self._push.send(data)
                 return
-            except pynng.Timeout:
+            except sockets.Timeout:
                 if self._stopping.is_set():
                     raise
 
@@ -204,7 +278,7 @@ class Runner:
         while True:
             try:
                 raw = self._pull.recv()
-            except pynng.Closed:
+            except sockets.Closed:
                 return
             try:
                 message = decode_inbound(raw)
@@ -379,7 +453,7 @@ class Runner:
                 if self._stopping.is_set():
                     return
                 job = self._active = self._queue.popleft()
-            self.outbox.new_window()
+            self.outbox.begin_run(job.run_id)
             try:
                 code = self._run(job)
             except Exception as exc:  # a bug must not take the kernel down with it
@@ -387,6 +461,7 @@ class Runner:
                 code = -1
             with self._cond:
                 self._active = None
+            self.outbox.end_run()
             self.outbox.record(FINISH_OP[job.op], {"run_id": job.run_id, "exit_code": code})
 
     def _run(self, job: _Job) -> int:
@@ -408,7 +483,7 @@ class Runner:
         if job.op == "build" and command == "*":
             command = default_build_command(os.getcwd(), self.config.runtime_path)
             chosen = f"default build: {command}" if command else "default build: nothing to build"
-            self.outbox.record("log", log_record("info", "bai.kernel", chosen))
+            self.outbox.log("info", "bai.kernel", chosen)
         if not command:
             return 0
         code = self._shell.run(job.run_id, command)
@@ -424,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
     try:
         runner = Runner(config)
-    except pynng.NNGException as exc:
+    except sockets.NNGError as exc:
         print(f"bai.kernel: cannot listen: {exc}", file=sys.stderr)
         return 2
 

@@ -47,7 +47,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bai.kernel.output import Outbox, log_record
+from bai.kernel.output import Outbox
 
 RESERVED_PORTS: Final = frozenset({2000, 2001, 2002, 2003, 2200, 7681})
 PROTOCOLS: Final = frozenset({"tcp", "http", "pty"})
@@ -524,7 +524,7 @@ class ServiceManager:
                     "err": done.stderr.decode("utf-8", "replace"),
                 }
             level = "debug" if args["debug"] else "info"
-            self._outbox.record("log", log_record(level, f"service.{name}", args["body"]))
+            self._outbox.log(level, f"service.{name}", args["body"])
             return None
         except subprocess.TimeoutExpired:
             raise ServiceError(
@@ -578,11 +578,8 @@ class ServiceManager:
             if mine:
                 del self._services[service.name]
         if mine and not service.stopping:
-            self._outbox.record(
-                "log",
-                log_record(
-                    "warning", f"service.{service.name}", f"the service exited with code {code}"
-                ),
+            self._outbox.log(
+                "warning", f"service.{service.name}", f"the service exited with code {code}"
             )
 
     def _wait_for_port(self, service: _Service, deadline: float) -> str | None:

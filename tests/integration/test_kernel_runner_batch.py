@@ -67,10 +67,12 @@ def test_the_default_build_says_what_it_chose(kernel: RunnerClient, tmp_path: Pa
     (tmp_path / "Makefile").write_text("all:\n\techo made\n")
     run_id = "make-run"
     kernel.send("build", {"run_id": run_id, "command": "*"})
-    log = kernel.wait_for("log", timeout=10)
-    assert log["message"] == "default build: make"
     build = kernel.collect(run_id)
     assert (build.status, build.exit_code) == ("build-finished", 0)
+    # The log record belongs to the run, so the build step's console shows it first.
+    assert build.console[0][0] == "log"
+    level, _, logger, message = build.console[0][1]
+    assert (level, logger, message) == ("info", "bai.kernel", "default build: make")
     assert build.text("stdout") == "echo made\nmade\n"
 
 

@@ -127,3 +127,15 @@ def test_records_wait_for_an_agent_that_connects_late(tmp_path: Path) -> None:
             step = second.collect("late", timeout=10)
             assert step.console == [["stdout", "kept for you\n"]]
     assert runner.session_pids() == []
+
+
+def test_the_users_files_do_not_shadow_the_kernels_own_modules(tmp_path: Path) -> None:
+    for name in ("msgpack", "json", "threading"):
+        (tmp_path / f"{name}.py").write_text("raise SystemExit('shadowed')\n")
+    with RunnerProcess(str(tmp_path)) as runner, runner.client() as client:
+        client.wait_ready()
+        assert client.execute("print(1)").console == [["stdout", "1\n"]]
+        # User code still imports from its working directory, as in the REPL.
+        (tmp_path / "mine.py").write_text("VALUE = 7\n")
+        assert client.execute("import mine\nprint(mine.VALUE)").console == [["stdout", "7\n"]]
+    assert runner.session_pids() == []

@@ -53,3 +53,51 @@ def test_unknown_runtimes_are_refused(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         parse_args(["--runtime", "cobol"], {})
     assert "invalid choice: 'cobol'" in capsys.readouterr().err
+
+
+def test_values_may_follow_an_equals_sign_and_the_last_one_wins() -> None:
+    config = parse_args(["--runtime=shell", "--input=ipc:///tmp/a", "--input", "ipc:///tmp/b"], {})
+    assert (config.runtime, config.input_addr) == ("shell", "ipc:///tmp/b")
+
+
+def test_empty_variables_count_as_unset() -> None:
+    config = parse_args([], {"BAI_KERNEL_RUNTIME": "", "BAI_KERNEL_INPUT": ""})
+    assert (config.runtime, config.input_addr) == ("python", "tcp://0.0.0.0:2000")
+
+
+def test_an_unknown_runtime_from_the_environment_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([], {"BAI_KERNEL_RUNTIME": "cobol"})
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'cobol'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--inptu", "ipc:///tmp/x"], "unrecognized arguments: --inptu"),
+        (["ipc:///tmp/x"], "unrecognized arguments: ipc:///tmp/x"),
+        (["--output"], "argument --output: expected one argument"),
+    ],
+)
+def test_bad_usage_exits_2_naming_the_problem(
+    argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv, {})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m bai.kernel")
+    assert f"error: {problem}" in err
+
+
+def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"], {})
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--input", "--output", "--pty-input", "--pty-output", "--runtime"):
+        assert f"[{option} " in out
+    assert "--runtime-path" in out and "--service-ports" in out and "--service-defs" in out

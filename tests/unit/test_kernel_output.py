@@ -111,6 +111,34 @@ def test_a_new_window_forwards_output_again(outbox: Outbox, sent: Collector) -> 
     assert stdout.endswith("running.\nafter")
 
 
+def test_runner_logs_carry_the_active_run(outbox: Outbox, sent: Collector) -> None:
+    outbox.log("info", "bai.kernel", "before")
+    outbox.begin_run("r1")
+    outbox.log("info", "bai.kernel", "during")
+    outbox.end_run()
+    outbox.log("warning", "service.web", "after")
+    outbox.record("finished", {"run_id": "r1", "exit_code": 0})
+    logs = [p for op, p in sent.wait_for("finished") if op == "log"]
+    assert [(p["run_id"], p["message"]) for p in logs] == [
+        (None, "before"),
+        ("r1", "during"),
+        (None, "after"),
+    ]
+    assert [(p["level"], p["logger"]) for p in logs][2] == ("warning", "service.web")
+    assert all(p["time"].endswith("+00:00") for p in logs)
+
+
+def test_a_run_starts_with_a_fresh_window(outbox: Outbox, sent: Collector) -> None:
+    outbox.write("r1", "stdout", "x" * 150)
+    outbox.begin_run("r2")
+    outbox.write("r2", "stdout", "fresh")
+    outbox.record("finished", {"run_id": "r2", "exit_code": 0})
+    records = sent.wait_for("finished")
+    assert "".join(p["text"] for op, p in records if op == "stdout" and p["run_id"] == "r2") == (
+        "fresh"
+    )
+
+
 def test_megabytes_of_output_are_dropped_not_stored(sent: Collector) -> None:
     box = Outbox(sent, limit=1000)
     box.start()

@@ -25,6 +25,8 @@ def test_code_message_round_trips() -> None:
     message = decode_inbound(encode("code", {"run_id": "r1", "code": "print(1)", "extra": 5}))
     assert message.op == "code"
     assert message.payload == {"run_id": "r1", "code": "print(1)"}
+    op, payload = message
+    assert message == (op, payload) == ("code", {"run_id": "r1", "code": "print(1)"})
 
 
 def test_optional_fields_get_their_defaults() -> None:

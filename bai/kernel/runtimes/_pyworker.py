@@ -30,9 +30,6 @@ from __future__ import annotations
 import ast
 import builtins
 import codecs
-import getpass
-import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import io
@@ -46,7 +43,17 @@ import threading
 import time
 import traceback
 import types
-from typing import Any
+
+# Every kernel start pays for what this process imports before it is ready:
+# typing is imported for the type checker only, and modules that user code
+# may never import (getpass, matplotlib, bai's display helper) are adjusted
+# when it does (_PostImportHooks).  What the worker itself needs is imported
+# here, before the working directory (the user's files) is put on sys.path
+# where a file of the same name would shadow it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 _SELF = __file__
 _MAIN_THREAD = threading.get_ident()
@@ -388,32 +395,43 @@ class _BaiFinder:
         return importlib.machinery.PathFinder.find_spec(name, [self._parent])
 
 
-class _MatplotlibHook:
-    """Point matplotlib at the kernel's backend right after it is imported.
+class _PostImportHooks:
+    """Adjust some modules right after they are imported, whoever imports them.
 
-    Nothing happens (and nothing is imported) unless user code imports
-    matplotlib; ``MPLBACKEND`` or a later ``matplotlib.use()`` still win.
+    This is how the kernel hooks into modules without importing them at start
+    (each import there would slow every kernel start down): nothing happens
+    unless user code imports one of them.  :meth:`install` also adjusts those
+    already imported.
     """
 
-    def __init__(self) -> None:
-        self._busy = False
+    def __init__(self, hooks: dict[str, Callable[[Any], None]]) -> None:
+        self._hooks = hooks
+        self._busy: set[str] = set()
+
+    def install(self) -> None:
+        for name, hook in self._hooks.items():
+            if name in sys.modules:
+                hook(sys.modules[name])
+        sys.meta_path.insert(0, self)
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> Any:
-        if name != "matplotlib" or self._busy:
+        hook = self._hooks.get(name)
+        if hook is None or name in self._busy:
             return None
-        self._busy = True
+        self._busy.add(name)
         try:
-            spec = importlib.util.find_spec(name)
+            spec: Any = importlib.util.find_spec(name)  # Any: its loader gets replaced
         finally:
-            self._busy = False
+            self._busy.discard(name)
         if spec is not None and spec.loader is not None:
-            spec.loader = _PostImportLoader(spec.loader)
+            spec.loader = _PostImportLoader(spec.loader, hook)
         return spec
 
 
-class _PostImportLoader(importlib.abc.Loader):
-    def __init__(self, inner: Any) -> None:
+class _PostImportLoader:
+    def __init__(self, inner: Any, hook: Callable[[Any], None]) -> None:
         self._inner = inner
+        self._hook = hook
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -423,11 +441,28 @@ class _PostImportLoader(importlib.abc.Loader):
 
     def exec_module(self, module: Any) -> None:
         self._inner.exec_module(module)
-        if "MPLBACKEND" not in os.environ:
-            try:
-                module.rcParams["backend"] = _MPL_BACKEND
-            except Exception as exc:  # an unknown matplotlib: keep its own backend
-                sys.stderr.write(f"bai.kernel: plots will not be shown inline ({exc})\n")
+        self._hook(module)
+
+
+def _inline_plots(matplotlib: Any) -> None:
+    """matplotlib: the kernel's backend; ``MPLBACKEND`` or a later ``matplotlib.use()`` win."""
+    if "MPLBACKEND" not in os.environ:
+        try:
+            matplotlib.rcParams["backend"] = _MPL_BACKEND
+        except Exception as exc:  # an unknown matplotlib: keep its own backend
+            sys.stderr.write(f"bai.kernel: plots will not be shown inline ({exc})\n")
+
+
+def _ask_password(getpass: Any) -> None:
+    """getpass: ``getpass.getpass()`` asks the user through the runner, like ``input()``."""
+    getpass.getpass = _getpass
+
+
+def _show_in_console(display: Any) -> None:
+    """bai.kernel.display: its images and HTML become console items."""
+    install = getattr(display, "install_sink", None)
+    if install is not None:
+        install(_emit)
 
 
 def _emit(kind: str, payload: dict[str, Any]) -> None:
@@ -451,19 +486,18 @@ def main(argv: list[str]) -> None:
     sys.argv = [""]
     sys.path[0] = ""  # like the REPL: the working directory, not this file's directory
     sys.meta_path.append(_BaiFinder(bai_parent))
-    sys.meta_path.insert(0, _MatplotlibHook())
     builtins.input = _input
-    getpass.getpass = _getpass
     main_module = types.ModuleType("__main__")
     main_module.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = main_module
     _namespace = main_module.__dict__
-    try:
-        display = importlib.import_module("bai.kernel.display")
-    except ImportError:
-        pass
-    else:
-        display.install_sink(_emit)
+    _PostImportHooks(
+        {
+            "matplotlib": _inline_plots,
+            "getpass": _ask_password,
+            "bai.kernel.display": _show_in_console,
+        }
+    ).install()
     signal.signal(signal.SIGINT, _on_sigint)
     threading.Thread(target=_read_commands, args=(cmd_fd,), name="bai-cmd", daemon=True).start()
     while True:

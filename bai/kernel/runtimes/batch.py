@@ -19,14 +19,16 @@ import codecs
 import contextlib
 import os
 import selectors
-import shlex
 import signal
 import subprocess
 import threading
 import time
-from typing import Final
 
 from bai.kernel.output import Outbox
+
+TYPE_CHECKING = False  # typing for the type checker only: it slows every kernel start
+if TYPE_CHECKING:
+    from typing import Final
 
 KILL_AFTER: Final = 3.0
 DRAIN_TIME: Final = 0.2
@@ -63,6 +65,8 @@ def default_build_command(workdir: str, python: str) -> str | None:
     ``<python>`` is the kernel's runtime path; pip falls back to a user
     install by itself where site-packages is read-only.
     """
+    import shlex  # here, not at the top: only batch runs need it, every kernel start would pay
+
     try:
         names = set(os.listdir(workdir))
     except OSError:

@@ -27,9 +27,12 @@ import selectors
 import subprocess
 import threading
 import time
-from typing import Any, Final
 
 from bai.kernel.output import Outbox
+
+TYPE_CHECKING = False  # typing for the type checker only: it slows every kernel start
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 WORKER_FILE: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pyworker.py")
 #: The directory holding the ``bai`` package, so user code can import bai.kernel.display.
