@@ -173,7 +173,7 @@ async def test_records_outside_runs_and_the_end_of_the_kernel() -> None:
         await runner.send("stdout", run_id=None, text="daemon says hi\n")
         first = await runner.link.start_run("a", [])
         second = await runner.link.start_run("b", [])
-        # The runner stamps its own log records with no run: they go to the active one.
+        # A log record that names no run (a service logging between runs) goes to the active one.
         await runner.send(
             "log", run_id=None, level="info", time="t", logger="bai.kernel", message="m"
         )
