@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Generic, Literal, TypeVar
+from urllib.parse import quote
 
 import msgspec
 import msgspec.inspect as mi
@@ -474,6 +475,12 @@ class RedisConfig(Section, frozen=True):
     password: str = ""
     db: NonNegativeInt = 0
     connect_timeout: Duration = Duration(10.0)
+
+    @property
+    def url(self) -> str:
+        """The ``redis://[:password@]host:port/db`` URL of this section."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.addr}/{self.db}"
 
 
 class ManagerSection(Section, frozen=True):

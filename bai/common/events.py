@@ -46,13 +46,16 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import Any, ClassVar, Literal, TypeAlias, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, Union
 
 import msgspec
 import trio
 
 from bai.common.errors import BaiError, InvalidValue
 from bai.common.types import AccessKey, AgentId, KernelId, SessionId
+
+if TYPE_CHECKING:
+    from bai.common.config import RedisConfig
 
 __all__ = [
     "DEFAULT_MAX_BACKLOG",
@@ -835,3 +838,17 @@ class InProcEventBus(EventBus):
         self._broadcaster.close()
         for group in self._groups.values():
             group.lot.unpark_all()
+
+
+def event_bus_for(redis: RedisConfig) -> EventBus:
+    """The (not yet started) event bus a daemon's ``[redis]`` section names.
+
+    ``type = "inproc"`` gives an :class:`InProcEventBus` that only this process
+    sees; ``"redis"`` a Redis Streams bus (imported only then, so the embedded
+    mode never loads the Redis client).
+    """
+    if redis.type == "inproc":
+        return InProcEventBus()
+    from bai.common.events_redis import RedisEventBus
+
+    return RedisEventBus(redis.url)

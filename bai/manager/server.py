@@ -25,18 +25,15 @@ service until SIGINT or SIGTERM and exits 0 (2 for a bad config).
 from __future__ import annotations
 
 import logging
-import os
-import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import trio
 
-from bai.common.config import ConfigError, ManagerConfig, RedisConfig, load_config
-from bai.common.events import EventBus, InProcEventBus
-from bai.common.logging import setup_logging_from
+from bai.common.config import ManagerConfig
+from bai.common.daemon import run_daemon
+from bai.common.events import EventBus, event_bus_for
 from bai.manager.agents import AgentPool
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
@@ -44,19 +41,9 @@ from bai.manager.models import migrate
 from bai.manager.registry import SessionRegistry
 from bai.manager.scheduler.dispatcher import Dispatcher
 
-__all__ = ["ManagerHandle", "ManagerService", "event_bus_for", "main"]
+__all__ = ["ManagerHandle", "ManagerService", "main"]
 
 log = logging.getLogger(__name__)
-
-
-def event_bus_for(redis: RedisConfig) -> EventBus:
-    """The event bus ``[redis]`` describes (not started yet)."""
-    if redis.type == "inproc":
-        return InProcEventBus()
-    from bai.common.events_redis import RedisEventBus
-
-    auth = f":{quote(redis.password, safe='')}@" if redis.password else ""
-    return RedisEventBus(f"redis://{auth}{redis.addr.host}:{redis.addr.port}/{redis.db}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,32 +111,17 @@ class ManagerService:
                 task_status.started(ManagerHandle(ctx, tuple(urls)))
 
 
-async def _run(config: ManagerConfig) -> None:
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            await nursery.start(ManagerService(config).serve)
-            async for signum in signals:
-                log.info("received %s; stopping", signal.Signals(signum).name)
-                break
-        nursery.cancel_scope.cancel()
+async def _start(config: ManagerConfig, nursery: trio.Nursery) -> None:
+    await nursery.start(ManagerService(config).serve)
 
 
 def main(config_path: Path | None) -> int:
     """Run ``bai manager`` until a signal; returns the process exit code."""
-    try:
-        loaded = load_config(ManagerConfig, config_path)
-    except ConfigError as exc:
-        print(f"bai manager: {exc}")
-        return 2
-    config = loaded.config
-    setup_logging_from(config.logging)
-    log.info("%s", loaded.describe())
-    pid_file = config.manager.pid_file
-    if pid_file is not None:
-        pid_file.write_text(f"{os.getpid()}\n")
-    try:
-        trio.run(_run, config)
-    finally:
-        if pid_file is not None:
-            pid_file.unlink(missing_ok=True)
-    return 0
+    return run_daemon(
+        "manager",
+        ManagerConfig,
+        config_path,
+        start=_start,
+        logging_of=lambda config: config.logging,
+        pid_file_of=lambda config: config.manager.pid_file,
+    )

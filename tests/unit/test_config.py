@@ -672,3 +672,12 @@ def test_any_bytes_load_or_raise_config_error(data: bytes) -> None:
         parse_config(AgentConfig, data)
     except ConfigError as error:
         assert str(error).startswith("<string>")
+
+
+def test_redis_section_gives_one_url_with_the_password_quoted() -> None:
+    config = parse_config(
+        ManagerConfig,
+        '[redis]\ntype = "redis"\naddr = "10.0.0.5:6380"\npassword = "p@ss/w"\ndb = 2\n',
+    )
+    assert config.redis.url == "redis://:p%40ss%2Fw@10.0.0.5:6380/2"
+    assert parse_config(ManagerConfig, "").redis.url == "redis://127.0.0.1:6379/0"

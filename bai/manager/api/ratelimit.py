@@ -34,7 +34,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import quote
 
 import coredis
 import trio
@@ -52,7 +51,6 @@ __all__ = [
     "RateLimiterUnavailable",
     "RedisRateLimiter",
     "open_rate_limiter",
-    "redis_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -270,19 +268,13 @@ class RedisRateLimiter(RateLimiter):
         )
 
 
-def redis_url(config: RedisConfig) -> str:
-    """The ``redis://`` URL of a ``[redis]`` config section."""
-    auth = f":{quote(config.password, safe='')}@" if config.password else ""
-    return f"redis://{auth}{config.addr}/{config.db}"
-
-
 @asynccontextmanager
 async def open_rate_limiter(config: RedisConfig) -> AsyncIterator[RateLimiter]:
     """The limiter a ``[redis]`` section asks for: Redis-backed when ``type = "redis"``,
     else in memory.  Raises :class:`RateLimiterUnavailable` if Redis is down."""
     limiter: RateLimiter
     if config.type == "redis":
-        limiter = RedisRateLimiter(redis_url(config), op_timeout=float(config.connect_timeout))
+        limiter = RedisRateLimiter(config.url, op_timeout=float(config.connect_timeout))
     else:
         limiter = MemoryRateLimiter()
     async with limiter:
