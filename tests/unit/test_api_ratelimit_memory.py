@@ -11,7 +11,6 @@ from bai.manager.api.ratelimit import (
     MemoryRateLimiter,
     RateDecision,
     open_rate_limiter,
-    redis_url,
 )
 
 
@@ -108,12 +107,6 @@ def test_decision_headers() -> None:
 def test_window_must_be_positive() -> None:
     with pytest.raises(InvalidValue):
         MemoryRateLimiter(window=0)
-
-
-def test_redis_url_quotes_the_password() -> None:
-    config = RedisConfig(type="redis", password="p@ss:/w", db=3)
-    assert redis_url(config) == "redis://:p%40ss%3A%2Fw@127.0.0.1:6379/3"
-    assert redis_url(RedisConfig()) == "redis://127.0.0.1:6379/0"
 
 
 async def test_inproc_config_gives_a_memory_limiter() -> None:

@@ -43,8 +43,9 @@ from quart import Blueprint, Response, current_app, g, request
 from quart_trio import QuartTrio
 
 from bai.common.errors import BaiError
-from bai.manager.api import auth, config, resource, version
+from bai.manager.api import auth, config, events, resource, scheduler, session, stream, version
 from bai.manager.api.errors import RateLimitExceeded, register_error_handlers
+from bai.manager.api.gql import blueprint as gql_blueprint
 from bai.manager.api.helpers import current_ctx
 from bai.manager.api.ratelimit import (
     MemoryRateLimiter,
@@ -69,6 +70,11 @@ BLUEPRINTS: Final[tuple[Blueprint, ...]] = (
     auth.blueprint,
     config.blueprint,
     resource.blueprint,
+    session.blueprint,
+    events.blueprint,
+    stream.blueprint,
+    scheduler.blueprint,
+    gql_blueprint,
 )
 
 

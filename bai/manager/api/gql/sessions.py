@@ -1,0 +1,507 @@
+"""Compute sessions and their containers (kernels) as the GraphQL API shows them.
+
+Root fields: ``compute_session(id)``, ``compute_session_list(limit, offset,
+...)``, ``compute_container(id)`` and ``compute_container_list(limit,
+offset, session_id, role)``; nested: ``ComputeSession.containers`` and
+``.dependencies``, ``KeyPair.compute_sessions`` and
+``Agent.compute_containers``.
+
+Who sees which sessions (:func:`session_scope`): superadmins all of them,
+domain admins those of their domain, users their own keypair's.  A session
+the caller may not see is answered as if it did not exist (``null``).
+``status`` arguments are comma-separated session statuses
+(``"RUNNING,PENDING"``); an unknown one is an error naming it.
+
+Each page of sessions is read in one read-only transaction (count, rows and
+all their kernels), so ``total_count`` and ``items`` agree.  A session's
+``occupied_slots`` and ``occupying_slots`` are the sums of its kernels'
+``occupied_slots``; ``agent_ids`` and the containers' ``agent`` /
+``agent_addr`` are ``null`` unless the caller may see agents.  bai keeps no
+live statistics, idle checkers or abuse reports, so ``live_stat`` is
+``null``, ``idle_checks`` is ``{}`` and ``abusing_reports`` is empty.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from bai.common.errors import InvalidValue
+from bai.common.slots import ResourceSlot
+from bai.common.types import ClusterMode, KernelStatus, SessionResult, SessionStatus, SessionTypes
+from bai.manager.api.gql.context import GqlContext, Info, context_of
+from bai.manager.api.gql.filters import Field, Kind, parse_filter, parse_order
+from bai.manager.api.gql.images import registry_of
+from bai.manager.db import Connection
+from bai.manager.models.identity import groups, users
+from bai.manager.models.session import kernels, session_dependencies, sessions
+
+__all__ = [
+    "SESSION_FIELDS",
+    "check_page",
+    "parse_statuses",
+    "resolve_agent_containers",
+    "resolve_compute_container",
+    "resolve_compute_container_list",
+    "resolve_compute_session",
+    "resolve_compute_session_list",
+    "resolve_container_registry",
+    "resolve_keypair_sessions",
+    "resolve_session_dependencies",
+    "resolve_session_registry",
+    "session_scope",
+]
+
+#: The most items one page of a ``*_list`` field may ask for.
+MAX_PAGE_SIZE: Final = 1000
+
+_FROM: Final = sessions.outerjoin(users, users.c.uuid == sessions.c.user_uuid).outerjoin(
+    groups, groups.c.id == sessions.c.group_id
+)
+_COLUMNS: Final = (sessions, users.c.email.label("user_email"), groups.c.name.label("group_name"))
+
+
+def _enum(column: Any, enum_class: type[Any]) -> Field:
+    return Field(column, Kind.ENUM, frozenset(str(m.value) for m in enum_class))
+
+
+#: Fields of ``compute_session_list``'s ``filter`` and ``order``.
+SESSION_FIELDS: Final[Mapping[str, Field]] = {
+    "id": Field(sessions.c.id, Kind.UUID),
+    "session_id": Field(sessions.c.id, Kind.UUID),
+    "name": Field(sessions.c.name, Kind.STRING),
+    "session_name": Field(sessions.c.name, Kind.STRING),
+    "type": _enum(sessions.c.session_type, SessionTypes),
+    "session_type": _enum(sessions.c.session_type, SessionTypes),
+    "status": _enum(sessions.c.status, SessionStatus),
+    "status_info": Field(sessions.c.status_info, Kind.STRING),
+    "result": _enum(sessions.c.result, SessionResult),
+    "image": Field(sessions.c.image, Kind.STRING),
+    "architecture": Field(sessions.c.architecture, Kind.STRING),
+    "tag": Field(sessions.c.tag, Kind.STRING),
+    "access_key": Field(sessions.c.access_key, Kind.STRING),
+    "domain_name": Field(sessions.c.domain_name, Kind.STRING),
+    "group_id": Field(sessions.c.group_id, Kind.UUID),
+    "group_name": Field(groups.c.name, Kind.STRING),
+    "user_id": Field(sessions.c.user_uuid, Kind.UUID),
+    "user_email": Field(users.c.email, Kind.STRING),
+    "scaling_group": Field(sessions.c.scaling_group_name, Kind.STRING),
+    "cluster_mode": _enum(sessions.c.cluster_mode, ClusterMode),
+    "cluster_size": Field(sessions.c.cluster_size, Kind.INTEGER),
+    "priority": Field(sessions.c.priority, Kind.INTEGER),
+    "startup_command": Field(sessions.c.startup_command, Kind.STRING),
+    "created_at": Field(sessions.c.created_at, Kind.DATETIME),
+    "terminated_at": Field(sessions.c.terminated_at, Kind.DATETIME),
+    "status_changed": Field(sessions.c.status_changed, Kind.DATETIME),
+    "starts_at": Field(sessions.c.starts_at, Kind.DATETIME),
+}
+
+_DEFAULT_ORDER: Final = (sessions.c.created_at.desc(), sessions.c.id)
+
+
+# --------------------------------------------------------------------- arguments
+
+
+def parse_statuses(text: str | None, field: str = "status") -> list[str] | None:
+    """Comma-separated session statuses (``None`` or empty: any status)."""
+    if text is None or not text.strip():
+        return None
+    names = [part.strip().upper() for part in text.split(",") if part.strip()]
+    known = {s.value for s in SessionStatus}
+    for name in names:
+        if name not in known:
+            raise InvalidValue(
+                f"is not a session status (choose from {', '.join(known)})", value=name, field=field
+            )
+    return names
+
+
+def check_page(limit: int, offset: int) -> None:
+    """Refuse a page that is empty by construction or too large."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidValue(f"must be 1 to {MAX_PAGE_SIZE}", value=limit, field="limit")
+    if offset < 0:
+        raise InvalidValue("must be 0 or more", value=offset, field="offset")
+
+
+def _uuid_arg(value: str | uuid.UUID | None, field: str) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidValue("is not a UUID", value=value, field=field) from None
+
+
+def session_scope(
+    ctx: GqlContext,
+    *,
+    domain_name: str | None = None,
+    group_id: uuid.UUID | None = None,
+    access_key: str | None = None,
+) -> list[sa.ColumnElement[bool]]:
+    """Conditions selecting the sessions the caller may see, narrowed by the arguments."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    domain = ctx.domain_scope(domain_name)
+    if domain is not None:
+        conditions.append(sessions.c.domain_name == domain)
+    key = ctx.own_only(access_key, ctx.auth.access_key, "sessions")
+    if key is not None:
+        conditions.append(sessions.c.access_key == key)
+    if group_id is not None:
+        conditions.append(sessions.c.group_id == group_id)
+    return conditions
+
+
+def _order(order: str | None, order_key: str | None, order_asc: bool | None) -> list[Any]:
+    if order:
+        return [*parse_order(order, SESSION_FIELDS), sessions.c.id]
+    if order_key:
+        spec = SESSION_FIELDS.get(order_key)
+        if spec is None:
+            raise InvalidValue(
+                "is not a field you can order by", value=order_key, field="order_key"
+            )
+        return [spec.expr.asc() if order_asc in (None, True) else spec.expr.desc(), sessions.c.id]
+    return list(_DEFAULT_ORDER)
+
+
+# ----------------------------------------------------------------------- loading
+
+
+def _sum_slots(rows: Sequence[Any]) -> ResourceSlot:
+    total = ResourceSlot()
+    for row in rows:
+        total = total + row.occupied_slots
+    return total
+
+
+def _timestamp(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _scheduled_at(history: Any) -> datetime | None:
+    for entry in history or ():
+        if isinstance(entry, Mapping) and entry.get("status") == SessionStatus.SCHEDULED:
+            return _timestamp(entry.get("timestamp"))
+    return None
+
+
+def _mount_names(mounts: Any) -> list[str]:
+    names: list[str] = []
+    for mount in mounts or ():
+        if isinstance(mount, Mapping):
+            names.append(str(mount.get("name") or mount.get("vfolder_name") or mount))
+        else:
+            names.append(str(mount))
+    return names
+
+
+def container_item(ctx: GqlContext, row: Any) -> dict[str, Any]:
+    """One kernel row as a ``ComputeContainer``."""
+    shows_agents = ctx.shows_agents
+    return {
+        "id": row.id,
+        "session_id": row.session_id,
+        "role": row.cluster_role,
+        "cluster_role": row.cluster_role,
+        "cluster_idx": row.cluster_idx,
+        "idx": row.cluster_idx,
+        "local_rank": row.local_rank,
+        "cluster_hostname": row.cluster_hostname,
+        "hostname": row.cluster_hostname,
+        "image": row.image,
+        "architecture": row.architecture,
+        "status": str(row.status),
+        "status_info": row.status_info,
+        "status_data": row.status_data,
+        "status_history": row.status_history,
+        "status_changed": row.status_changed,
+        "created_at": row.created_at,
+        "terminated_at": row.terminated_at,
+        "agent": row.agent if shows_agents else None,
+        "agent_addr": row.agent_addr if shows_agents else None,
+        "container_id": row.container_id,
+        "resource_opts": row.resource_opts,
+        "occupied_slots": row.occupied_slots,
+        "requested_slots": row.requested_slots,
+        "attached_devices": row.attached_devices,
+        "service_ports": row.service_ports,
+        "preopen_ports": [],
+        "exit_code": row.exit_code,
+        "live_stat": None,
+        "last_stat": row.last_stat,
+    }
+
+
+def _main_first(rows: list[Any]) -> list[Any]:
+    return sorted(rows, key=lambda k: (k.cluster_role != "main", k.local_rank, k.cluster_idx))
+
+
+def session_item(ctx: GqlContext, row: Any, kernel_rows: list[Any]) -> dict[str, Any]:
+    """One session row (with ``user_email`` and ``group_name``) as a ``ComputeSession``."""
+    ordered = _main_first(kernel_rows)
+    main = ordered[0] if ordered else None
+    occupied = _sum_slots(ordered)
+    agent_ids = sorted({k.agent for k in ordered if k.agent is not None})
+    return {
+        "id": row.id,
+        "session_id": row.id,
+        "main_kernel_id": main.id if main is not None else None,
+        "name": row.name,
+        "session_name": row.name,
+        "type": str(row.session_type),
+        "session_type": str(row.session_type),
+        "tag": row.tag,
+        "image": row.image,
+        "architecture": row.architecture,
+        "cluster_mode": str(row.cluster_mode),
+        "cluster_size": row.cluster_size,
+        "priority": row.priority,
+        "domain_name": row.domain_name,
+        "group_name": row.group_name,
+        "group_id": row.group_id,
+        "user_email": row.user_email,
+        "user_id": row.user_uuid,
+        "access_key": row.access_key,
+        "created_user_email": row.user_email,
+        "created_user_id": row.user_uuid,
+        "status": str(row.status),
+        "status_info": row.status_info,
+        "status_data": row.status_data,
+        "status_history": row.status_history,
+        "status_changed": row.status_changed,
+        "created_at": row.created_at,
+        "terminated_at": row.terminated_at,
+        "starts_at": row.starts_at,
+        "scheduled_at": _scheduled_at(row.status_history),
+        "startup_command": row.startup_command,
+        "batch_timeout": row.batch_timeout,
+        "result": str(row.result),
+        "resource_opts": {k.cluster_hostname: k.resource_opts for k in ordered},
+        "scaling_group": row.scaling_group_name,
+        "service_ports": main.service_ports if main is not None else [],
+        "mounts": _mount_names(row.vfolder_mounts),
+        "vfolder_mounts": row.vfolder_mounts,
+        "requested_slots": row.requested_slots,
+        "occupied_slots": occupied,
+        "occupying_slots": occupied,
+        "num_queries": row.num_queries,
+        "agent_ids": agent_ids if ctx.shows_agents else None,
+        "containers": [container_item(ctx, k) for k in ordered],
+        "idle_checks": {},
+        "abusing_reports": [],
+    }
+
+
+async def _kernels_of(conn: Connection, session_ids: Collection[Any]) -> dict[Any, list[Any]]:
+    by_session: dict[Any, list[Any]] = {sid: [] for sid in session_ids}
+    if not by_session:
+        return by_session
+    rows = await conn.execute(sa.select(kernels).where(kernels.c.session_id.in_(list(by_session))))
+    for row in rows:
+        by_session[row.session_id].append(row)
+    return by_session
+
+
+def load_sessions(
+    ctx: GqlContext,
+    conditions: Sequence[sa.ColumnElement[bool]],
+    *,
+    order: Sequence[Any] = _DEFAULT_ORDER,
+    limit: int | None = None,
+    offset: int = 0,
+    count: bool = False,
+) -> tuple[list[dict[str, Any]], int]:
+    """Sessions matching *conditions* as ``ComputeSession`` items, and (with *count*) how
+    many match in all; read in one transaction."""
+    where = sa.and_(sa.true(), *conditions)
+
+    async def read(conn: Connection) -> tuple[list[Any], dict[Any, list[Any]], int]:
+        total = 0
+        if count:
+            total = int(
+                await conn.scalar(sa.select(sa.func.count()).select_from(_FROM).where(where))
+            )
+        query = sa.select(*_COLUMNS).select_from(_FROM).where(where).order_by(*order)
+        if limit is not None:
+            query = query.limit(limit).offset(offset)
+        rows = list(await conn.execute(query))
+        return rows, await _kernels_of(conn, [row.id for row in rows]), total
+
+    rows, by_session, total = ctx.read(read)
+    return [session_item(ctx, row, by_session[row.id]) for row in rows], total
+
+
+# --------------------------------------------------------------------- resolvers
+
+
+def resolve_compute_session(_root: Any, info: Info, id: uuid.UUID) -> Any:
+    """``compute_session(id)``: the session, or ``null`` if the caller may not see it."""
+    ctx = context_of(info)
+    items, _ = load_sessions(ctx, [*session_scope(ctx), sessions.c.id == id])
+    return items[0] if items else None
+
+
+def resolve_compute_session_list(
+    _root: Any,
+    info: Info,
+    limit: int,
+    offset: int,
+    order_key: str | None = None,
+    order_asc: bool | None = None,
+    domain_name: str | None = None,
+    group_id: str | None = None,
+    access_key: str | None = None,
+    status: str | None = None,
+    filter: str | None = None,
+    order: str | None = None,
+) -> dict[str, Any]:
+    """``compute_session_list``: one page of the sessions the caller may see."""
+    ctx = context_of(info)
+    check_page(limit, offset)
+    conditions = session_scope(
+        ctx,
+        domain_name=domain_name,
+        group_id=_uuid_arg(group_id, "group_id"),
+        access_key=access_key,
+    )
+    statuses = parse_statuses(status)
+    if statuses is not None:
+        conditions.append(sessions.c.status.in_(statuses))
+    if filter:
+        conditions.append(parse_filter(filter, SESSION_FIELDS))
+    items, total = load_sessions(
+        ctx,
+        conditions,
+        order=_order(order, order_key, order_asc),
+        limit=limit,
+        offset=offset,
+        count=True,
+    )
+    return {"items": items, "total_count": total}
+
+
+def resolve_session_dependencies(session: Mapping[str, Any], info: Info) -> Any:
+    """``ComputeSession.dependencies``: the sessions this one waits for, that the caller
+    may see."""
+    ctx = context_of(info)
+    depends_on = (
+        sa.select(session_dependencies.c.depends_on)
+        .where(session_dependencies.c.session_id == session["id"])
+        .scalar_subquery()
+    )
+    items, _ = load_sessions(ctx, [*session_scope(ctx), sessions.c.id.in_(depends_on)])
+    return items
+
+
+def resolve_keypair_sessions(
+    keypair: Mapping[str, Any], info: Info, status: str | None = None
+) -> Any:
+    """``KeyPair.compute_sessions(status)``."""
+    ctx = context_of(info)
+    conditions = [*session_scope(ctx), sessions.c.access_key == keypair["access_key"]]
+    statuses = parse_statuses(status)
+    if statuses is not None:
+        conditions.append(sessions.c.status.in_(statuses))
+    items, _ = load_sessions(ctx, conditions)
+    return items
+
+
+def resolve_session_registry(session: Mapping[str, Any], info: Info) -> Any:
+    """``ComputeSession.registry``: the registry of the session's image."""
+    return registry_of(context_of(info), session["image"], session["architecture"])
+
+
+def resolve_container_registry(container: Mapping[str, Any], info: Info) -> Any:
+    """``ComputeContainer.registry``: the registry of the kernel's image."""
+    return registry_of(context_of(info), container["image"], container["architecture"])
+
+
+def _parse_kernel_statuses(text: str | None) -> list[str] | None:
+    if text is None or not text.strip():
+        return None
+    names = [part.strip().upper() for part in text.split(",") if part.strip()]
+    known = {s.value for s in KernelStatus}
+    for name in names:
+        if name not in known:
+            raise InvalidValue("is not a kernel status", value=name, field="status")
+    return names
+
+
+def _load_containers(
+    ctx: GqlContext,
+    conditions: Sequence[sa.ColumnElement[bool]],
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    count: bool = False,
+) -> tuple[list[dict[str, Any]], int]:
+    where = sa.and_(sa.true(), *conditions)
+    joined = kernels.join(sessions, sessions.c.id == kernels.c.session_id)
+
+    async def read(conn: Connection) -> tuple[list[Any], int]:
+        total = 0
+        if count:
+            total = int(
+                await conn.scalar(sa.select(sa.func.count()).select_from(joined).where(where))
+            )
+        query = (
+            sa.select(kernels)
+            .select_from(joined)
+            .where(where)
+            .order_by(kernels.c.created_at, kernels.c.cluster_idx, kernels.c.id)
+        )
+        if limit is not None:
+            query = query.limit(limit).offset(offset)
+        return list(await conn.execute(query)), total
+
+    rows, total = ctx.read(read)
+    return [container_item(ctx, row) for row in rows], total
+
+
+def resolve_compute_container(_root: Any, info: Info, id: uuid.UUID) -> Any:
+    """``compute_container(id)``: one kernel of a session the caller may see."""
+    ctx = context_of(info)
+    items, _ = _load_containers(ctx, [*session_scope(ctx), kernels.c.id == id])
+    return items[0] if items else None
+
+
+def resolve_compute_container_list(
+    _root: Any,
+    info: Info,
+    limit: int,
+    offset: int,
+    session_id: uuid.UUID,
+    role: str | None = None,
+) -> dict[str, Any]:
+    """``compute_container_list``: one page of a visible session's kernels."""
+    ctx = context_of(info)
+    check_page(limit, offset)
+    conditions = [*session_scope(ctx), kernels.c.session_id == session_id]
+    if role is not None:
+        conditions.append(kernels.c.cluster_role == role)
+    items, total = _load_containers(ctx, conditions, limit=limit, offset=offset, count=True)
+    return {"items": items, "total_count": total}
+
+
+def resolve_agent_containers(
+    agent: Mapping[str, Any], info: Info, status: str | None = None
+) -> Any:
+    """``Agent.compute_containers(status)``: the kernels placed on the agent."""
+    ctx = context_of(info)
+    conditions = [kernels.c.agent == agent["id"]]
+    statuses = _parse_kernel_statuses(status)
+    if statuses is not None:
+        conditions.append(kernels.c.status.in_(statuses))
+    items, _ = _load_containers(ctx, conditions)
+    return items
