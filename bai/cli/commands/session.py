@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -534,6 +534,22 @@ async def _run_batch_session(api: APIClient, opts: CreateOptions, name: str, rm:
     return 0
 
 
+_FC = TypeVar("_FC", bound=Callable[..., Any] | click.Command)
+
+
+def _owner_option(help_text: str) -> Callable[[_FC], _FC]:
+    """``-o/--owner/--owner-access-key``: act on another keypair's session (administrators)."""
+    return click.option(
+        "-o",
+        "--owner",
+        "--owner-access-key",
+        "owner",
+        metavar="ACCESS_KEY",
+        default=None,
+        help=help_text,
+    )
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("image")
 @click.argument("files", nargs=-1, type=click.Path())
@@ -650,15 +666,7 @@ def run(
     multiple=True,
     help="Start only after this session finished successfully (repeatable).",
 )
-@click.option(
-    "-o",
-    "--owner",
-    "--owner-access-key",
-    "owner",
-    metavar="ACCESS_KEY",
-    default=None,
-    help="Create the session for this keypair (administrators).",
-)
+@_owner_option("Create the session for this keypair (administrators).")
 @_start_options
 def start(
     image: str, startup_command: str | None, depends: tuple[str, ...], owner: str | None, **kw: Any
@@ -695,15 +703,7 @@ def start(
 @click.argument("names", metavar="SESSION...", nargs=-1, required=True)
 @click.option("-f", "--forced", is_flag=True, help="Terminate even if the session is busy.")
 @click.option("-r", "--recursive", is_flag=True, help="Also cancel sessions that depend on it.")
-@click.option(
-    "-o",
-    "--owner",
-    "--owner-access-key",
-    "owner",
-    metavar="ACCESS_KEY",
-    default=None,
-    help="The sessions belong to this keypair (administrators).",
-)
+@_owner_option("The sessions belong to this keypair (administrators).")
 def rm(names: tuple[str, ...], forced: bool, recursive: bool, owner: str | None) -> None:
     """Terminate sessions (pending ones are cancelled)."""
 
@@ -735,15 +735,7 @@ def rm(names: tuple[str, ...], forced: bool, recursive: bool, owner: str | None)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name", metavar="SESSION")
-@click.option(
-    "-o",
-    "--owner",
-    "--owner-access-key",
-    "owner",
-    metavar="ACCESS_KEY",
-    default=None,
-    help="The session belongs to this keypair (administrators).",
-)
+@_owner_option("The session belongs to this keypair (administrators).")
 def logs(name: str, owner: str | None) -> None:
     """Print the console log of a session's main kernel."""
 
@@ -766,15 +758,7 @@ _LAST_EVENTS = frozenset({"session_terminated", "session_cancelled"})
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name", metavar="SESSION")
-@click.option(
-    "-o",
-    "--owner",
-    "--owner-access-key",
-    "owner",
-    metavar="ACCESS_KEY",
-    default=None,
-    help="The session belongs to this keypair (administrators).",
-)
+@_owner_option("The session belongs to this keypair (administrators).")
 @click.option(
     "--scope",
     type=click.Choice(["*", "session", "kernel"]),
