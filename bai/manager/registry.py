@@ -269,10 +269,16 @@ class TooManySessionsMatched(BaiError):
 
     http_status = 400
     error_type = "too-many-sessions-matched"
+    error_title = "Too many sessions matched."
 
     def __init__(self, message: str, matches: Sequence[SessionInfo]) -> None:
         super().__init__(message)
         self.matches = tuple(matches)
+
+    @property
+    def extra_data(self) -> dict[str, Any]:
+        """What the official client reads from the problem's ``data``."""
+        return {"matches": [match.match_json() for match in self.matches]}
 
 
 class SessionAlreadyExists(BaiError):
@@ -280,10 +286,16 @@ class SessionAlreadyExists(BaiError):
 
     http_status = 409
     error_type = "session-already-exists"
+    error_title = "The session already exists."
 
     def __init__(self, message: str, session_id: uuid.UUID) -> None:
         super().__init__(message)
         self.session_id = session_id
+
+    @property
+    def extra_data(self) -> dict[str, Any]:
+        """What the official client reads from the problem's ``data``."""
+        return {"existingSessionId": str(self.session_id)}
 
 
 class InvalidSessionRequest(InvalidValue):
@@ -475,6 +487,10 @@ class SessionInfo:
     def is_active(self) -> bool:
         """Whether the session is not over (TERMINATED or CANCELLED)."""
         return self.status in ACTIVE_STATUSES
+
+    def match_json(self) -> dict[str, Any]:
+        """How the API lists this session among matches: ``{id, name, status}``."""
+        return {"id": str(self.id), "name": self.name, "status": self.status.value}
 
 
 @dataclass(frozen=True, slots=True)

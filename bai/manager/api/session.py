@@ -104,17 +104,13 @@ from bai.manager.registry import (
     MAX_UPLOAD_FILE_SIZE,
     MAX_UPLOAD_FILES,
     STARTING_STATUSES,
-    SessionAlreadyExists,
     SessionInfo,
     SessionRequest,
-    TooManySessionsMatched,
 )
 
 __all__ = [
     "SESSION_CACHE_TTL",
     "SessionCache",
-    "SessionNameTaken",
-    "SessionsAmbiguous",
     "VFolderNotFound",
     "batch_options",
     "blueprint",
@@ -149,23 +145,6 @@ _CACHE_KEY: Final = "bai.session_cache"
 # --------------------------------------------------------------------- errors
 
 
-class SessionNameTaken(ApiError):
-    """The owner already has an active session of that name (409);
-    ``data.existingSessionId`` is its id."""
-
-    http_status = 409
-    error_type = "session-already-exists"
-    error_title = "The session already exists."
-
-
-class SessionsAmbiguous(ApiError):
-    """An id prefix matches several sessions (400); ``data.matches`` lists them."""
-
-    http_status = 400
-    error_type = "too-many-sessions-matched"
-    error_title = "Too many sessions matched."
-
-
 class VFolderNotFound(ApiError):
     """A virtual folder to mount does not exist (404)."""
 
@@ -184,21 +163,11 @@ def _api_field(name: str | None) -> str | None:
     return name
 
 
-def _match_json(info: SessionInfo) -> dict[str, Any]:
-    return {"id": str(info.id), "name": info.name, "status": info.status.value}
-
-
 @contextlib.contextmanager
 def translated_errors() -> Iterator[None]:
-    """Give registry errors the data the official client reads and the request's field names."""
+    """Name the fields of registry errors as the request spelled them."""
     try:
         yield
-    except SessionAlreadyExists as exc:
-        raise SessionNameTaken(str(exc), data={"existingSessionId": str(exc.session_id)}) from None
-    except TooManySessionsMatched as exc:
-        raise SessionsAmbiguous(
-            str(exc), data={"matches": [_match_json(m) for m in exc.matches]}
-        ) from None
     except InvalidValue as exc:
         renamed = _api_field(exc.field)
         if renamed == exc.field or type(exc).__init__ is not InvalidValue.__init__:
@@ -595,7 +564,7 @@ async def match() -> Response:
     auth = current_auth()
     with translated_errors():
         found = await current_ctx().registry.match_sessions(auth.owner.access_key, params.id)
-    return json_response({"matches": [_match_json(info) for info in found]})
+    return json_response({"matches": [info.match_json() for info in found]})
 
 
 class _LogsQuery(msgspec.Struct, kw_only=True):
