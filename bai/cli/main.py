@@ -72,21 +72,6 @@ def agent(config_path: Path | None) -> None:
 
 @cli.command()
 @click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="manager.toml to use (default: search ./, ~/.config/bai/, /etc/bai/).",
-)
-def manager(config_path: Path | None) -> None:
-    """Run the manager: REST API, scheduler and session registry (distributed mode)."""
-    from bai.manager.server import main
-
-    raise SystemExit(main(config_path))
-
-
-@cli.command()
-@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("./bai-data"),
@@ -105,6 +90,15 @@ def up(data_dir: Path, host: str, port: int | None) -> None:
     from bai.manager.embedded import DEFAULT_PORT, main
 
     raise SystemExit(main(data_dir, host=host, port=DEFAULT_PORT if port is None else port))
+
+
+def _register_daemon_groups() -> None:
+    from bai.cli.manager import manager
+
+    cli.add_command(manager)
+
+
+_register_daemon_groups()
 
 
 def _register_client_commands() -> None:
