@@ -24,7 +24,7 @@ Jain's index (sum x)^2 / (n sum x^2) of the users' mean bounded slowdown
 x = (wait + run) / max(run, 60 s), so 1.0 means every user's jobs were
 delayed in the same proportion.
 
-Usage: ``python bench/simulate.py [--jobs N] [--seed S] [--trace FILE]``.
+Usage: ``python bench/simulate.py [--jobs N] [--seed S] [--trace FILE] [--reserve-after S]``.
 Runs in well under 60 s.
 """
 
@@ -48,6 +48,7 @@ from bai.common.slots import DefaultForUnspecified, ResourceSlot
 from bai.common.types import AccessKey, AgentId, ClusterMode, SessionId
 from bai.manager.scheduler import (
     DEFAULT_ENGINE,
+    DEFAULT_OPTIONS,
     AgentInfo,
     KeypairPolicy,
     NotScheduled,
@@ -353,6 +354,12 @@ def main() -> None:
     parser.add_argument("--write-trace", type=Path, help="save the synthetic workload as JSONL")
     parser.add_argument("--pass-interval", type=float, default=10.0, help="simulated seconds")
     parser.add_argument("--engine", default=DEFAULT_ENGINE)
+    parser.add_argument(
+        "--reserve-after",
+        type=float,
+        default=DEFAULT_OPTIONS.reserve_after,
+        help="simulated seconds of waiting before agents are held for a session (0: never)",
+    )
     args = parser.parse_args()
     if args.trace:
         lines = args.trace.read_text().splitlines()
@@ -368,7 +375,9 @@ def main() -> None:
     runs: dict[str, Any] = {}
     for name, raw in CONFIGS.items():
         for selector in SELECTORS:
-            options = SchedulerOptions.parse({**raw, "agent_selector": selector})
+            options = SchedulerOptions.parse(
+                {**raw, "agent_selector": selector, "reserve_after": args.reserve_after}
+            )
             runs[f"{name}/{selector}"] = Simulation(
                 jobs, options, args.engine, args.pass_interval
             ).run()
@@ -379,6 +388,7 @@ def main() -> None:
                 "jobs": len(jobs),
                 "agents": len(cluster()),
                 "engine": args.engine,
+                "reserve_after_s": args.reserve_after,
                 "wall_s": round(time.perf_counter() - began, 1),
                 "runs": runs,
             }

@@ -486,6 +486,118 @@ def test_head_of_line_avoidance_bounds_blocking(
             agents[agent_id] = replace(agents[agent_id], occupied_slots=occupied)
 
 
+@st.composite
+def _starvation_scenarios(draw: st.DrawFn) -> dict[str, Any]:
+    """Busy agents, one big old session that fits idle agents, and a stream of small ones."""
+    count = draw(st.integers(1, 4))
+    agents = [
+        AgentInfo(
+            id=AgentId(f"a{n}"),
+            resource_group=RG,
+            available_slots=ResourceSlot({"cpu": draw(st.integers(2, 8)), "mem": 16}),
+            occupied_slots=ResourceSlot(),
+        )
+        for n in range(count)
+    ]
+    multi = count > 1 and draw(st.booleans())
+    sizes = sorted((int(a.available_slots["cpu"]) for a in agents), reverse=True)
+    kernels = (
+        tuple(ResourceSlot({"cpu": draw(st.integers(1, cpu)), "mem": 1}) for cpu in sizes[:2])
+        if multi
+        else (ResourceSlot({"cpu": draw(st.integers(1, sizes[0])), "mem": 1}),)
+    )
+    return {
+        "agents": agents,
+        "kernels": kernels,
+        "multi": multi,
+        "options": draw(
+            st.sampled_from(
+                (
+                    {"sequencer": "lifo"},
+                    {"sequencer": "drf"},
+                    {"sequencer": "fifo", "num_retries_to_skip": 1},
+                )
+            )
+        ),
+        "selector": draw(st.sampled_from(("concentrated", "dispersed", "roundrobin"))),
+        # Per pass: how many 1-CPU sessions arrive, and how many passes each runs.
+        "arrivals": draw(st.lists(st.integers(0, 3), min_size=60, max_size=60)),
+        "durations": draw(st.lists(st.integers(1, 4), min_size=180, max_size=180)),
+    }
+
+
+@PROPERTY
+@given(scenario=_starvation_scenarios())
+def test_a_starving_session_that_fits_idle_agents_starts(scenario: dict[str, Any]) -> None:
+    """With ``reserve_after`` set, an old session that fits the idle cluster starts within a
+    bounded number of passes even while small sessions keep arriving faster than they end
+    (LIFO, DRF and FIFO with head-of-line avoidance would otherwise let it wait forever)."""
+    options = SchedulerOptions.parse(
+        {**scenario["options"], "agent_selector": scenario["selector"], "reserve_after": 60}
+    )
+    agents: dict[AgentId, AgentInfo] = {a.id: a for a in scenario["agents"]}
+    big_id = SessionId(uuid.UUID(int=1))
+    pending: dict[SessionId, PendingSession] = {
+        big_id: PendingSession(
+            id=big_id,
+            access_key=key_of(1),
+            user_id=uuid.UUID(int=1),
+            group_id=GROUP,
+            domain_name="default",
+            resource_group=RG,
+            created_at=NOW - timedelta(hours=1),
+            kernels=scenario["kernels"],
+            cluster_mode=ClusterMode.MULTI_NODE if scenario["multi"] else ClusterMode.SINGLE_NODE,
+        )
+    }
+    # (pass it ends after, agent, slots) of every running kernel.
+    running: list[tuple[int, AgentId, ResourceSlot]] = []
+    durations = iter(scenario["durations"])
+    number = 100
+    roundrobin: dict[str, AgentId] = {}
+    for step, arrivals in enumerate(scenario["arrivals"]):
+        for _ in range(arrivals):
+            number += 1
+            sid = SessionId(uuid.UUID(int=number))
+            pending[sid] = PendingSession(
+                id=sid,
+                access_key=key_of(2 + number % 2),
+                user_id=uuid.UUID(int=2 + number % 2),
+                group_id=GROUP,
+                domain_name="default",
+                resource_group=RG,
+                created_at=NOW,
+                kernels=(ResourceSlot({"cpu": 1, "mem": 1}),),
+            )
+        running = [kernel for kernel in running if kernel[0] > step]
+        occupied: dict[AgentId, ResourceSlot] = {}
+        for _, agent_id, slots in running:
+            occupied[agent_id] = occupied.get(agent_id, ResourceSlot()) + slots
+        snapshot = SchedulingInput(
+            now=NOW,
+            pending=tuple(pending.values()),
+            agents=tuple(
+                replace(a, occupied_slots=occupied.get(a.id, ResourceSlot()))
+                for a in agents.values()
+            ),
+            keypair_policies={key_of(user): UNLIMITED for user in (1, 2, 3)},
+            options={RG: options},
+            roundrobin=roundrobin,
+        )
+        result = schedule(snapshot)
+        roundrobin.update(result.roundrobin)
+        for decision in result.decisions:
+            if not isinstance(decision, Scheduled):
+                continue
+            if decision.session_id == big_id:
+                return
+            session = pending.pop(decision.session_id)
+            ends = step + next(durations, 1)
+            for agent_id, slots in zip(decision.agents, session.kernels, strict=True):
+                running.append((ends, agent_id, slots))
+    raise AssertionError("the starving session did not start within 60 passes")
+
+
 class _Replay:
     """Free capacity of a pass's agents, updated decision by decision."""
 

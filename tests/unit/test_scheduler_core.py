@@ -81,7 +81,7 @@ def sid(number: int) -> SessionId:
 def session(number: int, *kernels: ResourceSlot, user: int = 1, **fields: Any) -> PendingSession:
     """Pending session *number*; a lower number is older."""
     fields.setdefault("access_key", AccessKey(f"AK{user}"))
-    fields.setdefault("created_at", NOW - timedelta(minutes=1000 - number))
+    fields.setdefault("created_at", NOW - timedelta(seconds=100 - number))
     return PendingSession(
         id=sid(number),
         user_id=uuid.UUID(int=user),
@@ -375,6 +375,75 @@ def test_pushed_back_sessions_are_not_blocked_by_fresh_ones(engine: str) -> None
     result = run(pending, [agent("a", cpu=4, mem=8 * GiB)], engine, options=options)
     assert started(result) == [1, 3]
     assert [d.session_id.int for d in result.decisions] == [2, 1, 3]
+
+
+@pytest.mark.parametrize("sequencer", ["lifo", "drf", "fifo+skip"])
+def test_a_starving_session_gets_agents_held_until_it_fits(engine: str, sequencer: str) -> None:
+    raw: dict[str, object] = {"reserve_after": "10m", "sequencer": sequencer.removesuffix("+skip")}
+    if sequencer == "fifo+skip":
+        raw["num_retries_to_skip"] = 1
+    options = SchedulerOptions.parse(raw)
+    # Two half-busy agents: the 4-CPU session fits on neither until one drains.
+    agents = [
+        agent("a", cpu=4, mem=8 * GiB, occupied=slots(cpu=2)),
+        agent("b", cpu=4, mem=8 * GiB, occupied=slots(cpu=3)),
+    ]
+    big = session(1, slots(cpu=4), created_at=NOW - timedelta(minutes=11), retries=5)
+    small = [session(n, slots(cpu=1), user=2) for n in (2, 3, 4)]
+    result = run([big, *small], agents, engine, options=options)
+    held = not_scheduled(result, 1)
+    assert held.reason == "resources" and "holding a for it" in held.msg
+    # Agent a (the most free) is held, so only b takes a small session.
+    assert len(started(result)) == 1
+    assert set(result.allocated_slots) == {AgentId("b")}
+
+
+def test_without_reserve_after_small_sessions_fill_the_gaps(engine: str) -> None:
+    options = SchedulerOptions.parse({"sequencer": "lifo", "reserve_after": 0})
+    agents = [agent("a", cpu=4, mem=8 * GiB, occupied=slots(cpu=2))]
+    big = session(1, slots(cpu=4), created_at=NOW - timedelta(days=1))
+    result = run([big, session(2), session(3)], agents, engine, options=options)
+    assert started(result) == [3, 2]
+    assert "holding" not in not_scheduled(result, 1).msg
+
+
+def test_a_session_too_big_for_any_idle_agent_holds_nothing(engine: str) -> None:
+    options = SchedulerOptions.parse({"sequencer": "lifo"})
+    agents = [agent("a", cpu=4, mem=8 * GiB)]
+    huge = session(1, slots(cpu=5), created_at=NOW - timedelta(hours=1))
+    result = run([huge, session(2)], agents, engine, options=options)
+    assert started(result) == [2]
+    assert "holding" not in not_scheduled(result, 1).msg
+
+
+def test_starving_sessions_go_first_within_their_priority(engine: str) -> None:
+    options = SchedulerOptions.parse({"sequencer": "lifo", "agent_selector": "concentrated"})
+    old = session(1, created_at=NOW - timedelta(hours=1))
+    result = run(
+        [old, session(2), session(3), session(4, priority=1)],
+        [agent("a", cpu=3, mem=8 * GiB)],
+        engine,
+        options=options,
+    )
+    assert started(result) == [4, 1, 3]
+
+
+def test_a_multi_node_starving_session_holds_one_agent_per_kernel(engine: str) -> None:
+    options = SchedulerOptions.parse({"sequencer": "drf"})
+    agents = [
+        agent(name, cpu=4, mem=8 * GiB, occupied=slots(cpu=busy))
+        for name, busy in (("a", 1), ("b", 3), ("c", 2))
+    ]
+    big = session(
+        1,
+        slots(cpu=4),
+        slots(cpu=4),
+        cluster_mode=ClusterMode.MULTI_NODE,
+        created_at=NOW - timedelta(hours=1),
+    )
+    result = run([big, session(2, user=2), session(3, user=3)], agents, engine, options=options)
+    assert "holding a, c for it" in not_scheduled(result, 1).msg
+    assert set(result.allocated_slots) == {AgentId("b")}
 
 
 def test_drf_starts_the_user_with_the_lowest_dominant_share(engine: str) -> None:

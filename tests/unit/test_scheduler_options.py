@@ -20,6 +20,7 @@ def test_defaults_are_strict_fifo_and_dispersed() -> None:
     assert DEFAULT_OPTIONS.sequencer is Sequencer.FIFO
     assert DEFAULT_OPTIONS.agent_selector is AgentSelector.DISPERSED
     assert DEFAULT_OPTIONS.num_retries_to_skip == 0
+    assert DEFAULT_OPTIONS.reserve_after == 600.0
 
 
 def test_parse_reads_every_key_and_round_trips() -> None:
@@ -27,6 +28,7 @@ def test_parse_reads_every_key_and_round_trips() -> None:
         "sequencer": "fifo",
         "agent_selector": "concentrated",
         "num_retries_to_skip": 3,
+        "reserve_after": 90.0,
         "resource_priority": ["cuda", "cpu", "mem"],
     }
     options = SchedulerOptions.parse(raw)
@@ -50,6 +52,9 @@ def test_parse_reads_every_key_and_round_trips() -> None:
         ({"num_retries_to_skip": True}, "num_retries_to_skip", "True"),
         ({"num_retries_to_skip": 10**9}, "num_retries_to_skip", "1000000000"),
         ({"sequencer": "drf", "num_retries_to_skip": 2}, "num_retries_to_skip", "2"),
+        ({"reserve_after": -1}, "reserve_after", "-1"),
+        ({"reserve_after": "soon"}, "reserve_after", "'soon'"),
+        ({"reserve_after": True}, "reserve_after", "True"),
         ({"resource_priority": "cuda"}, "resource_priority", "'cuda'"),
         ({"resource_priority": ["cuda", ""]}, "resource_priority", "''"),
         ({"resource_priority": ["cuda", "cuda"]}, "resource_priority", "'cuda'"),
@@ -74,7 +79,7 @@ def test_resource_group_columns_in_backend_ai_layout() -> None:
             "pending_timeout": 0,
             "agent_selection_strategy": "roundrobin",
             "agent_selection_resource_priority": ["cuda", "cpu"],
-            "config": {"num_retries_to_skip": 5},
+            "config": {"num_retries_to_skip": 5, "reserve_after": "1h"},
         },
     )
     assert options == SchedulerOptions.parse(
@@ -82,6 +87,7 @@ def test_resource_group_columns_in_backend_ai_layout() -> None:
             "sequencer": "fifo",
             "agent_selector": "roundrobin",
             "num_retries_to_skip": 5,
+            "reserve_after": 3600,
             "resource_priority": ["cuda", "cpu"],
         }
     )

@@ -75,7 +75,7 @@ def session(number: int, *kernels: ResourceSlot, **fields: Any) -> PendingSessio
         group_id=uuid.UUID(int=2),
         domain_name="default",
         resource_group="default",
-        created_at=NOW - timedelta(minutes=1000 - number),
+        created_at=NOW - timedelta(seconds=100 - number),
         kernels=kernels or (slots(cpu=1),),
         **fields,
     )

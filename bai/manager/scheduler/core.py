@@ -18,7 +18,8 @@ A pass, for each resource group in name order:
 4. counts each started session towards agents' free slots and every
    policy's usage at once, so later sessions of the same pass see it.
 
-Guarantees: as many sessions start as fit (there is no per-pass cap); no
+Guarantees: as many sessions start as fit outside held agents (there is no
+per-pass cap); no
 agent ends over its capacity in any slot; no limit checked by a predicate is
 exceeded by the sessions started; every pending session gets exactly one
 decision; an exception while evaluating one session becomes that session's
@@ -147,8 +148,11 @@ def _schedule_group(
 ) -> bool:
     """Evaluate the sessions of one resource group in sequencer order; True if any started."""
     group = pool.resource_group
-    queue = make_queue(options, candidates, pool.capacity, ledger.group_user_slots.get(group, {}))
+    queue = make_queue(
+        options, candidates, pool.capacity, ledger.group_user_slots.get(group, {}), now
+    )
     blocker: SessionId | None = None
+    holding = False
     started = False
     while (item := queue.next()) is not None:
         candidate, exempt = item
@@ -171,6 +175,13 @@ def _schedule_group(
                 continue
             placement = pool.place(candidate)
             if isinstance(placement, str):
+                if (
+                    not holding
+                    and candidate.id in queue.starving
+                    and (held := pool.hold_for(candidate))
+                ):
+                    holding = True
+                    placement += f"; holding {', '.join(held)} for it"
                 decisions.append(
                     NotScheduled(
                         session.id, group, "resources", placement, session.retries + 1, now, passed

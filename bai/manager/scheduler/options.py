@@ -2,7 +2,8 @@
 
 Each resource group picks a *sequencer* (the order in which pending sessions
 are tried), an *agent selector* (which agent a kernel goes to), the FIFO
-head-of-line blocking avoidance threshold and the order in which resource
+head-of-line blocking avoidance threshold, the wait after which a session
+that does not fit gets agents held for it, and the order in which resource
 slots are compared when agents are ranked.
 
 Guarantees: a :class:`SchedulerOptions` that exists is valid (construction
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from bai.common.config import parse_duration
 from bai.common.errors import InvalidValue
 
 __all__ = [
@@ -63,9 +65,19 @@ class AgentSelector(enum.StrEnum):
 
 #: The largest ``num_retries_to_skip`` accepted; anything larger is a typo.
 MAX_RETRIES_TO_SKIP: Final = 1_000_000
+#: The default ``reserve_after``: ten minutes of waiting.
+DEFAULT_RESERVE_AFTER: Final = 600.0
 _PRIORITY_ENTRY_RE: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}", re.ASCII)
 _E = TypeVar("_E", bound=enum.StrEnum)
-_KEYS: Final = ("sequencer", "agent_selector", "num_retries_to_skip", "resource_priority")
+_KEYS: Final = (
+    "sequencer",
+    "agent_selector",
+    "num_retries_to_skip",
+    "reserve_after",
+    "resource_priority",
+)
+# The keys of Backend.AI's ``scheduler_opts.config`` read here.
+_CONFIG_KEYS: Final = ("num_retries_to_skip", "reserve_after")
 # Backend.AI's scheduler_opts keys read here, and those other parts of the manager read.
 _OPTS_KEYS: Final = {
     "agent_selection_strategy": "agent_selector",
@@ -82,6 +94,12 @@ class SchedulerOptions:
     pushes a session that has been tried ``n`` times without starting to the
     end of its priority, where it neither blocks nor is blocked.
 
+    ``reserve_after`` (seconds; ``0`` turns it off) guards against starvation
+    with every sequencer: a session pending at least this long is *starving*.
+    Starving sessions are tried before the other sessions of their priority,
+    oldest first, and one that still cannot be placed gets agents held for
+    it: the pass starts nothing more on them, so they drain until it fits.
+
     ``resource_priority`` lists slot names (``"cuda.device"``) or device names
     (``"cuda"``, meaning every ``cuda.*`` slot) in the order agents' free
     resources are compared; slots it does not list follow in name order.
@@ -92,6 +110,7 @@ class SchedulerOptions:
     sequencer: Sequencer = Sequencer.FIFO
     agent_selector: AgentSelector = AgentSelector.DISPERSED
     num_retries_to_skip: int = 0
+    reserve_after: float = DEFAULT_RESERVE_AFTER
     resource_priority: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -116,6 +135,13 @@ class SchedulerOptions:
                 value=retries,
                 field="num_retries_to_skip",
             )
+        try:
+            reserve_after = float(parse_duration(self.reserve_after))
+        except InvalidValue as exc:
+            raise SchedulerConfigError(
+                exc.problem, value=self.reserve_after, field="reserve_after"
+            ) from None
+        object.__setattr__(self, "reserve_after", reserve_after)
         object.__setattr__(self, "resource_priority", _priority(self.resource_priority))
 
     @classmethod
@@ -124,8 +150,9 @@ class SchedulerOptions:
 
         Keys: ``sequencer`` (``fifo``, ``lifo``, ``drf``), ``agent_selector``
         (``concentrated``, ``dispersed``, ``roundrobin``), ``num_retries_to_skip``
-        (non-negative int) and ``resource_priority`` (list of slot or device
-        names); each may be left out for its default.  Unknown keys, wrong
+        (non-negative int), ``reserve_after`` (seconds or a duration such as
+        ``"10m"``) and ``resource_priority`` (list of slot or device names);
+        each may be left out for its default.  Unknown keys, wrong
         types and bad values raise :class:`SchedulerConfigError`.
         """
         if not isinstance(raw, Mapping):
@@ -144,6 +171,7 @@ class SchedulerOptions:
             sequencer=raw.get("sequencer", Sequencer.FIFO),
             agent_selector=raw.get("agent_selector", AgentSelector.DISPERSED),
             num_retries_to_skip=raw.get("num_retries_to_skip", 0),
+            reserve_after=raw.get("reserve_after", DEFAULT_RESERVE_AFTER),
             resource_priority=tuple(priority),
         )
 
@@ -154,9 +182,9 @@ class SchedulerOptions:
         ``scheduler`` names the sequencer.  ``scheduler_opts`` uses Backend.AI's
         layout: ``agent_selection_strategy`` (the selector),
         ``agent_selection_resource_priority`` (the resource priority) and
-        ``config.num_retries_to_skip``; its ``allowed_session_types`` and
-        ``pending_timeout`` belong to the enqueue path and are not read here.
-        Other keys raise :class:`SchedulerConfigError`.
+        ``config.num_retries_to_skip`` and ``config.reserve_after``; its
+        ``allowed_session_types`` and ``pending_timeout`` belong to the
+        enqueue path and are not read here.  Other keys raise :class:`SchedulerConfigError`.
         """
         if not isinstance(scheduler_opts, Mapping):
             raise SchedulerConfigError(
@@ -172,13 +200,13 @@ class SchedulerOptions:
                         "must be a JSON object", value=value, field="scheduler_opts.config"
                     )
                 for config_key, config_value in value.items():
-                    if config_key != "num_retries_to_skip":
+                    if config_key not in _CONFIG_KEYS:
                         raise SchedulerConfigError(
-                            "unknown scheduler config key (known: num_retries_to_skip)",
+                            f"unknown scheduler config key (known: {', '.join(_CONFIG_KEYS)})",
                             value=config_key,
                             field="scheduler_opts.config",
                         )
-                    raw["num_retries_to_skip"] = config_value
+                    raw[config_key] = config_value
             elif key in _OPTS_KEYS:
                 raw[_OPTS_KEYS[key]] = value
             else:
@@ -194,6 +222,7 @@ class SchedulerOptions:
             "sequencer": self.sequencer.value,
             "agent_selector": self.agent_selector.value,
             "num_retries_to_skip": self.num_retries_to_skip,
+            "reserve_after": self.reserve_after,
             "resource_priority": list(self.resource_priority),
         }
 

@@ -17,7 +17,9 @@ tracks their free capacity as sessions are placed.  Guarantees:
   the least free (and the most containers), ``dispersed`` the one with the
   most free (and the fewest containers); ``roundrobin`` takes the first
   fitting agent after the previous pick in agent-id order.  Remaining ties
-  go to the smallest agent id.
+  go to the smallest agent id;
+* :meth:`AgentPool.hold_for` holds agents for a starving session that does
+  not fit now: nothing else is placed on a held agent for the rest of the pass.
 
 The scan runs in the Cython module ``_binpack`` when it is built (fixed-point
 integers inside) and in its pure-Python twin otherwise; both decide
@@ -27,6 +29,7 @@ do not fit in 62 bits.
 
 from __future__ import annotations
 
+import math
 import os
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
@@ -70,6 +73,7 @@ class _Bins(Protocol):
         after: int,
         /,
     ) -> int: ...
+    def row(self, agent: int, /) -> list[Milli]: ...
     def take(self, agent: int, req: Sequence[Milli], kernels: int, /) -> None: ...
     def give(self, agent: int, req: Sequence[Milli], kernels: int, /) -> None: ...
 
@@ -204,6 +208,9 @@ class AgentPool:
         self._slot_pos = {name: pos for pos, name in enumerate(self.slots)}
         width = len(self.slots)
         rows: list[list[Milli]] = []
+        self._capacity_rows: list[list[Milli]] = []
+        self._kinds: list[frozenset[str]] = []
+        self._held: set[int] = set()
         self.eligible: list[bool] = []
         self.architecture: list[str] = []
         # Groups of eligible agents: one per architecture (for round-robin), and
@@ -214,15 +221,17 @@ class AgentPool:
             healthy = agent.schedulable and all(cell >= 0 for cell in row)
             row.append(-agent.container_count)
             rows.append(row)
+            self._capacity_rows.append([capacity_milli.get(name, 0) for name in self.slots])
+            kinds = frozenset(
+                key
+                for key, amount in capacity_milli.items()
+                if amount > 0 and key not in _INTRINSIC
+            )
+            self._kinds.append(kinds)
             arch = normalize_architecture(agent.architecture)
             self.architecture.append(arch)
             self.eligible.append(healthy)
             if healthy:
-                kinds = frozenset(
-                    key
-                    for key, amount in capacity_milli.items()
-                    if amount > 0 and key not in _INTRINSIC
-                )
                 members.setdefault((arch, None), []).append(position)
                 members.setdefault((arch, kinds), []).append(position)
         groups = list(members.values())
@@ -313,6 +322,67 @@ class AgentPool:
             self._undo(taken, before)
             raise
         return Placement(tuple(chosen), tuple(taken), before)
+
+    def hold_for(self, candidate: Candidate) -> tuple[AgentId, ...]:
+        """Hold agents on which *candidate*, which does not fit now, fits once they drain.
+
+        Each kernel (the whole session when it is single-node) gets an eligible
+        agent not held yet, of the session's architecture (the designated agent
+        if it names one), whose total capacity covers it next to the kernels
+        already assigned to that agent here; preferred are the fewest kinds of
+        accelerator the session does not ask for, then the most free of the
+        requested slots in slot order, then the smallest id.  Each such agent's
+        free slots are then taken for the rest of the pass.  Returns the ids
+        of the held agents; holds nothing and returns ``()`` when the session
+        does not fit even on idle agents.
+        """
+        session = candidate.session
+        if session.cluster_mode is ClusterMode.SINGLE_NODE:
+            units = [candidate.total_milli]
+        else:
+            units = list(candidate.kernel_milli)
+        if session.designated_agent is not None:
+            designated = self.index.get(session.designated_agent)
+            options = [] if designated is None else [designated]
+        else:
+            options = list(range(len(self.agents)))
+        options = [
+            agent
+            for agent in options
+            if self.eligible[agent]
+            and agent not in self._held
+            and self.architecture[agent] == candidate.architecture
+        ]
+        assigned: dict[int, list[Milli]] = {}
+        for milli in units:
+            vector = self._vector(milli)
+            if isinstance(vector, str):
+                return ()
+            wanted = [slot for slot, amount in enumerate(vector) if amount]
+            requested = {self.slots[slot] for slot in wanted}.difference(_INTRINSIC)
+            best: tuple[int, list[Milli], int] | None = None
+            for agent in options:
+                used = assigned.get(agent, [0] * len(vector))
+                capacity = self._capacity_rows[agent]
+                if any(used[slot] + vector[slot] > capacity[slot] for slot in wanted):
+                    continue
+                free = self.bins.row(agent)
+                key = (len(self._kinds[agent] - requested), [-free[slot] for slot in wanted], agent)
+                if best is None or key < best:
+                    best = key
+            if best is None:
+                return ()
+            agent = best[2]
+            used = assigned.setdefault(agent, [0] * len(vector))
+            for slot in wanted:
+                used[slot] += vector[slot]
+        for agent in assigned:
+            free = self.bins.row(agent)[: len(self.slots)]
+            # Taking one more than what is free leaves every slot below zero,
+            # so no request fits; an infinite amount cannot be held.
+            self.bins.take(agent, [0 if math.isinf(cell) else max(cell, 0) + 1 for cell in free], 0)
+            self._held.add(agent)
+        return tuple(self.agents[agent].id for agent in sorted(assigned))
 
     def release(self, placement: Placement) -> None:
         """Give back everything *placement* took, as if it never happened."""

@@ -17,6 +17,10 @@ priority its own way:
   ratios compare equal).  The next session is the oldest of
   the user with the lowest share, ties in FIFO order of those users' oldest
   sessions; a session the pass starts raises its user's share at once.
+
+Whatever the sequencer, *starving* sessions (pending at least the group's
+``reserve_after``) come first within their priority, oldest first; with
+FIFO and ``num_retries_to_skip > 0`` they are exempt, as pushed-back ones are.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import heapq
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from bai.common.slots import ResourceSlot
@@ -65,14 +69,16 @@ class SessionQueue:
     :meth:`next` returns the next session and whether it is exempt from
     head-of-line blocking, or ``None`` at the end; :meth:`placed` reports a
     session the pass started.  ``blocking`` says whether a session that
-    cannot be placed holds back the (non-exempt) sessions after it.
+    cannot be placed holds back the (non-exempt) sessions after it;
+    ``starving`` holds the ids of the starving sessions.
     """
 
     blocking = False
 
-    def __init__(self, order: list[tuple[Candidate, bool]]) -> None:
+    def __init__(self, order: list[tuple[Candidate, bool]], starving: frozenset[SessionId]) -> None:
         self._order = order
         self._position = 0
+        self.starving = starving
 
     def next(self) -> tuple[Candidate, bool] | None:
         """Return the next session to try and whether it is exempt, or ``None``."""
@@ -96,9 +102,11 @@ class _DrfQueue(SessionQueue):
         candidates: Iterable[Candidate],
         capacity: ResourceSlot,
         usage: Mapping[uuid.UUID, ResourceSlot],
+        starving: frozenset[SessionId],
     ) -> None:
-        super().__init__([])
+        super().__init__([], starving)
         self._bands = _bands(candidates)
+        self._first: deque[Candidate] = deque()
         self._band = 0
         self._capacity = capacity
         self._usage = dict(usage)
@@ -122,15 +130,20 @@ class _DrfQueue(SessionQueue):
         if self._last is not None and self._queues[self._last]:
             self._push(self._last)
         self._last = None
-        while not self._heap:
+        while not self._heap and not self._first:
             if self._band >= len(self._bands):
                 return None
             self._queues = {}
             for candidate in sorted(self._bands[self._band], key=_fifo_key):
-                self._queues.setdefault(candidate.session.user_id, deque()).append(candidate)
+                if candidate.id in self.starving:
+                    self._first.append(candidate)
+                else:
+                    self._queues.setdefault(candidate.session.user_id, deque()).append(candidate)
             self._band += 1
             for user in self._queues:
                 self._push(user)
+        if self._first:
+            return self._first.popleft(), False
         _, _, _, user = heapq.heappop(self._heap)
         self._last = user
         return self._queues[user].popleft(), False
@@ -146,23 +159,34 @@ def make_queue(
     candidates: Iterable[Candidate],
     capacity: ResourceSlot,
     usage: Mapping[uuid.UUID, ResourceSlot],
+    now: datetime,
 ) -> SessionQueue:
     """Return the queue of *candidates* (one resource group) for *options*' sequencer.
 
     *capacity* is the group's total capacity and *usage* what each user's
-    sessions hold in the group; only DRF reads them.
+    sessions hold in the group; only DRF reads them.  Sessions created at
+    least ``options.reserve_after`` before *now* are starving.
     """
+    candidates = list(candidates)
+    starving = frozenset(
+        c.id
+        for c in candidates
+        if options.reserve_after
+        and now - c.session.created_at >= timedelta(seconds=options.reserve_after)
+    )
     if options.sequencer is Sequencer.DRF:
-        return _DrfQueue(candidates, capacity, usage)
+        return _DrfQueue(candidates, capacity, usage, starving)
     order: list[tuple[Candidate, bool]] = []
-    if options.sequencer is Sequencer.LIFO:
-        for band in _bands(candidates):
-            order.extend((c, False) for c in sorted(band, key=_fifo_key, reverse=True))
-        return SessionQueue(order)
     skip = options.num_retries_to_skip
     for band in _bands(candidates):
         band.sort(key=_fifo_key)
-        pushed_back = [c for c in band if skip and c.session.retries >= skip]
-        order.extend((c, False) for c in band if not (skip and c.session.retries >= skip))
-        order.extend((c, True) for c in pushed_back)
-    return _FifoQueue(order)
+        order.extend((c, bool(skip)) for c in band if c.id in starving)
+        rest = [c for c in band if c.id not in starving]
+        if options.sequencer is Sequencer.LIFO:
+            order.extend((c, False) for c in reversed(rest))
+            continue
+        order.extend((c, False) for c in rest if not (skip and c.session.retries >= skip))
+        order.extend((c, True) for c in rest if skip and c.session.retries >= skip)
+    if options.sequencer is Sequencer.LIFO:
+        return SessionQueue(order, starving)
+    return _FifoQueue(order, starving)
