@@ -18,18 +18,21 @@ import trio
 from bai.agent.server import AgentService
 from bai.common.config import AgentConfig
 from bai.common.daemon import run_daemon
-from bai.common.events import event_bus_for
+from bai.common.events import running_event_bus
 
 log = logging.getLogger(__name__)
+
+
+async def _serve(config: AgentConfig, *, task_status: trio.TaskStatus[list[str]]) -> None:
+    # The bus outlives the agent: its shutdown reports every kernel it kills.
+    async with running_event_bus(config.redis) as bus:
+        await AgentService(config, event_bus=bus).serve(task_status=task_status)
 
 
 async def _start(config: AgentConfig, nursery: trio.Nursery) -> None:
     if config.redis.type == "inproc":
         log.warning("event bus is in-process: no manager will see this agent's events")
-    bus = event_bus_for(config.redis)
-    with trio.fail_after(float(config.redis.connect_timeout)):
-        await nursery.start(bus.serve)
-    await nursery.start(AgentService(config, event_bus=bus).serve)
+    await nursery.start(_serve, config)
 
 
 def main(config_path: Path | None) -> int:

@@ -111,6 +111,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "event_type_filter",
+    "running_event_bus",
     "wanted",
 ]
 
@@ -852,3 +853,32 @@ def event_bus_for(redis: RedisConfig) -> EventBus:
     from bai.common.events_redis import RedisEventBus
 
     return RedisEventBus(redis.url)
+
+
+@asynccontextmanager
+async def running_event_bus(redis: RedisConfig) -> AsyncIterator[EventBus]:
+    """Serve the bus *redis* names (see :func:`event_bus_for`) for the ``async with`` block.
+
+    The bus stops only after the block has exited, even when the block is
+    cancelled: a daemon's services still publish (``kernel_terminated``,
+    ``agent_terminated``) and hand back consumed events while they clean up
+    after the cancellation that stops the daemon.  Raises
+    :class:`trio.TooSlowError` if the bus does not start within the
+    section's ``connect-timeout``.
+    """
+    bus = event_bus_for(redis)
+    async with trio.open_nursery() as nursery:
+        bus_scope = trio.CancelScope()
+
+        async def serve(*, task_status: trio.TaskStatus[None]) -> None:
+            with bus_scope:
+                await bus.serve(task_status=task_status)
+
+        with trio.fail_after(float(redis.connect_timeout)):
+            await nursery.start(serve)
+        # Shielded only now, so that the start above still honours its deadline.
+        bus_scope.shield = True
+        try:
+            yield bus
+        finally:
+            bus_scope.cancel()

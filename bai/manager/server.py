@@ -15,8 +15,8 @@
 
 ``await nursery.start(service.serve)`` returns a :class:`ManagerHandle` (the
 context and the API's base URLs) once everything answers.  Cancelling
-``serve`` stops every service at once and closes the database only after
-each of them has finished its cleanup.
+``serve`` stops every service at once and closes the event bus and the
+database only after each of them has finished its cleanup.
 
 :func:`main` is the ``bai manager --config manager.toml`` process: it runs the
 service until SIGINT or SIGTERM and exits 0 (2 for a bad config).
@@ -33,7 +33,7 @@ import trio
 
 from bai.common.config import ManagerConfig
 from bai.common.daemon import run_daemon
-from bai.common.events import EventBus, event_bus_for
+from bai.common.events import EventBus, running_event_bus
 from bai.manager.agents import AgentPool
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
@@ -89,12 +89,11 @@ class ManagerService:
                 db = await stack.enter_async_context(create_database(config.db))
             if self._upgrade:
                 await migrate.upgrade(db)
+            bus = self._bus
+            if bus is None:
+                # Outside the services' nursery: they still use the bus while they stop.
+                bus = await stack.enter_async_context(running_event_bus(config.redis))
             async with trio.open_nursery() as nursery:
-                bus = self._bus
-                if bus is None:
-                    bus = event_bus_for(config.redis)
-                    with trio.fail_after(float(config.redis.connect_timeout)):
-                        await nursery.start(bus.serve)
                 ctx = ManagerContext(config=config, db=db, bus=bus)
                 ctx.agents = AgentPool(ctx)
                 ctx.registry = SessionRegistry(ctx)

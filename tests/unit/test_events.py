@@ -13,6 +13,7 @@ import msgspec
 import pytest
 import trio
 
+from bai.common.config import AgentConfig, parse_config
 from bai.common.errors import InvalidValue
 from bai.common.events import (
     EVENT_TYPES,
@@ -53,6 +54,7 @@ from bai.common.events import (
     SessionTerminating,
     decode_event,
     encode_event,
+    running_event_bus,
 )
 from bai.common.events_redis import RedisEventBus
 from bai.common.types import AccessKey, AgentId, KernelId, SessionId
@@ -277,6 +279,22 @@ async def test_inproc_bus_stops_with_its_serve_task() -> None:
             nursery.cancel_scope.cancel()
             with pytest.raises(trio.EndOfChannel):
                 await consumer.receive()
+    with pytest.raises(trio.ClosedResourceError):
+        await bus.publish(DoSchedule())
+
+
+async def test_running_event_bus_serves_its_users_cleanup_then_stops() -> None:
+    redis = parse_config(AgentConfig, '[redis]\ntype = "inproc"').redis
+    with trio.CancelScope() as daemon:
+        async with running_event_bus(redis) as bus, bus.subscribe() as subscription:
+            daemon.cancel()
+            try:
+                await trio.sleep_forever()
+            finally:
+                # What an agent does while it stops: report, and hear the report.
+                with trio.CancelScope(shield=True):
+                    await bus.publish(AgentTerminated(agent_id=AgentId("i-a"), reason="shutdown"))
+                    assert isinstance(await subscription.receive(), AgentTerminated)
     with pytest.raises(trio.ClosedResourceError):
         await bus.publish(DoSchedule())
 

@@ -20,7 +20,7 @@ from bai.cli.commands.runtime import load_config, run_client
 if TYPE_CHECKING:
     from bai.client import APIClient, APIConfig
 
-__all__ = ["config", "mask_secret"]
+__all__ = ["config", "mask_secret", "print_value"]
 
 
 def mask_secret(secret: str) -> str:
@@ -82,7 +82,8 @@ def show() -> None:
     run_client(main, needs_credentials=False)
 
 
-def _print_value(value: Any) -> None:
+def print_value(value: Any) -> None:
+    """Print a shared-config value: a string as is, anything else as indented JSON."""
     if isinstance(value, str):
         click.echo(value)
     else:
@@ -100,7 +101,7 @@ def get(key: str, prefix: bool) -> None:
 
         value = await get_config(api, key, prefix=prefix)
         if value is not None and value != {}:
-            _print_value(value)
+            print_value(value)
         return 0
 
     run_client(main)

@@ -4,7 +4,9 @@ Keys are ``/``-separated paths such as ``config/docker/registry/cr.example.com``
 values are any JSON document.  A *prefix* selects a key and every key below
 it (``a/b`` selects ``a/b`` and ``a/b/c`` but not ``a/bc``), which is what
 ``/config/get|set|delete`` with ``prefix`` and ``bai manager config ...
---prefix`` need.  All functions run inside the caller's transaction.
+--prefix`` need.  The prefix :data:`ROOT` (``""``) selects every key, for the
+spec's whole-tree backup and restore (``get --prefix ""``).  All functions run
+inside the caller's transaction.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bai.manager.models.base import JSONType, UTCDateTime, metadata, utcnow
 
 __all__ = [
     "MAX_KEY_LENGTH",
+    "ROOT",
     "check_config_key",
     "delete_config",
     "get_config",
@@ -33,6 +36,9 @@ __all__ = [
 
 #: The longest key the table holds.
 MAX_KEY_LENGTH: Final = 512
+
+#: The prefix that selects every key; it is not a key itself.
+ROOT: Final = ""
 
 shared_config = sa.Table(
     "shared_config",
@@ -67,6 +73,8 @@ def check_config_key(key: object, *, field: str = "key") -> str:
 
 
 def _under(prefix: str) -> sa.ColumnElement[bool]:
+    if prefix == ROOT:
+        return sa.true()
     below = prefix + "/"
     return sa.or_(
         shared_config.c.key == prefix,
@@ -84,8 +92,9 @@ async def get_config(conn: Connection, key: str, default: Any = None) -> Any:
 
 
 async def get_config_prefix(conn: Connection, prefix: str) -> dict[str, Any]:
-    """Every key at or below *prefix* with its value, in key order."""
-    check_config_key(prefix, field="prefix")
+    """Every key at or below *prefix* (every key for :data:`ROOT`) with its value, in key order."""
+    if prefix != ROOT:
+        check_config_key(prefix, field="prefix")
     rows = await conn.execute(
         sa.select(shared_config.c.key, shared_config.c.value)
         .where(_under(prefix))
@@ -120,7 +129,11 @@ async def put_config_many(conn: Connection, items: Mapping[str, Any]) -> None:
 
 
 async def delete_config(conn: Connection, key: str, *, prefix: bool = False) -> int:
-    """Delete *key* (and, with *prefix*, every key below it); return how many were deleted."""
-    check_config_key(key, field="prefix" if prefix else "key")
+    """Delete *key* (and, with *prefix*, every key below it); return how many were deleted.
+
+    With *prefix*, *key* may be :data:`ROOT`: every key is deleted.
+    """
+    if not (prefix and key == ROOT):
+        check_config_key(key, field="prefix" if prefix else "key")
     where = _under(key) if prefix else shared_config.c.key == key
     return (await conn.execute(sa.delete(shared_config).where(where))).rowcount
