@@ -48,6 +48,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+import anyio
 import coredis
 import trio
 from coredis import PureToken
@@ -242,11 +243,16 @@ class RedisEventBus(EventBus):
                         # caller gets the error itself rather than a group of it.
                         failure = exc
                     else:
-                        async with trio.open_nursery() as nursery:
-                            self._nursery = nursery
-                            nursery.start_soon(self._maintain_claims)
-                            task_status.started()
-                            await trio.sleep_forever()
+                        try:
+                            async with trio.open_nursery() as nursery:
+                                self._nursery = nursery
+                                nursery.start_soon(self._maintain_claims)
+                                task_status.started()
+                                await trio.sleep_forever()
+                        finally:
+                            # Before the pool shuts down: a command it then
+                            # refuses is reported as the bus being closed.
+                            self._closed = True
         finally:
             self._closed = True
             self._client = None
@@ -339,11 +345,14 @@ class RedisEventBus(EventBus):
             raise EventBusError(f"Redis did not answer {what} within {deadline:g} s") from None
         except RedisError as exc:
             raise EventBusError(f"Redis {what} failed: {exc}") from exc
-        except RuntimeError as exc:
-            # coredis refuses commands once its pool has shut down with the bus.
+        except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            # coredis refuses commands, or fails those in flight, once its pool
+            # shuts down with the bus.
             if self._closed:
                 raise trio.ClosedResourceError("event bus is closed") from exc
-            raise
+            if isinstance(exc, RuntimeError):
+                raise
+            raise EventBusError(f"Redis {what} failed: connection closed") from exc
 
     async def _create_group(self, group: str, *, start: bytes) -> None:
         try:
