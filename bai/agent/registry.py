@@ -63,6 +63,8 @@ class KernelRecord(msgspec.Struct, kw_only=True):
     #: ``[{"name", "protocol", "container_ports", "host_ports"}]``.
     service_ports: list[dict[str, Any]] = msgspec.field(default_factory=list)
     isolation: str = ""
+    #: Whether the runner runs a bootstrap script before it serves (at each start).
+    bootstrap: bool = False
 
 
 _encoder = msgspec.json.Encoder()

@@ -25,6 +25,8 @@ _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 Name = Annotated[str, msgspec.Meta(pattern=_NAME)]
 RunId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+#: Longest bootstrap script accepted (characters).
+MAX_BOOTSTRAP_SCRIPT: Final = 1024 * 1024
 
 
 class InvalidRequest(InvalidValue):
@@ -71,6 +73,8 @@ class KernelConfig(_Args, frozen=True):
     local_rank: Annotated[int, msgspec.Meta(ge=0)] = 0
     cluster_hostname: Name | None = None
     session_type: Literal["interactive", "batch", "inference", "system"] = "interactive"
+    #: A shell script the kernel runs once it starts, before it is ready (None: none).
+    bootstrap_script: Annotated[str, msgspec.Meta(max_length=MAX_BOOTSTRAP_SCRIPT)] | None = None
 
     def __post_init__(self) -> None:
         for key, value in self.environ.items():

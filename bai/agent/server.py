@@ -17,7 +17,8 @@ ids travel as UUID strings.  Errors travel as the RPC ``err`` envelope whose
 the field), ``KernelNotFound``, ``KernelAlreadyExists``, ``KernelNotRunning``,
 ``UnknownImage``, ``InsufficientResource``/``FragmentedResource``/
 ``InvalidAllocation`` (the request cannot be placed), ``KernelCreationFailed``
-(``detail = {"kernels": {kernel_id: reason}}``), ``RunError`` (an execute call
+(``detail = {"kernels": {kernel_id: "reason: message"}, "reasons": {kernel_id:
+reason}}``), ``RunError`` (an execute call
 that does not fit its run), ``RunnerLinkError`` (the runner did not answer in
 time), ``ScratchPathError`` (a path leaving ``/home/work``), ``KernelFileError``
 and ``FileTooLarge``.  A failed call changes nothing.
@@ -33,6 +34,12 @@ and ``FileTooLarge``.  A failed call changes nothing.
     (ResourceSlot JSON), ``attached_devices`` (allocation by plugin:
     ``{plugin: {slot: {device: amount}}}``), ``resource_opts``, ``pid``,
     ``scratch_dir``, ``isolation`` (``bwrap`` or ``process``), ``image``.
+    A kernel with a ``bootstrap_script`` gets it as ``bootstrap.sh`` in its
+    ``/home/work`` and is RUNNING only once the script exited 0 (its output
+    is in the kernel's log); a script that fails or outlives the agent's
+    bootstrap timeout fails the kernel with reason ``bootstrap-failed`` and
+    the end of its output in the message.  The script runs again when the
+    kernel is restarted.
 ``destroy_kernel {kernel_id, reason="user-requested"}``
     Stops the kernel (SIGTERM, SIGKILL after the grace period), releases
     everything, answers ``{kernel_id, session_id, reason, exit_code,
@@ -79,7 +86,8 @@ per kernel ``kernel_preparing``, ``kernel_creating``, ``kernel_started``
 (reason ``restarted`` after a restart), ``kernel_terminating`` and
 ``kernel_terminated`` with its reason (``user-requested``,
 ``self-terminated``, ``oom-killed``, ``failed-to-start``,
-``cluster-peer-failed``, ``agent-termination``, ...) and exit code.
+``bootstrap-failed``, ``cluster-peer-failed``, ``agent-termination``, ...)
+and exit code.
 
 Guarantees
 ==========
@@ -120,7 +128,13 @@ from bai.agent.alloc import (
     allocation_to_json,
     allocation_total,
 )
-from bai.agent.backends.base import BackendError, KernelBackend, KernelLaunch, KernelProcess
+from bai.agent.backends.base import (
+    DEFAULT_BOOTSTRAP_TIMEOUT,
+    BackendError,
+    KernelBackend,
+    KernelLaunch,
+    KernelProcess,
+)
 from bai.agent.backends.local import LocalBackend
 from bai.agent.cgroups import CgroupLimits
 from bai.agent.images import Image, ImageCatalog, host_architecture, load_catalog
@@ -147,6 +161,7 @@ from bai.common.events import (
 from bai.common.rpc import Handler, RPCServer
 from bai.common.slots import ResourceSlot
 from bai.common.types import AgentId, KernelId, KernelStatus, SessionId
+from bai.kernel.protocol import BOOTSTRAP_FAILED_EXIT
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +175,8 @@ LOG_MAX_BYTES: Final = 8 * 1024 * 1024
 PUBLISH_TIMEOUT: Final = 5.0
 #: Bound on the cleanup of one kernel (kill, wait, remove) at its end.
 CLEANUP_TIMEOUT: Final = 30.0
+#: How long a runner that dropped its link may take to exit before it counts as hung.
+EXIT_GRACE: Final = 2.0
 #: Ended kernels whose destroy result is remembered.
 TERMINATED_KEPT: Final = 1024
 _STANDARD_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -180,9 +197,11 @@ class KernelNotRunning(BaiError):
 class KernelCreationFailed(BaiError):
     """Some kernel of a create_kernels call did not start; none of them is left running."""
 
-    def __init__(self, message: str, failures: Mapping[str, str]) -> None:
+    def __init__(
+        self, message: str, failures: Mapping[str, str], reasons: Mapping[str, str]
+    ) -> None:
         super().__init__(message)
-        self.detail = {"kernels": dict(failures)}
+        self.detail = {"kernels": dict(failures), "reasons": dict(reasons)}
 
 
 class KernelStartFailed(BaiError):
@@ -258,9 +277,11 @@ class AgentService:
     one); *rpc_listen_addr* overriding the config's; *backend* (default: a
     :class:`LocalBackend` from the config).  The remaining arguments are
     tunables the config file does not carry yet: the stats interval, the
-    start deadline of a kernel, the SIGTERM grace of destroy, the default
-    pids limit, the cgroup parent, whether to use bwrap, and the upload and
-    download size limits.
+    start deadline of a kernel, the time a bootstrap script may take on top
+    of it, the SIGTERM grace of destroy, the default pids limit, the cgroup
+    parent, whether to use bwrap, and the upload and download size limits.
+    (The manager's ``kernel-creation-timeout`` should exceed the start
+    deadline plus the bootstrap time, so that the agent's reason wins.)
     """
 
     def __init__(
@@ -274,6 +295,7 @@ class AgentService:
         backend: KernelBackend | None = None,
         stats_interval: float = 5.0,
         start_timeout: float = 30.0,
+        bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT,
         destroy_grace: float = 2.0,
         pids_max: int = 4096,
         cgroup_parent: str | None = None,
@@ -310,6 +332,7 @@ class AgentService:
         )
         self.stats_interval = stats_interval
         self.start_timeout = start_timeout
+        self.bootstrap_timeout = bootstrap_timeout
         self.destroy_grace = destroy_grace
         self.pids_max = pids_max
         self.max_upload_size = max_upload_size
@@ -629,7 +652,8 @@ class AgentService:
         self, kernel: AgentKernel, launch: KernelLaunch, tasks: trio.Nursery
     ) -> KernelProcess:
         record = kernel.record
-        deadline = trio.current_time() + self.start_timeout
+        limit = self._start_limit(launch.bootstrap_script is not None)
+        deadline = trio.current_time() + limit
         await self._publish(KernelPreparing(**self._event_ids(kernel)))
         # The record exists before anything else does, so a crash at any later
         # point leaves nothing unnamed behind.
@@ -650,7 +674,12 @@ class AgentService:
             kernel.process = process
             await self._save(record)
             self._check_stop(kernel)
-            await self._await_ready(kernel, process, tasks, deadline - trio.current_time())
+            try:
+                await self._await_ready(kernel, process, tasks, deadline - trio.current_time())
+            except KernelStartFailed:
+                # Stopped while it started (its bootstrap script, say): the stop is why.
+                self._check_stop(kernel)
+                raise
             self._check_stop(kernel)
             kernel.status = KernelStatus.RUNNING
             record.status = KernelStatus.RUNNING.value
@@ -660,7 +689,7 @@ class AgentService:
             return process
         excerpt = await self._log_excerpt(kernel)
         raise KernelStartFailed(
-            "failed-to-start", f"the kernel did not start within {self.start_timeout} s{excerpt}"
+            "failed-to-start", f"the kernel did not start within {limit:g} s{excerpt}"
         )
 
     async def _await_ready(
@@ -690,7 +719,8 @@ class AgentService:
                     tasks.start_soon(link.serve)
                     status = await link.request("status", {}, timeout)
                 except RunnerLinkError:
-                    pass
+                    # The runner is going away: give watch() the time to learn its exit status.
+                    await trio.sleep(EXIT_GRACE)
             race.cancel_scope.cancel()
         if status is not None:
             return status
@@ -698,12 +728,18 @@ class AgentService:
         excerpt = await self._log_excerpt(kernel)
         if died is not None or not process.alive():
             code = died if died is not None else kernel.exit_code
+            if code == BOOTSTRAP_FAILED_EXIT and record.bootstrap:
+                raise KernelStartFailed("bootstrap-failed", f"the bootstrap script failed{excerpt}")
             raise KernelStartFailed(
                 "failed-to-start", f"the kernel runner exited with code {code}{excerpt}"
             )
         raise KernelStartFailed(
             "failed-to-start", f"the kernel runner did not answer within {timeout:.1f} s{excerpt}"
         )
+
+    def _start_limit(self, bootstrap: bool) -> float:
+        """Seconds a kernel may take to become ready (its bootstrap script included)."""
+        return self.start_timeout + (self.bootstrap_timeout if bootstrap else 0.0)
 
     async def _log_excerpt(self, kernel: AgentKernel) -> str:
         path = kernel.record.log_path
@@ -727,7 +763,7 @@ class AgentService:
         kernel.process = process
         await self._save(record)
         try:
-            await self._await_ready(kernel, process, tasks, self.start_timeout)
+            await self._await_ready(kernel, process, tasks, self._start_limit(record.bootstrap))
         except KernelStartFailed as exc:
             kernel.stop_reason = "restart-failed"
             raise KernelStartFailed("restart-failed", str(exc)) from None
@@ -872,6 +908,8 @@ class AgentService:
             limits=limits,
             service_ports_label=_ports_label(image, port_map),
             hostname=hostname,
+            bootstrap_script=config.bootstrap_script,
+            bootstrap_timeout=self.bootstrap_timeout,
         )
 
     @staticmethod
@@ -973,6 +1011,7 @@ class AgentService:
         for kernel, _ in kernels:
             self.kernels[kernel.kernel_id] = kernel
         failures: dict[str, str] = {}
+        reasons: dict[str, str] = {}
 
         async def start(kernel: AgentKernel, launch: KernelLaunch) -> None:
             assert self._nursery is not None
@@ -980,6 +1019,7 @@ class AgentService:
                 await self._nursery.start(self._supervise, kernel, launch, None)
             except KernelStartFailed as exc:
                 failures[kernel.kernel_id] = f"{exc.reason}: {exc}"
+                reasons[kernel.kernel_id] = exc.reason
 
         async with trio.open_nursery() as nursery:
             for kernel, launch in kernels:
@@ -994,6 +1034,7 @@ class AgentService:
                 f"{len(failures)} of {len(kernels)} kernels failed to start "
                 f"(kernel {first[0]}: {first[1]})",
                 failures,
+                reasons,
             )
         return [self._describe(kernel) for kernel, _ in kernels]
 
@@ -1039,7 +1080,7 @@ class AgentService:
         # The supervisor spawns the new runner only once the old one is wholly gone.
         await self.backend.terminate(kernel.record, kernel.process, grace=self.destroy_grace)
         kernel.respawn.set()
-        with trio.move_on_after(self.start_timeout + CLEANUP_TIMEOUT):
+        with trio.move_on_after(self._start_limit(kernel.record.bootstrap) + CLEANUP_TIMEOUT):
             async with trio.open_nursery() as race:
 
                 async def until(event: trio.Event) -> None:

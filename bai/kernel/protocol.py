@@ -27,6 +27,16 @@ no agent is attached.  The agent knows the runner is up when a ``status``
 request is answered; dial with a short ``reconnect_time_min`` so the first
 request is not held back by NNG's default 100 ms redial interval.
 
+A kernel's *bootstrap script* (the session's ``bootstrap_script``, which the
+agent writes to ``bootstrap.sh`` in the kernel's ``/home/work``) runs once
+when the runner starts (again after a restart), before it answers anything:
+with the kernel's environment, in the working directory, its stdout and
+stderr going to the runner's own (the kernel's log), stdin from /dev/null.  A
+script that exits non-zero or outlives its timeout makes the runner print why
+on stderr and exit with :data:`BOOTSTRAP_FAILED_EXIT` without ever serving,
+so the agent's ``status`` request is never answered and the kernel fails to
+start.
+
 Messages on the input and output channels are msgpack arrays ``[op, payload]``
 where ``op`` is a string and ``payload`` a map with string keys.  Unknown
 payload keys are ignored (so either side may add optional fields); a message
@@ -191,6 +201,8 @@ TRUNCATION_MARKER: Final = "[bai: output truncated]"
 FLUSH_INTERVAL: Final = 0.05
 #: Largest inbound message the runner accepts (bytes).
 MAX_MESSAGE_SIZE: Final = 256 * 1024 * 1024
+#: The runner's exit status when the bootstrap script failed (the runner never served).
+BOOTSTRAP_FAILED_EXIT: Final = 3
 #: Longest wait for a service port, whatever the request asks (seconds).
 MAX_SERVICE_TIMEOUT: Final = 600.0
 DEFAULT_SERVICE_TIMEOUT: Final = 30.0

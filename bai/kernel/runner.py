@@ -13,6 +13,8 @@ also read from the environment variable in brackets; the option wins):
                           (``ai.backend.runtime-path``), default: this Python
 ``--service-ports LABEL`` [BAI_KERNEL_SERVICE_PORTS] the ``ai.backend.service-ports`` label
 ``--service-defs DIR``    [BAI_KERNEL_SERVICE_DEFS] default ``/etc/backend.ai/service-defs``
+``--bootstrap PATH``      [BAI_KERNEL_BOOTSTRAP]   a shell script to run before serving
+``--bootstrap-timeout S`` [BAI_KERNEL_BOOTSTRAP_TIMEOUT] its time limit, default 300 s
 
 Runtimes: ``python`` runs query mode in a persistent Python process and batch
 mode in the shell; ``shell`` runs each query-mode snippet as a shell command
@@ -20,6 +22,10 @@ mode in the shell; ``shell`` runs each query-mode snippet as a shell command
 the same way; ``app`` runs no code (run ops finish with -1) and only manages
 service ports.  Commands run in the working directory the runner was started
 in (the kernel's ``/home/work``).
+
+The bootstrap script runs first, before the runner answers anything (see
+:mod:`bai.kernel.protocol`); when it fails the runner exits with
+:data:`~bai.kernel.protocol.BOOTSTRAP_FAILED_EXIT` and says why on stderr.
 
 Threads: the main thread waits for a signal; one thread receives and
 dispatches inbound messages (never blocking on a run); one executes the run
@@ -42,6 +48,7 @@ from collections import deque
 from bai.kernel import sockets
 from bai.kernel.output import Outbox
 from bai.kernel.protocol import (
+    BOOTSTRAP_FAILED_EXIT,
     DEFAULT_INPUT_ADDR,
     DEFAULT_OUTPUT_ADDR,
     FINISH_OP,
@@ -51,7 +58,7 @@ from bai.kernel.protocol import (
     decode_inbound,
     error_context,
 )
-from bai.kernel.runtimes.batch import ShellCommands, default_build_command
+from bai.kernel.runtimes.batch import ShellCommands, default_build_command, run_bootstrap
 from bai.kernel.runtimes.python import PythonRuntime
 
 # Every module a kernel start imports costs start-up time (typing alone ~3 ms),
@@ -66,6 +73,7 @@ if TYPE_CHECKING:
 
 RUNTIMES: Final = ("python", "shell", "app")
 DEFAULT_SERVICE_DEFS: Final = "/etc/backend.ai/service-defs"
+DEFAULT_BOOTSTRAP_TIMEOUT: Final = 300.0
 _TERMINAL = re.compile(r"\s*%(resize|ping)\b(.*)", re.DOTALL)
 #: Failed builds remembered for their exec step (oldest forgotten first).
 _FAILED_BUILDS_KEPT = 256
@@ -75,6 +83,8 @@ class RunnerConfig:
     """Where the runner listens and what it runs (see the module docstring)."""
 
     __slots__ = (
+        "bootstrap",
+        "bootstrap_timeout",
         "input_addr",
         "output_addr",
         "pty_input_addr",
@@ -95,6 +105,8 @@ class RunnerConfig:
         runtime_path: str = sys.executable,
         service_ports: str = "",
         service_defs: str = DEFAULT_SERVICE_DEFS,
+        bootstrap: str | None = None,
+        bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT,
     ) -> None:
         self.input_addr = input_addr
         self.output_addr = output_addr
@@ -104,8 +116,10 @@ class RunnerConfig:
         self.runtime_path = runtime_path
         self.service_ports = service_ports
         self.service_defs = service_defs
+        self.bootstrap = bootstrap
+        self.bootstrap_timeout = bootstrap_timeout
 
-    def _values(self) -> tuple[str | None, ...]:
+    def _values(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __eq__(self, other: object) -> bool:
@@ -129,6 +143,8 @@ _OPTIONS: Final = {
     "--runtime-path": ("RUNTIME_PATH", "runtime_path"),
     "--service-ports": ("SERVICE_PORTS", "service_ports"),
     "--service-defs": ("SERVICE_DEFS", "service_defs"),
+    "--bootstrap": ("BOOTSTRAP", "bootstrap"),
+    "--bootstrap-timeout": ("BOOTSTRAP_TIMEOUT", "bootstrap_timeout"),
 }
 _USAGE: Final = "usage: python -m bai.kernel " + " ".join(
     f"[{option} {env}]" for option, (env, _) in _OPTIONS.items()
@@ -176,7 +192,18 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> RunnerConfig:
         )
     if ("pty_input_addr" in values) != ("pty_output_addr" in values):
         raise _usage_error("--pty-input and --pty-output go together")
-    return RunnerConfig(**values)
+    timeout = DEFAULT_BOOTSTRAP_TIMEOUT
+    if "bootstrap_timeout" in values:
+        text = values.pop("bootstrap_timeout")
+        try:
+            timeout = float(text)
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout < float("inf"):
+            raise _usage_error(
+                f"argument --bootstrap-timeout: not a positive number of seconds: {text!r}"
+            )
+    return RunnerConfig(**values, bootstrap_timeout=timeout)
 
 
 class _Job:
@@ -230,7 +257,22 @@ class Runner:
     # -- life cycle -----------------------------------------------------------
 
     def serve(self) -> int:
-        """Serve until :meth:`stop` (or SIGTERM/SIGINT when run by :func:`main`); returns 0."""
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT when run by :func:`main`); returns 0.
+
+        Runs the bootstrap script first: when it fails, returns
+        :data:`BOOTSTRAP_FAILED_EXIT` without serving.
+        """
+        if self.config.bootstrap:
+            problem = run_bootstrap(
+                self.config.bootstrap, self.config.bootstrap_timeout, self._stopping
+            )
+            if problem is not None or self._stopping.is_set():
+                self._pull.close()
+                self._push.close()
+                if problem is None:
+                    return 0
+                print(f"bai.kernel: {problem}", file=sys.stderr, flush=True)
+                return BOOTSTRAP_FAILED_EXIT
         self.outbox.start()
         if self._pty is not None:
             self._pty.start()

@@ -19,13 +19,18 @@ Life of a session
 3. Starting moves it to PREPARING (a compare-and-set: one manager wins), then
    CREATING, calls ``create_kernels`` on each agent of the session (all of
    its kernels there, with the whole cluster's ``BACKENDAI_CLUSTER_*``
-   layout) under ``manager.kernel-creation-timeout``, and moves each kernel
-   to RUNNING with what the agent reported.  A failure or the deadline moves
-   the session to ERROR with a reason (``failed-to-start``,
-   ``creation-timeout``, ``unknown-image``, ``insufficient-resource``,
-   ``agent-unavailable``, ``agent-error``) and the agent's message in
-   ``status_data["error"]``, and destroys whatever the agents did create.
-4. A batch session then runs its ``startup_command`` in batch mode; when it
+   layout and the session's ``bootstrap_script``, which every kernel runs
+   before it is ready) under ``manager.kernel-creation-timeout``, and moves
+   each kernel to RUNNING with what the agent reported.  A failure or the
+   deadline moves the session to ERROR with a reason (``failed-to-start``,
+   ``bootstrap-failed``, ``creation-timeout``, ``unknown-image``,
+   ``insufficient-resource``, ``agent-unavailable``, ``agent-error``) and
+   the agent's message in ``status_data["error"]`` (for ``bootstrap-failed``
+   it ends with the script's last output), and destroys whatever the agents
+   did create.
+4. A batch session then runs its ``startup_command`` in batch mode
+   (``execution_started``, then ``execution_finished``, ``execution_timeout``
+   or, when its kernel went away, ``execution_cancelled``); when it
    finishes the session is destroyed with result SUCCESS (exit code 0,
    reason ``task-finished``) or FAILURE (reason ``task-failed``, or
    ``batch-timeout`` after ``batch_timeout`` seconds), so the
@@ -96,10 +101,15 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 import trio
 
+from bai.agent.requests import MAX_BOOTSTRAP_SCRIPT
 from bai.common.errors import BaiError, InvalidValue
 from bai.common.events import (
     Event,
     EventBusError,
+    ExecutionCancelled,
+    ExecutionFinished,
+    ExecutionStarted,
+    ExecutionTimeout,
     KernelTerminated,
     SessionEnqueued,
     SessionEvent,
@@ -748,8 +758,18 @@ def _excess(total: ResourceSlot, limit: ResourceSlot) -> str:
     return ", ".join(parts)
 
 
+#: Reasons an agent gives for a kernel that did not start that the session repeats.
+_AGENT_START_REASONS: Final = frozenset({"bootstrap-failed"})
+
+
 def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, RemoteError):
+        detail = exc.detail if isinstance(exc.detail, Mapping) else {}
+        reasons = detail.get("reasons")
+        if exc.remote_type == "KernelCreationFailed" and isinstance(reasons, Mapping):
+            for reason in reasons.values():
+                if reason in _AGENT_START_REASONS:
+                    return str(reason)
         return {
             "KernelCreationFailed": "failed-to-start",
             "UnknownImage": "unknown-image",
@@ -2024,6 +2044,7 @@ class SessionRegistry:
         run_id = f"batch-{session_id.hex[:16]}"
         limit = float(info.batch_timeout) if info.batch_timeout else math.inf
         result: dict[str, Any] = {}
+        await self._commit_events([ExecutionStarted(session_id=session_id)])
         with trio.move_on_after(limit) as scope:
             try:
                 result = await self.execute(
@@ -2041,15 +2062,20 @@ class SessionRegistry:
             except (SessionNotRunning, AgentUnavailable, AgentError, InvalidSessionRequest) as exc:
                 # The kernel went away: its kernel_terminated report ends the session.
                 log.info("batch job of session %s ended early: %s", session_id, exc)
+                await self._commit_events([ExecutionCancelled(session_id=session_id)])
                 return
+        ended: Event
         if scope.cancelled_caught:
             outcome, reason, exit_code = SessionResult.FAILURE, "batch-timeout", None
+            ended = ExecutionTimeout(session_id=session_id)
         else:
             code = result.get("exitCode")
             exit_code = code if isinstance(code, int) else -1
             success = exit_code == 0
             outcome = SessionResult.SUCCESS if success else SessionResult.FAILURE
             reason = "task-finished" if success else "task-failed"
+            ended = ExecutionFinished(session_id=session_id)
+        await self._commit_events([ended])
         codes: dict[uuid.UUID, int] = {}
         if exit_code is not None:
             codes[info.main_kernel.id] = exit_code
@@ -2282,6 +2308,11 @@ def _check_request(request: SessionRequest) -> None:
         value = getattr(request, name)
         if value is not None and (not isinstance(value, str) or "\x00" in value):
             raise bad("must be a string", value, name)
+    script = request.bootstrap_script
+    if script is not None and len(script) > MAX_BOOTSTRAP_SCRIPT:
+        raise bad(
+            f"must be at most {MAX_BOOTSTRAP_SCRIPT} characters", len(script), "bootstrap_script"
+        )
     if request.tag is not None and (not isinstance(request.tag, str) or len(request.tag) > 64):
         raise bad("must be a string of at most 64 characters", request.tag, "tag")
     if request.starts_at is not None and (
@@ -2648,7 +2679,7 @@ def _replicas(kernel_rows: Sequence[Any]) -> dict[str, int]:
 
 def _kernel_config(session_row: Any, row: Any) -> dict[str, Any]:
     """The ``KernelConfig`` map of ``create_kernels`` for one kernel row."""
-    return {
+    config = {
         "kernel_id": str(row.id),
         "image": session_row.image,
         "architecture": row.architecture,
@@ -2660,6 +2691,9 @@ def _kernel_config(session_row: Any, row: Any) -> dict[str, Any]:
         "cluster_hostname": row.cluster_hostname,
         "session_type": SessionTypes(session_row.session_type).value,
     }
+    if session_row.bootstrap_script:
+        config["bootstrap_script"] = session_row.bootstrap_script
+    return config
 
 
 def _running_values(item: Mapping[str, Any]) -> dict[str, Any]:

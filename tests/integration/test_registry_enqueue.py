@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from test_registry_support import Cluster, running_cluster
 
+from bai.agent.requests import MAX_BOOTSTRAP_SCRIPT
 from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import SessionStatus
@@ -81,6 +82,8 @@ MALFORMED: list[tuple[dict[str, Any], str]] = [
     ({"image": ""}, "image"),
     ({"session_type": "weird"}, "type"),
     ({"cluster_mode": "sideways"}, "cluster_mode"),
+    ({"bootstrap_script": "nul\x00"}, "bootstrap_script"),
+    ({"bootstrap_script": "x" * (MAX_BOOTSTRAP_SCRIPT + 1)}, "bootstrap_script"),
 ]
 
 

@@ -120,6 +120,18 @@ async def test_batch_sessions_end_with_success_or_failure(cluster: Cluster) -> N
     assert good_names.index("session_success") < good_names.index("session_terminated")
     bad_names = cluster.events.names_of(bad.id)
     assert "session_failure" in bad_names and "session_success" not in bad_names
+    for names in (good_names, bad_names):
+        assert names.index("session_started") < names.index("execution_started")
+        assert names.index("execution_finished") < names.index("session_terminating")
+        assert "execution_timeout" not in names and "execution_cancelled" not in names
+    # A job past its time limit fails with its own events.
+    slow = await cluster.enqueue(
+        session_type=SessionTypes.BATCH, startup_command="sleep 60", batch_timeout=1
+    )
+    slow_end = await cluster.wait_status(slow.id, SessionStatus.TERMINATED)
+    assert (slow_end.result, slow_end.status_info) == (SessionResult.FAILURE, "batch-timeout")
+    slow_names = cluster.events.names_of(slow.id)
+    assert "execution_timeout" in slow_names and "execution_finished" not in slow_names
     # A batch session without a command is refused outright.
     with pytest.raises(InvalidSessionRequest) as info:
         await cluster.enqueue(session_type=SessionTypes.BATCH)

@@ -80,6 +80,22 @@ def test_an_unknown_runtime_from_the_environment_is_refused(
         (["--inptu", "ipc:///tmp/x"], "unrecognized arguments: --inptu"),
         (["ipc:///tmp/x"], "unrecognized arguments: ipc:///tmp/x"),
         (["--output"], "argument --output: expected one argument"),
+        (
+            ["--bootstrap-timeout", "soon"],
+            "argument --bootstrap-timeout: not a positive number of seconds: 'soon'",
+        ),
+        (
+            ["--bootstrap-timeout=0"],
+            "argument --bootstrap-timeout: not a positive number of seconds: '0'",
+        ),
+        (
+            ["--bootstrap-timeout", "nan"],
+            "argument --bootstrap-timeout: not a positive number of seconds: 'nan'",
+        ),
+        (
+            ["--bootstrap-timeout", "inf"],
+            "argument --bootstrap-timeout: not a positive number of seconds: 'inf'",
+        ),
     ],
 )
 def test_bad_usage_exits_2_naming_the_problem(
@@ -101,3 +117,12 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     for option in ("--input", "--output", "--pty-input", "--pty-output", "--runtime"):
         assert f"[{option} " in out
     assert "--runtime-path" in out and "--service-ports" in out and "--service-defs" in out
+    assert "--bootstrap" in out and "--bootstrap-timeout" in out
+
+
+def test_a_bootstrap_script_and_its_time_limit() -> None:
+    assert parse_args([], {}).bootstrap is None
+    config = parse_args(
+        ["--bootstrap", "/home/work/bootstrap.sh"], {"BAI_KERNEL_BOOTSTRAP_TIMEOUT": "2.5"}
+    )
+    assert (config.bootstrap, config.bootstrap_timeout) == ("/home/work/bootstrap.sh", 2.5)

@@ -28,11 +28,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from bai.agent.cgroups import CgroupLimits, CgroupUsage
 from bai.agent.images import Image
 from bai.agent.registry import KernelRecord
 from bai.common.errors import BaiError
+
+#: Seconds a kernel's bootstrap script may run (on top of the kernel's start deadline).
+DEFAULT_BOOTSTRAP_TIMEOUT: Final = 240.0
+#: The bootstrap script's file name in the kernel's ``/home/work``.
+BOOTSTRAP_NAME: Final = "bootstrap.sh"
 
 
 class BackendError(BaiError):
@@ -51,6 +57,10 @@ class KernelLaunch:
     service_ports_label: str = ""
     #: The kernel's host name inside its sandbox (its cluster hostname).
     hostname: str = ""
+    #: The shell script the runner runs before it serves (``bootstrap.sh`` in the
+    #: kernel's ``/home/work``), and its time limit in seconds.
+    bootstrap_script: str | None = None
+    bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT
 
 
 class KernelProcess(ABC):

@@ -10,7 +10,8 @@ What a kernel gets:
   one-line ``sh`` prologue that writes its pid to each ``cgroup.procs``, so
   no descendant is ever born outside;
 * a **scratch directory** ``<scratch-root>/<kernel-id>`` as its working
-  directory (the spec's ``/home/work``);
+  directory (the spec's ``/home/work``), holding ``bootstrap.sh`` when the
+  session has a bootstrap script (the runner runs it before it serves);
 * where ``bwrap`` is installed and works, **private mount, pid, ipc and uts
   namespaces**: the host root read-only, fresh ``/proc``, ``/dev``, ``/tmp``
   and ``/home``, the scratch directory at ``/home/work``, the other kernels'
@@ -44,7 +45,13 @@ from typing import Final
 import trio
 
 import bai
-from bai.agent.backends.base import BackendError, KernelBackend, KernelLaunch, KernelProcess
+from bai.agent.backends.base import (
+    BOOTSTRAP_NAME,
+    BackendError,
+    KernelBackend,
+    KernelLaunch,
+    KernelProcess,
+)
 from bai.agent.cgroups import CgroupDriver, CgroupError, CgroupUsage, KernelCgroup, detect
 from bai.agent.registry import KernelRecord
 
@@ -276,8 +283,14 @@ class LocalBackend(KernelBackend):
                 os.chown(scratch, *owner)
                 os.chown(sock_dir, *owner)
             record.log_path = str(self.log_dir / f"{kid}.log")
+            if launch.bootstrap_script is not None:
+                script = scratch / BOOTSTRAP_NAME
+                script.write_text(launch.bootstrap_script, encoding="utf-8")
+                if owner is not None:
+                    os.chown(script, *owner)
+                record.bootstrap = True
         except OSError as exc:
-            raise BackendError(f"cannot create the kernel's directories: {exc}") from None
+            raise BackendError(f"cannot prepare the kernel's directories: {exc}") from None
         record.input_addr = f"ipc://{sock_dir}/in"
         record.output_addr = f"ipc://{sock_dir}/out"
         cgroup: KernelCgroup | None = None
@@ -308,15 +321,17 @@ class LocalBackend(KernelBackend):
         ]
         if launch.image.service_defs is not None:
             runner += ["--service-defs", str(launch.image.service_defs)]
+        record.work_dir = KERNEL_HOME if self.bwrap is not None else str(scratch)
+        if record.bootstrap:
+            runner += [
+                "--bootstrap",
+                f"{record.work_dir}/{BOOTSTRAP_NAME}",
+                "--bootstrap-timeout",
+                str(launch.bootstrap_timeout),
+            ]
         environ = dict(launch.environ)
-        if self.bwrap is not None:
-            record.work_dir = KERNEL_HOME
-            environ["HOME"] = KERNEL_HOME
-            command = [*self._sandbox(record, launch), *runner]
-        else:
-            record.work_dir = str(scratch)
-            environ["HOME"] = str(scratch)
-            command = runner
+        environ["HOME"] = record.work_dir
+        command = [*self._sandbox(record, launch), *runner] if self.bwrap else runner
         if cgroup is not None:
             command = [
                 "/bin/sh",

@@ -1,4 +1,4 @@
-"""Shell commands for batch mode (clean, build, exec) and the shell query mode.
+"""Shell commands for batch mode (clean, build, exec), the shell query mode and the bootstrap.
 
 Each command runs as ``bash -c COMMAND`` (``sh -c`` where bash is missing) in
 the runner's working directory, in its own process group, with stdin from
@@ -11,6 +11,10 @@ Guarantees:
 * once the command exits, output still in its pipes is forwarded for at most
   :data:`DRAIN_TIME` seconds more, so a background process that keeps the
   pipes open cannot hold the run open.
+
+:func:`run_bootstrap` runs the kernel's bootstrap script the same way, except
+that its output goes straight to the runner's stdout and stderr (the kernel's
+log) rather than to a run.
 """
 
 from __future__ import annotations
@@ -36,12 +40,55 @@ DRAIN_TIME: Final = 0.2
 C_LINK_FLAGS: Final = "-pthread -lm -lrt -ldl"
 
 
-def shell_argv(command: str) -> list[str]:
-    """The argv that runs *command* with bash, or sh where bash is missing."""
+def _shell() -> str:
+    """bash, or sh where bash is missing."""
     import shutil  # here, not at the top: it drags in compression modules start-up can do without
 
-    shell = shutil.which("bash") or "/bin/sh"
-    return [shell, "-c", command]
+    return shutil.which("bash") or "/bin/sh"
+
+
+def shell_argv(command: str) -> list[str]:
+    """The argv that runs *command* with bash, or sh where bash is missing."""
+    return [_shell(), "-c", command]
+
+
+def run_bootstrap(path: str, timeout: float, stopping: threading.Event) -> str | None:
+    """Run the shell script *path* to its end; None when it succeeded, else why it failed.
+
+    The script inherits the runner's environment, working directory, stdout
+    and stderr, and gets its own process group: after *timeout* seconds, or
+    as soon as *stopping* is set (the runner is shutting down; None is
+    returned), the whole group is killed.  What a successful script left
+    running in the background (a daemon it started) keeps running.  A
+    missing *path* succeeds: the user may have removed the script before a
+    restart.
+    """
+    if not os.path.isfile(path):
+        return None
+    try:
+        proc = subprocess.Popen([_shell(), path], stdin=subprocess.DEVNULL, process_group=0)
+    except OSError as exc:
+        return f"cannot run the bootstrap script {path}: {exc}"
+    deadline = time.monotonic() + timeout
+    code: int | None = None
+    try:
+        while code is None:
+            try:
+                code = proc.wait(0.1)
+            except subprocess.TimeoutExpired:
+                if stopping.is_set():
+                    return None
+                if time.monotonic() >= deadline:
+                    return f"the bootstrap script {path} did not finish within {timeout:g} s"
+    finally:
+        if code is None:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if code == 0:
+        return None
+    if code < 0:
+        return f"the bootstrap script {path} was killed by signal {-code}"
+    return f"the bootstrap script {path} exited with code {code}"
 
 
 def default_build_command(workdir: str, python: str) -> str | None:
