@@ -5,7 +5,7 @@ reports the RPC URLs it listens on).  It runs kernels through a
 :class:`~bai.agent.backends.base.KernelBackend` (the local backend), keeps
 their allocations in the compute plugins' maps, remembers them in the kernel
 registry on disk, answers the manager's RPC calls, and publishes heartbeats
-and kernel events on the event bus.
+and the ends of its kernels on the event bus.
 
 RPC methods
 ===========
@@ -68,10 +68,11 @@ and ``FileTooLarge``.  A failed call changes nothing.
 ``gather_hwinfo`` -> ``{plugin key: {"status", "status_info", "metadata"}}``
 ``sync_kernel_registry {kernels: [[kernel_id, session_id]], terminate_unknown=False}``
     -> ``{"missing": [...], "unknown": [...], "terminated": [...]}``: kernels
-    the manager lists but the agent does not run get a ``kernel_terminated``
-    event (``already-terminated``, or their real reason if they ended
-    recently); kernels the agent runs that the manager does not list are
-    reported, and destroyed (``not-found-in-manager``) with *terminate_unknown*.
+    the manager lists but the agent does not run get an
+    ``agent_kernel_terminated`` report (``already-terminated``, or their real
+    reason if they ended recently); kernels the agent runs that the manager
+    does not list are reported, and destroyed (``not-found-in-manager``) with
+    *terminate_unknown*.
 ``get_stats {kernel_ids=None}`` -> ``{kernel_id: last_stat}``
 
 Events
@@ -82,12 +83,13 @@ Events
 ``scaling_group``, ``architecture``, ``version``, ``available_slots`` (the
 capacity), ``occupied_slots``, ``slot_types``, ``compute_plugins``,
 ``images``, ``backend``, ``kernels``), ``agent_terminated`` at shutdown;
-per kernel ``kernel_preparing``, ``kernel_creating``, ``kernel_started``
-(reason ``restarted`` after a restart), ``kernel_terminating`` and
-``kernel_terminated`` with its reason (``user-requested``,
-``self-terminated``, ``oom-killed``, ``failed-to-start``,
-``bootstrap-failed``, ``cluster-peer-failed``, ``agent-termination``, ...)
-and exit code.
+and ``agent_kernel_terminated`` when a kernel is gone, with its reason
+(``user-requested``, ``self-terminated``, ``oom-killed``,
+``failed-to-start``, ``bootstrap-failed``, ``cluster-peer-failed``,
+``agent-termination``, ...) and exit code.  That report is for the manager,
+which moves the kernel on and publishes the public ``kernel_*`` events; the
+agent's progress while creating, restarting or destroying a kernel reaches
+the manager as the answers of its RPC calls.
 
 Guarantees
 ==========
@@ -97,7 +99,8 @@ Guarantees
 * A kernel that ends by itself is reported at once (the agent waits on its
   process), with ``oom-killed`` when its cgroup's OOM killer fired.
 * Cancelling :meth:`AgentService.serve` kills every kernel's processes and
-  removes their cgroups and directories before it returns.
+  removes their cgroups and directories before it returns, even when the
+  event bus fails while it says goodbye.
 * After a ``kill -9`` of the agent, the next start re-adopts the kernels that
   survived (allocations, ports and runs included), reports the dead ones
   terminated, and removes cgroups and folders no registry entry names.
@@ -147,16 +150,12 @@ from bai.common.config import AgentConfig
 from bai.common.errors import BaiError, InvalidValue
 from bai.common.events import (
     AgentHeartbeat,
+    AgentKernelTerminated,
     AgentStarted,
     AgentTerminated,
     Event,
     EventBus,
     EventBusError,
-    KernelCreating,
-    KernelPreparing,
-    KernelStarted,
-    KernelTerminated,
-    KernelTerminating,
 )
 from bai.common.rpc import Handler, RPCServer
 from bai.common.slots import ResourceSlot
@@ -391,12 +390,16 @@ class AgentService:
                     nursery.start_soon(self._collect_stats)
                     task_status.started(self.rpc_urls)
             finally:
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
-                    await self._publish(
-                        AgentTerminated(agent_id=AgentId(self.agent_id), reason="shutdown")
-                    )
-                    await self.backend.shutdown()
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self._publish(
+                            AgentTerminated(agent_id=AgentId(self.agent_id), reason="shutdown")
+                        )
+                finally:
+                    # The backend's host state goes whatever became of the goodbye.
+                    with trio.CancelScope(shield=True) as scope:
+                        scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
+                        await self.backend.shutdown()
         finally:
             if loaded_plugins:
                 with trio.CancelScope(shield=True) as scope:
@@ -408,13 +411,34 @@ class AgentService:
                             log.exception("compute plugin %s failed to clean up", plugin.name)
 
     async def _publish(self, event: Event) -> None:
+        """Publish *event*, bounded by :data:`PUBLISH_TIMEOUT`; never raises.
+
+        Events are reports: the cleanup that follows one (a kernel's end, the
+        agent's shutdown) must happen even when the bus fails.
+        """
         with trio.move_on_after(PUBLISH_TIMEOUT) as scope:
             try:
                 await self._bus.publish(event)
             except (EventBusError, trio.ClosedResourceError) as exc:
                 log.warning("could not publish %s: %s", event.name, exc)
+            except Exception:
+                log.exception("publishing %s failed", event.name)
         if scope.cancelled_caught:
             log.warning("publishing %s timed out", event.name)
+
+    async def _report_end(
+        self, kernel_id: str, session_id: str, reason: str, exit_code: int | None = None
+    ) -> None:
+        """Tell the manager that a kernel is gone (see the module docstring's events)."""
+        await self._publish(
+            AgentKernelTerminated(
+                agent_id=AgentId(self.agent_id),
+                kernel_id=KernelId(_uuid(kernel_id)),
+                session_id=SessionId(_uuid(session_id)),
+                reason=reason,
+                exit_code=exit_code,
+            )
+        )
 
     def _handlers(self) -> dict[str, Handler]:
         return {
@@ -533,13 +557,7 @@ class AgentService:
             await self.backend.cleanup(record)
             await trio.to_thread.run_sync(self._registry.remove, record.kernel_id)
         kernel.status = KernelStatus.TERMINATED
-        await self._publish(
-            KernelTerminated(
-                kernel_id=KernelId(_uuid(record.kernel_id)),
-                session_id=SessionId(_uuid(record.session_id)),
-                reason=reason,
-            )
-        )
+        await self._report_end(record.kernel_id, record.session_id, reason)
         log.info("kernel %s did not survive the agent restart (%s)", record.kernel_id, reason)
 
     # ------------------------------------------------------- kernel lifecycle
@@ -566,12 +584,6 @@ class AgentService:
     async def _save(self, record: KernelRecord) -> None:
         data = self._registry.encode(record)
         await trio.to_thread.run_sync(self._registry.write, record.kernel_id, data)
-
-    def _event_ids(self, kernel: AgentKernel) -> dict[str, Any]:
-        return {
-            "kernel_id": KernelId(_uuid(kernel.kernel_id)),
-            "session_id": SessionId(_uuid(kernel.record.session_id)),
-        }
 
     def _check_stop(self, kernel: AgentKernel) -> None:
         if kernel.stop_reason is not None:
@@ -654,7 +666,6 @@ class AgentService:
         record = kernel.record
         limit = self._start_limit(launch.bootstrap_script is not None)
         deadline = trio.current_time() + limit
-        await self._publish(KernelPreparing(**self._event_ids(kernel)))
         # The record exists before anything else does, so a crash at any later
         # point leaves nothing unnamed behind.
         await self._save(record)
@@ -666,7 +677,6 @@ class AgentService:
             self._check_stop(kernel)
             kernel.status = KernelStatus.CREATING
             record.status = KernelStatus.CREATING.value
-            await self._publish(KernelCreating(**self._event_ids(kernel)))
             try:
                 process = await self.backend.spawn(record)
             except BackendError as exc:
@@ -685,7 +695,6 @@ class AgentService:
             record.status = KernelStatus.RUNNING.value
             await self._save(record)
             kernel.ready.set()
-            await self._publish(KernelStarted(**self._event_ids(kernel)))
             return process
         excerpt = await self._log_excerpt(kernel)
         raise KernelStartFailed(
@@ -770,7 +779,6 @@ class AgentService:
         kernel.restarting = False
         kernel.status = KernelStatus.RUNNING
         kernel.ready.set()
-        await self._publish(KernelStarted(**self._event_ids(kernel), reason="restarted"))
         return process
 
     async def _death_reason(self, kernel: AgentKernel) -> str:
@@ -792,9 +800,7 @@ class AgentService:
             log.exception("kernel %s: cannot tell why it ended", kernel.kernel_id)
             reason = reason or "unknown"
         kernel.stop_reason = kernel.stop_reason or reason
-        if kernel.status is not KernelStatus.TERMINATING:
-            kernel.status = KernelStatus.TERMINATING
-            await self._publish(KernelTerminating(**self._event_ids(kernel), reason=reason))
+        kernel.status = KernelStatus.TERMINATING
         if kernel.link is not None:
             code = kernel.exit_code if kernel.exit_code is not None else -1
             kernel.link.end_runs(code, f"\n[bai: the kernel was terminated ({reason})]\n")
@@ -823,9 +829,7 @@ class AgentService:
         self._terminated[record.kernel_id] = kernel
         while len(self._terminated) > TERMINATED_KEPT:
             self._terminated.popitem(last=False)
-        await self._publish(
-            KernelTerminated(**self._event_ids(kernel), reason=reason, exit_code=kernel.exit_code)
-        )
+        await self._report_end(record.kernel_id, record.session_id, reason, kernel.exit_code)
         kernel.gone.set()
         log.info(
             "kernel %s terminated (%s, exit code %s)", record.kernel_id, reason, kernel.exit_code
@@ -836,9 +840,7 @@ class AgentService:
             if kernel.stop_reason is None:
                 kernel.stop_reason = reason
             kernel.restarting = False
-            if kernel.status is not KernelStatus.TERMINATING:
-                kernel.status = KernelStatus.TERMINATING
-                await self._publish(KernelTerminating(**self._event_ids(kernel), reason=reason))
+            kernel.status = KernelStatus.TERMINATING
             with trio.move_on_after(self.destroy_grace + CLEANUP_TIMEOUT):
                 await self.backend.terminate(
                     kernel.record, kernel.process, grace=self.destroy_grace
@@ -1103,15 +1105,11 @@ class AgentService:
                 continue
             missing.append(kid)
             ended = self._terminated.get(kid)
-            await self._publish(
-                KernelTerminated(
-                    kernel_id=KernelId(_uuid(kid)),
-                    session_id=SessionId(_uuid(sid)),
-                    reason=ended.result.get("reason", "already-terminated")
-                    if ended
-                    else "already-terminated",
-                    exit_code=ended.exit_code if ended else None,
-                )
+            await self._report_end(
+                kid,
+                sid,
+                ended.result.get("reason", "already-terminated") if ended else "already-terminated",
+                ended.exit_code if ended else None,
             )
         unknown = [
             kid

@@ -16,6 +16,13 @@ defines
   :mod:`bai.common.events_redis` so that embedded mode never imports a Redis
   client.
 
+Session and kernel events (:class:`SessionEvent`, :class:`KernelEvent`) are
+the public record of status changes: only the manager's one transition
+function publishes them, so a subscriber sees each change once.  An agent
+reports the end of its kernels with :class:`AgentKernelTerminated`, which the
+manager consumes (anycast) to move the kernel on and which no public stream
+shows.
+
 Delivery model (the same for every implementation):
 
 * :meth:`EventBus.publish` sends one event; the producer does not choose who
@@ -63,6 +70,7 @@ __all__ = [
     "EVENT_TYPES",
     "AgentEvent",
     "AgentHeartbeat",
+    "AgentKernelTerminated",
     "AgentStarted",
     "AgentTerminated",
     "BgtaskCancelled",
@@ -85,6 +93,7 @@ __all__ = [
     "ExecutionTimeout",
     "InProcEventBus",
     "InvalidEvent",
+    "KernelCancelled",
     "KernelCreating",
     "KernelEvent",
     "KernelPreparing",
@@ -193,13 +202,14 @@ class SessionSuccess(SessionEvent, frozen=True, tag="session_success"):
 
 
 class SessionFailure(SessionEvent, frozen=True, tag="session_failure"):
-    """A batch session's main program failed."""
+    """The session failed: a batch session's result became FAILURE, or a started
+    session went to ERROR (it holds its kernels until destroyed)."""
 
     exit_code: int | None = None
 
 
 class SessionCancelled(SessionEvent, frozen=True, tag="session_cancelled"):
-    """The session was cancelled before it started."""
+    """The session ended before it started: cancelled, or its creation failed (ERROR)."""
 
 
 class KernelEvent(Event, frozen=True, kw_only=True):
@@ -236,8 +246,12 @@ class KernelTerminated(KernelEvent, frozen=True, tag="kernel_terminated"):
     exit_code: int | None = None
 
 
+class KernelCancelled(KernelEvent, frozen=True, tag="kernel_cancelled"):
+    """The kernel ended before it started: cancelled, or its creation failed (ERROR)."""
+
+
 class AgentEvent(Event, frozen=True, kw_only=True):
-    """An agent reports about itself."""
+    """An agent reports about itself or its kernels."""
 
     agent_id: AgentId
 
@@ -258,6 +272,20 @@ class AgentTerminated(AgentEvent, frozen=True, tag="agent_terminated"):
     """The agent is shutting down or was declared lost."""
 
     reason: str = ""
+
+
+class AgentKernelTerminated(AgentEvent, frozen=True, tag="agent_kernel_terminated"):
+    """The agent's report that one of its kernels is gone, for the manager to act on.
+
+    Not a :class:`KernelEvent`: the public ``kernel_terminated`` follows from
+    the manager's transition, so streams of kernel events never show a kernel's
+    end twice.
+    """
+
+    kernel_id: KernelId
+    session_id: SessionId
+    reason: str = ""
+    exit_code: int | None = None
 
 
 class BgtaskEvent(Event, frozen=True, kw_only=True):
@@ -309,7 +337,13 @@ class ExecutionCancelled(ExecutionEvent, frozen=True, tag="execution_cancelled")
 
 
 class DoSchedule(Event, frozen=True, tag="do_schedule"):
-    """Asks a scheduler to run a scheduling pass now."""
+    """Asks every manager's scheduler to run a scheduling pass now.
+
+    ``origin`` names the dispatcher of the process that asked (empty when it
+    has none); that dispatcher was woken directly and ignores its own echo.
+    """
+
+    origin: str = ""
 
 
 #: Every concrete event class, in a stable order.
@@ -331,9 +365,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     KernelStarted,
     KernelTerminating,
     KernelTerminated,
+    KernelCancelled,
     AgentStarted,
     AgentHeartbeat,
     AgentTerminated,
+    AgentKernelTerminated,
     BgtaskUpdated,
     BgtaskDone,
     BgtaskFailed,

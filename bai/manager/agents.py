@@ -20,13 +20,16 @@ nursery.start(pool.serve)``).  It
   free at once, occupancy being derived from kernels;
 * treats an agent that announced its own shutdown (``agent_terminated``) the
   same way after a grace period in which the agent's own
-  ``kernel_terminated`` reports normally arrive first (reason
+  ``agent_kernel_terminated`` reports normally arrive first (reason
   ``agent-terminated`` for what is left);
 * when it first hears from an agent (or the agent restarted), reconciles
   the two views with the agent's ``sync_kernel_registry``: kernels the
   manager believes alive there but the agent does not have are reported
-  ``kernel_terminated`` by the agent, and kernels the agent runs that the
-  database does not know as alive are destroyed (``not-found-in-manager``);
+  ended by the agent (``agent_kernel_terminated``), and kernels the agent
+  runs that the database does not know as alive are destroyed
+  (``not-found-in-manager``);
+* asks every manager for a scheduling pass (:func:`request_schedule`) when
+  an agent's capacity appears or disappears;
 * keeps one :class:`~bai.common.rpc.RPCClient` per agent address for
   :meth:`AgentPool.call`, the only way the manager talks to agents.
 
@@ -56,6 +59,7 @@ from bai.common.events import (
     AgentHeartbeat,
     AgentStarted,
     AgentTerminated,
+    DoSchedule,
     Event,
     EventBus,
     EventBusError,
@@ -81,6 +85,7 @@ __all__ = [
     "AgentPool",
     "AgentUnavailable",
     "publish_events",
+    "request_schedule",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,6 +148,22 @@ async def publish_events(bus: EventBus, events: Iterable[Event]) -> None:
                 log.warning("could not publish %s: %s", event.name, exc)
         if scope.cancelled_caught:
             log.warning("publishing %s timed out", event.name)
+
+
+async def request_schedule(ctx: ManagerContext) -> None:
+    """Ask every manager's dispatcher for a pass: a pending session may fit now.
+
+    This process's dispatcher (if it runs one) is triggered at once; the
+    others hear ``do_schedule`` on the bus.  Call it after the commit that
+    enqueued a session or freed or added capacity, so that the pass it causes
+    sees the change.  Never raises (see :func:`publish_events`).
+    """
+    dispatcher = ctx._dispatcher
+    origin = ""
+    if dispatcher is not None:
+        dispatcher.trigger()
+        origin = dispatcher.origin
+    await publish_events(ctx.bus, [DoSchedule(origin=origin)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +278,8 @@ class AgentPool:
     """Agents as the manager sees them; see the module docstring.
 
     Built with the manager's :class:`~bai.manager.context.ManagerContext`
-    (its ``config``, ``db``, ``bus``; a dispatcher attached to it is
-    triggered whenever capacity appears or disappears).
+    (its ``config``, ``db``, ``bus``; a pass of every manager's dispatcher is
+    requested whenever capacity appears or disappears).
     """
 
     def __init__(self, ctx: ManagerContext) -> None:
@@ -338,7 +359,7 @@ class AgentPool:
             self._written[agent_id] = beat
             self._images_seen[agent_id] = beat.images_digest
             if previous is None or previous.available_slots != beat.available_slots:
-                self._trigger_dispatcher()
+                await request_schedule(self._ctx)
         if agent_id not in self._synced and self._nursery is not None:
             self._synced.add(agent_id)
             self._nursery.start_soon(self._sync_kernels, agent_id)
@@ -386,11 +407,6 @@ class AgentPool:
         registry = self._ctx._registry
         if registry is not None:
             registry.notify(session_ids)
-
-    def _trigger_dispatcher(self) -> None:
-        dispatcher = self._ctx._dispatcher
-        if dispatcher is not None:
-            dispatcher.trigger()
 
     # ----------------------------------------------------------------- liveness
 
@@ -462,7 +478,7 @@ class AgentPool:
         await publish_events(self._bus, events)
         self._notify(touched)
         await self._close_client(agent_id)
-        self._trigger_dispatcher()
+        await request_schedule(self._ctx)
         return True
 
     async def _reap_departed(self) -> None:
@@ -499,7 +515,7 @@ class AgentPool:
         await publish_events(self._bus, events)
         self._notify(touched)
         if events:
-            self._trigger_dispatcher()
+            await request_schedule(self._ctx)
 
     # ------------------------------------------------------------ kernel sync
 

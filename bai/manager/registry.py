@@ -11,8 +11,8 @@ Life of a session
 
 1. :meth:`SessionRegistry.enqueue_session` validates the request and inserts
    the session and its kernels (``main1``, ``sub1`` ... ``subN``) in PENDING
-   in one transaction, publishes ``session_enqueued`` and triggers the
-   dispatcher.
+   in one transaction, publishes ``session_enqueued`` and asks every
+   manager's dispatcher for a pass (``do_schedule``).
 2. The dispatcher (:mod:`bai.manager.scheduler.dispatcher`) moves it to
    SCHEDULED with an agent per kernel and hands it to
    :meth:`SessionRegistry.start_scheduled`.
@@ -27,7 +27,8 @@ Life of a session
    ``insufficient-resource``, ``agent-unavailable``, ``agent-error``) and
    the agent's message in ``status_data["error"]`` (for ``bootstrap-failed``
    it ends with the script's last output), and destroys whatever the agents
-   did create.
+   did create.  That move publishes ``session_cancelled`` with the reason
+   (see :mod:`bai.manager.transitions` for the events of ERROR).
 4. A batch session then runs its ``startup_command`` in batch mode
    (``execution_started``, then ``execution_finished``, ``execution_timeout``
    or, when its kernel went away, ``execution_cancelled``); when it
@@ -40,11 +41,12 @@ Life of a session
    started and otherwise moves it to TERMINATING, calls ``destroy_kernel`` for
    each kernel under ``manager.kernel-termination-timeout`` and moves the
    kernels (and so the session) to TERMINATED.
-6. ``kernel_terminated`` events from agents (one manager handles each) end the
-   kernel: TERMINATED when it had started, ERROR when it died while being
-   created.  A kernel in ERROR stays there (ERROR is sticky until the session
-   is destroyed), so a failure's reason is never overwritten by a later
-   report.
+6. ``agent_kernel_terminated`` reports from agents (one manager handles each)
+   end the kernel: TERMINATED when it had started, ERROR when it died while
+   being created; the public ``kernel_terminated`` comes from that
+   transition.  A kernel in ERROR stays there (ERROR is sticky until the
+   session is destroyed), so a failure's reason is never overwritten by a
+   later report.
 
 Deadlines: a reconcile loop (every few seconds) starts SCHEDULED sessions
 nobody started (a manager that died mid-way), moves sessions stuck in
@@ -54,6 +56,11 @@ TERMINATING for longer than the termination deadline and, after twice that,
 ends them ``termination-timeout``, and moves sessions stuck RESTARTING to
 ERROR ``restart-timeout``.  So no session stays PREPARING, CREATING,
 TERMINATING or RESTARTING forever.
+
+Whenever a pending session may now fit (one was enqueued, or a session
+ended and freed its slots) the registry asks for a scheduling pass with
+:func:`~bai.manager.agents.request_schedule`: this manager's dispatcher at
+once, every other manager's through ``do_schedule``.
 
 Validation at enqueue
 =====================
@@ -104,13 +111,13 @@ import trio
 from bai.agent.requests import MAX_BOOTSTRAP_SCRIPT
 from bai.common.errors import BaiError, InvalidValue
 from bai.common.events import (
+    AgentKernelTerminated,
     Event,
     EventBusError,
     ExecutionCancelled,
     ExecutionFinished,
     ExecutionStarted,
     ExecutionTimeout,
-    KernelTerminated,
     SessionEnqueued,
     SessionEvent,
     SubscriberOverflow,
@@ -142,6 +149,7 @@ from bai.manager.agents import (
     AgentNotFound,
     AgentUnavailable,
     publish_events,
+    request_schedule,
 )
 from bai.manager.db import Connection
 from bai.manager.models.base import utcnow
@@ -219,14 +227,7 @@ MAX_DOWNLOAD_FILES: Final = 5
 EXECUTE_MODES: Final = ("query", "batch", "continue", "input", "complete")
 #: Statuses of a session that has not started yet (what ``enqueueOnly=false`` waits out).
 STARTING_STATUSES: Final = frozenset(
-    {
-        SessionStatus.PENDING,
-        SessionStatus.SCHEDULED,
-        SessionStatus.PREPARING,
-        SessionStatus.PULLING,
-        SessionStatus.PREPARED,
-        SessionStatus.CREATING,
-    }
+    SessionStatus(name) for name in transitions.NOT_STARTED_STATUSES
 )
 #: Statuses of a session that is not over (its name is taken).
 ACTIVE_STATUSES: Final = frozenset(SessionStatus) - {
@@ -830,7 +831,7 @@ class SessionRegistry:
 
     Built with the manager's context (config, db, bus; the agent pool and the
     dispatcher are reached through it).  Run :meth:`serve` in the manager's
-    nursery: it handles agents' ``kernel_terminated`` events, runs the
+    nursery: it handles agents' ``agent_kernel_terminated`` reports, runs the
     reconcile loop and owns the tasks that start sessions and run batch jobs.
     """
 
@@ -850,8 +851,8 @@ class SessionRegistry:
         self._restarting: set[SessionId] = set()
         self._batches: set[SessionId] = set()
         self._waiters: dict[SessionId, trio.Event] = {}
-        # kernel_terminated reports about sessions this process is starting, applied after.
-        self._deferred: dict[SessionId, list[KernelTerminated]] = {}
+        # Kernel-end reports about sessions this process is starting, applied after.
+        self._deferred: dict[SessionId, list[AgentKernelTerminated]] = {}
         self._query_counts: dict[SessionId, int] = {}
 
     # ------------------------------------------------------------------ service
@@ -892,8 +893,9 @@ class SessionRegistry:
     def notify(self, session_ids: Iterable[uuid.UUID]) -> None:
         """Wake the :meth:`wait_for_start` callers of these sessions (their status changed).
 
-        Status changes that publish no event (to ERROR) call this directly;
-        the others arrive through the bus, from any manager.
+        Session events from any manager wake them through the bus; the
+        registry also calls this right after its own moves out of the starting
+        statuses, so that its waiters do not depend on the bus.
         """
         for session_id in session_ids:
             waiter = self._waiters.pop(SessionId(session_id), None)
@@ -901,22 +903,23 @@ class SessionRegistry:
                 waiter.set()
 
     async def _consume_kernel_events(self, *, task_status: trio.TaskStatus[None]) -> None:
-        async with self._bus.consume("manager.kernel-terminated", types=(KernelTerminated,)) as c:
+        types = (AgentKernelTerminated,)
+        async with self._bus.consume("manager.kernel-terminated", types=types) as c:
             task_status.started()
             async for delivery in c:
                 event = delivery.event
-                assert isinstance(event, KernelTerminated)
+                assert isinstance(event, AgentKernelTerminated)
                 try:
                     await self.handle_kernel_terminated(event)
                 except Exception:
-                    log.exception("handling kernel_terminated of %s failed", event.kernel_id)
+                    log.exception("handling the end of kernel %s failed", event.kernel_id)
                 try:
                     await delivery.ack()
                 except trio.ClosedResourceError:
                     return
                 except EventBusError as exc:
                     # Delivered again later; handling a report twice changes nothing.
-                    log.warning("could not acknowledge kernel_terminated: %s", exc)
+                    log.warning("could not acknowledge agent_kernel_terminated: %s", exc)
 
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         nursery = self._nursery
@@ -924,11 +927,6 @@ class SessionRegistry:
             return False
         nursery.start_soon(fn, *args)
         return True
-
-    def _trigger_dispatcher(self) -> None:
-        dispatcher = self._ctx._dispatcher
-        if dispatcher is not None:
-            dispatcher.trigger()
 
     async def _commit_events(self, events: Iterable[Event]) -> None:
         await publish_events(self._bus, events)
@@ -1135,7 +1133,7 @@ class SessionRegistry:
                     )
                 ]
             )
-            self._trigger_dispatcher()
+            await request_schedule(self._ctx)
         return result
 
     async def _enqueue(
@@ -1306,7 +1304,7 @@ class SessionRegistry:
             try:
                 await self.handle_kernel_terminated(event)
             except Exception:
-                log.exception("handling kernel_terminated of %s failed", event.kernel_id)
+                log.exception("handling the end of kernel %s failed", event.kernel_id)
 
     async def _start(self, session_id: SessionId) -> None:
         events: list[Event] = []
@@ -1475,7 +1473,7 @@ class SessionRegistry:
         await self._db.transaction(write)
         await self._commit_events(events)
         self.notify([session_id])
-        self._trigger_dispatcher()
+        await request_schedule(self._ctx)
         if leftovers:
             await self._destroy_on_agents(leftovers, reason)
 
@@ -1611,7 +1609,7 @@ class SessionRegistry:
             )
         finally:
             self._terminating.discard(session_id)
-        self._trigger_dispatcher()
+        await request_schedule(self._ctx)
         return DestroyResult(await self.get_session_by_id(session_id), stats)
 
     async def _finish_terminating(
@@ -2060,7 +2058,7 @@ class SessionRegistry:
                         info, mode=mode, run_id=run_id, flush_timeout=BATCH_FLUSH_TIMEOUT
                     )
             except (SessionNotRunning, AgentUnavailable, AgentError, InvalidSessionRequest) as exc:
-                # The kernel went away: its kernel_terminated report ends the session.
+                # The kernel went away: its agent's report of its end ends the session.
                 log.info("batch job of session %s ended early: %s", session_id, exc)
                 await self._commit_events([ExecutionCancelled(session_id=session_id)])
                 return
@@ -2085,8 +2083,8 @@ class SessionRegistry:
 
     # ------------------------------------------------------------ agent events
 
-    async def handle_kernel_terminated(self, event: KernelTerminated) -> None:
-        """Apply an agent's ``kernel_terminated`` report (see the module docstring).
+    async def handle_kernel_terminated(self, event: AgentKernelTerminated) -> None:
+        """Apply an agent's ``agent_kernel_terminated`` report (see the module docstring).
 
         A report about a session this process is starting waits until the
         start is over, so the start's own outcome (and its error details) is
@@ -2130,7 +2128,7 @@ class SessionRegistry:
         await self._commit_events(events)
         if status is not None and status not in _RUNNING:
             self.notify([event.session_id])
-            self._trigger_dispatcher()
+            await request_schedule(self._ctx)
 
     # --------------------------------------------------------------- reconcile
 
@@ -2216,7 +2214,7 @@ class SessionRegistry:
 
         await self._commit_events(await self._db.transaction(write))
         self.notify([session_id])
-        self._trigger_dispatcher()
+        await request_schedule(self._ctx)
         if leftovers:
             self._spawn(self._destroy_on_agents, leftovers, reason)
 
@@ -2239,7 +2237,7 @@ class SessionRegistry:
                 reason="termination-timeout" if forced else reason,
                 unplaced=[k.id for k in info.kernels if k.agent is None],
             )
-            self._trigger_dispatcher()
+            await request_schedule(self._ctx)
         except Exception:
             log.exception("retrying the termination of session %s failed", session_id)
         finally:

@@ -27,6 +27,19 @@ from its kernels in the same transaction.  A batch session that reaches
 TERMINATED with an undefined result gets SUCCESS when its main kernel exited
 with 0 and FAILURE otherwise, with a ``session_success`` or
 ``session_failure`` event before ``session_terminated``.
+
+Events of a move to ERROR, which is not an end (the session or kernel waits
+there until it is destroyed, ``session_terminated`` coming then):
+
+* from a status before the first start (PENDING ... CREATING), the creation
+  failed: ``session_cancelled`` / ``kernel_cancelled`` with the reason, as
+  Backend.AI reports a session that failed to start, so that clients waiting
+  for a session to start or end hear of it at once;
+* from a started status (RUNNING, RESTARTING, RUNNING_DEGRADED, TERMINATING),
+  the session failed while it ran: ``session_failure`` with the reason (a
+  batch session's result becomes FAILURE in the same move, and that is the
+  one ``session_failure``).  The kernel gets no event of its own; the agent
+  may still hold it, and its ``kernel_terminated`` comes when it is destroyed.
 """
 
 from __future__ import annotations
@@ -64,6 +77,7 @@ from bai.manager.models.base import utcnow
 from bai.manager.models.session import kernels, sessions
 
 __all__ = [
+    "NOT_STARTED_STATUSES",
     "KernelNotFound",
     "SessionNotFound",
     "TransitionResult",
@@ -170,7 +184,12 @@ _KERNEL_EVENTS: Final[dict[KernelStatus, type[ev.KernelEvent]]] = {
     KernelStatus.RUNNING: ev.KernelStarted,
     KernelStatus.TERMINATING: ev.KernelTerminating,
     KernelStatus.TERMINATED: ev.KernelTerminated,
+    KernelStatus.CANCELLED: ev.KernelCancelled,
 }
+#: Statuses (by name, of sessions and kernels) before the first start.
+NOT_STARTED_STATUSES: Final = frozenset(
+    {"PENDING", "SCHEDULED", "PREPARING", "PULLING", "PREPARED", "CREATING"}
+)
 
 
 def _check_extra(table: sa.Table, values: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -314,18 +333,23 @@ async def _move_session(
     result: SessionResult | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> list[ev.Event]:
-    """Write a checked session transition and return its events."""
+    """Write a checked session transition and return its events (see the module docstring)."""
     values = _status_values(session.history, new, reason, now, status_data)
     values["occupying_slots"] = _occupying(kernel_list)
     values.update(extra or {})
     exit_code = _main_exit_code(kernel_list)
+    failed_while_running = (
+        new is SessionStatus.ERROR and session.status.value not in NOT_STARTED_STATUSES
+    )
     if (
         result is None
-        and new is SessionStatus.TERMINATED
         and session.session_type is SessionTypes.BATCH
         and session.result is SessionResult.UNDEFINED
     ):
-        result = SessionResult.SUCCESS if exit_code == 0 else SessionResult.FAILURE
+        if new is SessionStatus.TERMINATED:
+            result = SessionResult.SUCCESS if exit_code == 0 else SessionResult.FAILURE
+        elif failed_while_running:
+            result = SessionResult.FAILURE
     events: list[ev.Event] = []
     if result is not None and result is not session.result:
         values["result"] = result
@@ -336,7 +360,12 @@ async def _move_session(
     await conn.execute(sa.update(sessions).where(sessions.c.id == session.id).values(values))
     final_result = result if result is not None else session.result
     event_type = _SESSION_EVENTS.get(new)
-    if event_type is ev.SessionTerminated:
+    if new is SessionStatus.ERROR:
+        if not failed_while_running:
+            events.append(_session_event(ev.SessionCancelled, session, reason))
+        elif not any(isinstance(event, ev.SessionFailure) for event in events):
+            events.append(_session_event(ev.SessionFailure, session, reason, exit_code=exit_code))
+    elif event_type is ev.SessionTerminated:
         events.append(
             _session_event(
                 ev.SessionTerminated,
@@ -366,9 +395,16 @@ def _session_event(
 
 
 def _kernel_event(
-    kernel_id: KernelId, session_id: SessionId, new: KernelStatus, reason: str, exit_code: Any
+    kernel_id: KernelId,
+    session_id: SessionId,
+    old: KernelStatus,
+    new: KernelStatus,
+    reason: str,
+    exit_code: Any,
 ) -> list[ev.Event]:
     event_type = _KERNEL_EVENTS.get(new)
+    if new is KernelStatus.ERROR and old.value in NOT_STARTED_STATUSES:
+        event_type = ev.KernelCancelled
     if event_type is None:
         return []
     if event_type is ev.KernelTerminated:
@@ -424,8 +460,10 @@ async def transition_session(
                 .where(kernels.c.id == kernel.id)
                 .values(_status_values(kernel.history, target, reason, stamp, _KEEP))
             )
+            kernel_events += _kernel_event(
+                kernel.id, session.id, kernel.status, target, reason, kernel.exit_code
+            )
             kernel.status = target
-            kernel_events += _kernel_event(kernel.id, session.id, target, reason, kernel.exit_code)
     events = await _move_session(
         conn,
         session,
@@ -488,7 +526,7 @@ async def transition_kernel(
         kernel.occupied_slots = (
             slots if isinstance(slots, ResourceSlot) else ResourceSlot.from_json(slots)
         )
-    events = _kernel_event(kernel.id, session.id, new_status, reason, kernel.exit_code)
+    events = _kernel_event(kernel.id, session.id, old, new_status, reason, kernel.exit_code)
     derived = derive_session_status(k.status for k in kernel_list)
     if derived is not session.status and derived in SESSION_TRANSITIONS[session.status]:
         events += await _move_session(conn, session, derived, reason, stamp, kernel_list)

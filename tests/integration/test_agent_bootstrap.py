@@ -18,7 +18,7 @@ from test_agent_support import (
 )
 from test_registry_support import eventually
 
-from bai.common.events import KernelStarted, KernelTerminated
+from bai.common.events import AgentKernelTerminated, KernelEvent
 from bai.common.rpc import RemoteError
 
 SCRIPT = """\
@@ -72,9 +72,9 @@ async def test_a_failing_script_fails_the_kernel_with_its_output(
     assert message.startswith("bootstrap-failed: the bootstrap script failed")
     assert "pip: no such package: nonsense" in message
     assert "exited with code 1" in message
-    ended = harness.events.of_kernel(kid)[-1]
-    assert isinstance(ended, KernelTerminated) and ended.reason == "bootstrap-failed"
-    assert not any(isinstance(e, KernelStarted) for e in harness.events.of_kernel(kid))
+    (ended,) = harness.events.of_kernel(kid)
+    assert isinstance(ended, AgentKernelTerminated) and ended.reason == "bootstrap-failed"
+    assert not any(isinstance(e, KernelEvent) for e in harness.events.seen)
     assert harness.agent.kernels == {}
     assert harness.agent.allocator.allocated().get("cpu", 0) == 0
     assert entries(harness.agent.config.container.scratch_root) == []

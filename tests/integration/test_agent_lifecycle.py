@@ -1,4 +1,8 @@
-"""Kernel lifecycle through the agent's RPC: events, destroy, restart, failures, shutdown."""
+"""Kernel lifecycle through the agent's RPC: events, destroy, restart, failures, shutdown.
+
+The agent publishes no public ``kernel_*`` event (the manager's transitions
+do); it reports each kernel's end once, as ``agent_kernel_terminated``.
+"""
 
 from __future__ import annotations
 
@@ -23,15 +27,15 @@ from test_agent_support import (
 
 from bai.common.events import (
     AgentHeartbeat,
+    AgentKernelTerminated,
     AgentStarted,
+    AgentTerminated,
     Event,
-    KernelCreating,
-    KernelPreparing,
-    KernelStarted,
-    KernelTerminated,
-    KernelTerminating,
+    InProcEventBus,
+    KernelEvent,
 )
 from bai.common.rpc import RemoteError
+from bai.common.types import KernelStatus
 
 
 @pytest.fixture
@@ -58,8 +62,8 @@ async def test_events_heartbeats_and_destroy(harness: Harness) -> None:
 
     kernel = await harness.create(resource_slots={"cpu": "1", "mem": "128m"})
     kid = kernel["kernel_id"]
-    kinds = [type(e) for e in events.of_kernel(kid)]
-    assert kinds == [KernelPreparing, KernelCreating, KernelStarted]
+    # Its start is the answer to create_kernels, not an event.
+    assert events.of_kernel(kid) == []
     # A later heartbeat reports the occupied slots.
     await events.wait_for(
         lambda e: isinstance(e, AgentHeartbeat) and e.agent_info["occupied_slots"].get("cpu") == "1"
@@ -69,10 +73,13 @@ async def test_events_heartbeats_and_destroy(harness: Harness) -> None:
     assert result["reason"] == "user-requested"
     assert result["kernel_id"] == kid
     assert result["exit_code"] == 0  # the runner shut down cleanly on SIGTERM
-    kinds = [type(e) for e in events.of_kernel(kid)]
-    assert kinds[-2:] == [KernelTerminating, KernelTerminated]
-    ended = events.of_kernel(kid)[-1]
-    assert isinstance(ended, KernelTerminated) and ended.reason == "user-requested"
+    (ended,) = events.of_kernel(kid)
+    assert isinstance(ended, AgentKernelTerminated)
+    assert (ended.agent_id, ended.reason, ended.exit_code) == (
+        harness.agent.agent_id,
+        "user-requested",
+        0,
+    )
     assert not exists(kernel["scratch_dir"])
     assert harness.agent.allocator.allocated().get("cpu", 0) == 0
     # Destroying it again answers the same; an unknown kernel is an error.
@@ -80,6 +87,8 @@ async def test_events_heartbeats_and_destroy(harness: Harness) -> None:
     with pytest.raises(RemoteError) as info:
         await harness.client.call("destroy_kernel", {"kernel_id": str(uuid.uuid4())})
     assert info.value.remote_type == "KernelNotFound"
+    assert len(events.of_kernel(kid)) == 1
+    assert not any(isinstance(e, KernelEvent) for e in events.seen)
 
 
 async def test_a_kernel_that_exits_by_itself_is_reported(harness: Harness) -> None:
@@ -87,10 +96,8 @@ async def test_a_kernel_that_exits_by_itself_is_reported(harness: Harness) -> No
     kid = kernel["kernel_id"]
     os.killpg(kernel["pid"], signal.SIGKILL)
     with trio.fail_after(5):
-        ended = await harness.events.wait_for(
-            lambda e: isinstance(e, KernelTerminated) and str(e.kernel_id) == kid
-        )
-    assert isinstance(ended, KernelTerminated)
+        ended = await harness.events.wait_for(_terminated(kid))
+    assert isinstance(ended, AgentKernelTerminated)
     assert ended.reason == "self-terminated"
     assert ended.exit_code == 128 + signal.SIGKILL
     with pytest.raises(RemoteError) as info:
@@ -107,8 +114,8 @@ async def test_restart_keeps_files_and_forgets_the_namespace(harness: Harness) -
     assert restarted["pid"] != kernel["pid"]
     assert "NameError" in await harness.output(kid, "print(x)")
     assert await harness.output(kid, "print(open('kept.txt').read())") == "kept\n"
-    started = [e for e in harness.events.of_kernel(kid) if isinstance(e, KernelStarted)]
-    assert [e.reason for e in started] == ["", "restarted"]
+    # A restart is not an end.
+    assert harness.events.of_kernel(kid) == []
 
 
 async def test_service_port_starts_and_answers_http(harness: Harness) -> None:
@@ -198,7 +205,7 @@ async def test_a_kernel_that_fails_to_start_ends_with_a_reason(tmp_path: Path) -
             ((kid, reason),) = info.value.detail["kernels"].items()
             assert reason.startswith("failed-to-start")
             ended = await h.events.wait_for(_terminated(kid))
-            assert isinstance(ended, KernelTerminated) and ended.reason == "failed-to-start"
+            assert isinstance(ended, AgentKernelTerminated) and ended.reason == "failed-to-start"
             assert h.agent.kernels == {}
             assert h.agent.allocator.allocated().get("cpu", 0) == 0
             assert entries(config.agent.var_base_path / "kernels") == []
@@ -239,8 +246,30 @@ async def test_shutdown_leaves_no_process_and_no_cgroup(tmp_path: Path) -> None:
     assert children == []
 
 
+class _GoodbyeFails(InProcEventBus):
+    """A bus that breaks in an unforeseen way when the agent announces its shutdown."""
+
+    async def publish(self, event: Event) -> None:
+        if isinstance(event, AgentTerminated):
+            raise RuntimeError("the bus broke")
+        await super().publish(event)
+
+
+async def test_shutdown_cleans_up_even_when_the_goodbye_fails(tmp_path: Path) -> None:
+    config = agent_config(tmp_path)
+    async with running_agent(config, bus=_GoodbyeFails()) as h:
+        kernel = await h.create(resource_slots={"mem": "128m"})
+        cgroup = h.agent.kernels[kernel["kernel_id"]].record.cgroup
+    # The agent stopped without raising, and left nothing behind: not the
+    # kernel, nor the agent's own parent cgroup (the backend's shutdown ran).
+    assert not alive(kernel["pid"])
+    assert entries(config.container.scratch_root) == []
+    if cgroup:
+        assert not exists(*(str(Path(path).parent) for path in cgroup.values()))
+
+
 def _terminated(kernel_id: str) -> Callable[[Event], bool]:
-    return lambda e: isinstance(e, KernelTerminated) and str(e.kernel_id) == kernel_id
+    return lambda e: isinstance(e, AgentKernelTerminated) and str(e.kernel_id) == kernel_id
 
 
 def _ppid(pid: int) -> int:
@@ -262,14 +291,11 @@ async def test_sync_kernel_registry_and_stats(harness: Harness) -> None:
         {"kernels": [[kept, session_of_kept], [ghost, session]], "terminate_unknown": True},
     )
     assert report == {"missing": [ghost], "unknown": [stray], "terminated": [stray]}
-    gone = await harness.events.wait_for(
-        lambda e: isinstance(e, KernelTerminated) and str(e.kernel_id) == ghost
-    )
-    assert isinstance(gone, KernelTerminated) and gone.reason == "already-terminated"
-    stray_end = await harness.events.wait_for(
-        lambda e: isinstance(e, KernelTerminated) and str(e.kernel_id) == stray
-    )
-    assert isinstance(stray_end, KernelTerminated) and stray_end.reason == "not-found-in-manager"
+    gone = await harness.events.wait_for(_terminated(ghost))
+    assert isinstance(gone, AgentKernelTerminated) and gone.reason == "already-terminated"
+    stray_end = await harness.events.wait_for(_terminated(stray))
+    assert isinstance(stray_end, AgentKernelTerminated)
+    assert stray_end.reason == "not-found-in-manager"
 
     await harness.output(kept, "sum(range(3_000_000))")
     with trio.fail_after(10):
@@ -344,13 +370,15 @@ async def test_destroying_a_kernel_while_it_starts(tmp_path: Path) -> None:
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(create)
-                await h.events.wait_for(
-                    lambda e: isinstance(e, KernelCreating) and str(e.kernel_id) == kid
-                )
+                while True:
+                    starting = h.agent.kernels.get(kid)
+                    if starting is not None and starting.status is KernelStatus.CREATING:
+                        break
+                    await trio.sleep(0.02)
                 result = await h.client.call("destroy_kernel", {"kernel_id": kid})
         assert result["reason"] == "user-requested"
         assert failure[0].remote_type == "KernelCreationFailed"
         assert failure[0].detail["kernels"][kid].startswith("user-requested")
-        ended = h.events.of_kernel(kid)[-1]
-        assert isinstance(ended, KernelTerminated) and ended.reason == "user-requested"
+        (ended,) = h.events.of_kernel(kid)
+        assert isinstance(ended, AgentKernelTerminated) and ended.reason == "user-requested"
         assert h.agent.kernels == {}

@@ -26,7 +26,7 @@ from test_agent_support import (
 
 from bai.agent.cgroups import detect
 from bai.common.config import AgentConfig, load_config
-from bai.common.events import KernelTerminated
+from bai.common.events import AgentKernelTerminated
 from bai.common.rpc import RPCClient
 
 
@@ -151,9 +151,9 @@ async def test_kill_9_of_the_agent_then_restart(tmp_path: Path) -> None:
     try:
         async with running_agent(config) as h:
             ended = await h.events.wait_for(
-                lambda e: isinstance(e, KernelTerminated) and str(e.kernel_id) == lost
+                lambda e: isinstance(e, AgentKernelTerminated) and str(e.kernel_id) == lost
             )
-            assert isinstance(ended, KernelTerminated) and ended.reason == "self-terminated"
+            assert isinstance(ended, AgentKernelTerminated) and ended.reason == "self-terminated"
             assert set(h.agent.kernels) == {kept}
             assert h.agent.allocator.allocated().to_json() == {"cpu": "1", "mem": "0"}
             assert not exists(*lost_record["cgroup"].values(), lost_record["scratch_dir"])

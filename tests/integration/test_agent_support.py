@@ -125,9 +125,14 @@ class Harness:
 
 
 @asynccontextmanager
-async def running_agent(config: AgentConfig, **options: Any) -> AsyncIterator[Harness]:
-    """Run an agent in a nursery of its own for the ``async with`` block, then stop it."""
-    bus = InProcEventBus()
+async def running_agent(
+    config: AgentConfig, *, bus: InProcEventBus | None = None, **options: Any
+) -> AsyncIterator[Harness]:
+    """Run an agent in a nursery of its own for the ``async with`` block, then stop it.
+
+    *bus* replaces the fresh in-process bus the agent gets otherwise.
+    """
+    bus = bus or InProcEventBus()
     events = Events()
     options.setdefault("stats_interval", 0.5)
     agent = AgentService(

@@ -119,6 +119,63 @@ async def test_the_lifecycle_of_a_session_in_order(deployment: Deployment) -> No
     assert data[-1]["reason"] == "user-requested"
 
 
+KERNEL_LIFECYCLE = [
+    "kernel_preparing",
+    "kernel_creating",
+    "kernel_started",
+    "kernel_terminating",
+    "kernel_terminated",
+]
+
+
+async def test_each_kernel_event_arrives_once(deployment: Deployment) -> None:
+    async with (
+        listening(deployment, deployment.api.user, scope="kernel") as kernels,
+        listening(deployment, deployment.api.user, scope="session") as sessions,
+    ):
+        created = await deployment.create(
+            name=unique_name(), cluster_size=2, cluster_mode="single-node"
+        )
+        session_id = created["sessionId"]
+        await deployment.destroy(session_id)
+        await sessions.until("session_terminated", session_id)
+        await kernels.until("kernel_terminated", session_id)
+        # Anything sent twice would have arrived by the time a later event has.
+        marker = await deployment.create(name=unique_name(), enqueueOnly=True)
+        await kernels.until("kernel_started", marker["sessionId"])
+    by_kernel: dict[str, list[str]] = {}
+    for event in kernels.of(session_id):
+        by_kernel.setdefault(event.json()["kernelId"], []).append(event.event)
+    assert len(by_kernel) == 2
+    assert all(names == KERNEL_LIFECYCLE for names in by_kernel.values()), by_kernel
+
+
+async def test_a_failed_creation_is_reported_at_once(deployment: Deployment) -> None:
+    name = unique_name("boot")
+    async with listening(deployment, deployment.api.user, name=name) as stream:
+        created = await deployment.create(name=name, bootstrap_script="echo no luck\nexit 1\n")
+        assert (created["status"], created["statusInfo"]) == ("ERROR", "bootstrap-failed")
+        session_id = created["sessionId"]
+        # Before the session is destroyed: a client waiting for it to start hears why it won't.
+        await stream.until("session_cancelled", session_id)
+        await stream.until("kernel_cancelled", session_id)
+    names = stream.names_of(session_id)
+    assert [n for n in names if n.startswith("session_")] == [
+        "session_enqueued",
+        "session_scheduled",
+        "session_preparing",
+        "session_creating",
+        "session_cancelled",
+    ]
+    assert [n for n in names if n.startswith("kernel_")] == [
+        "kernel_preparing",
+        "kernel_creating",
+        "kernel_cancelled",
+    ]
+    ended = [e.json() for e in stream.of(session_id) if e.event.endswith("_cancelled")]
+    assert [d["reason"] for d in ended] == ["bootstrap-failed", "bootstrap-failed"]
+
+
 async def test_batch_results_kernels_and_filters(deployment: Deployment) -> None:
     user, admin = deployment.api.user, deployment.api.admin
     job_name = unique_name("job")

@@ -121,6 +121,10 @@ def names(events: Sequence[ev.Event]) -> list[str]:
     return [event.name for event in events]
 
 
+def reasons(events: Sequence[ev.Event]) -> set[str]:
+    return {e.reason for e in events if isinstance(e, ev.SessionEvent | ev.KernelEvent)}
+
+
 async def move_kernels(
     db: Database, kernel_ids: list[uuid.UUID], status: KernelStatus, **kw: Any
 ) -> list[ev.Event]:
@@ -251,7 +255,8 @@ async def test_cancel_with_cascade_moves_the_kernels_too(db: Database, owner: Ow
         result = await transition_session(
             conn, session_id, SessionStatus.CANCELLED, "user-requested", cascade_kernels=True
         )
-    assert names(result.events) == ["session_cancelled"]
+    assert names(result.events) == ["session_cancelled"] + ["kernel_cancelled"] * 3
+    assert reasons(result.events) == {"user-requested"}
     session = await row_of(db, sessions, session_id)
     assert session.status is SessionStatus.CANCELLED and session.terminated_at is not None
     for kernel_id in kernel_ids:
@@ -443,8 +448,81 @@ async def test_explicit_result_wins(db: Database, owner: Owner) -> None:
         result = await transition_session(
             conn, session_id, SessionStatus.ERROR, "failed-to-start", result=SessionResult.FAILURE
         )
-    assert names(result.events) == ["session_failure"]
+    assert names(result.events) == ["session_failure", "session_cancelled"]
     assert (await row_of(db, sessions, session_id)).result is SessionResult.FAILURE
+
+
+# ---------------------------------------------------------------------------
+# ERROR: a failed creation is a cancellation, a failure while running is a failure
+# ---------------------------------------------------------------------------
+
+
+async def test_a_session_whose_creation_fails_is_reported_cancelled(
+    db: Database, owner: Owner
+) -> None:
+    session_id, kernel_ids = await make_session(db, owner, kernel_count=2)
+    for status in (KernelStatus.SCHEDULED, KernelStatus.PREPARING, KernelStatus.CREATING):
+        await move_kernels(db, kernel_ids, status, values={"agent": "agent-1"})
+    async with db.begin() as conn:
+        result = await transition_session(
+            conn, session_id, SessionStatus.ERROR, "bootstrap-failed", cascade_kernels=True
+        )
+    assert names(result.events) == ["session_cancelled", "kernel_cancelled", "kernel_cancelled"]
+    cancelled = result.events[0]
+    assert isinstance(cancelled, ev.SessionCancelled)
+    assert (cancelled.session_id, cancelled.reason) == (session_id, "bootstrap-failed")
+    assert {e.kernel_id for e in result.events if isinstance(e, ev.KernelEvent)} == set(kernel_ids)
+    session = await row_of(db, sessions, session_id)
+    assert (session.status, session.status_info) == (SessionStatus.ERROR, "bootstrap-failed")
+
+
+@pytest.mark.parametrize("dead_at", [KernelStatus.PENDING, KernelStatus.CREATING])
+async def test_a_kernel_that_dies_while_created_cancels_its_session(
+    db: Database, owner: Owner, dead_at: KernelStatus
+) -> None:
+    _, (kernel_id,) = await make_session(db, owner)
+    if dead_at is KernelStatus.CREATING:
+        for status in (KernelStatus.SCHEDULED, KernelStatus.PREPARING, KernelStatus.CREATING):
+            await move_kernels(db, [kernel_id], status, values={"agent": "agent-1"})
+    async with db.begin() as conn:
+        result = await transition_kernel(conn, kernel_id, KernelStatus.ERROR, "failed-to-start")
+    assert names(result.events) == ["kernel_cancelled", "session_cancelled"]
+    assert reasons(result.events) == {"failed-to-start"}
+    assert result.session_status is SessionStatus.ERROR
+
+
+@pytest.mark.parametrize("session_type", [SessionTypes.INTERACTIVE, SessionTypes.BATCH])
+async def test_a_running_session_that_fails_reports_one_failure(
+    db: Database, owner: Owner, session_type: SessionTypes
+) -> None:
+    session_id, kernel_ids = await make_session(db, owner, session_type=session_type)
+    for status in (KernelStatus.SCHEDULED, KernelStatus.PREPARING, KernelStatus.CREATING):
+        await move_kernels(db, kernel_ids, status, values={"agent": "agent-1"})
+    await move_kernels(db, kernel_ids, KernelStatus.RUNNING)
+    async with db.begin() as conn:
+        failed = await transition_kernel(conn, kernel_ids[0], KernelStatus.ERROR, "agent-lost")
+    # The kernel may still exist on its agent: its end is reported when it is destroyed.
+    assert names(failed.events) == ["session_failure"]
+    assert reasons(failed.events) == {"agent-lost"}
+    expected = SessionResult.FAILURE if session_type is SessionTypes.BATCH else None
+    session = await row_of(db, sessions, session_id)
+    assert session.status is SessionStatus.ERROR
+    assert session.result is (expected or SessionResult.UNDEFINED)
+    async with db.begin() as conn:
+        ending = await transition_session(
+            conn, session_id, SessionStatus.TERMINATING, "user-requested", cascade_kernels=True
+        )
+    ended = await move_kernels(db, kernel_ids, KernelStatus.TERMINATED, exit_code=0)
+    later = names(ending.events) + names(ended)
+    assert later == [
+        "session_terminating",
+        "kernel_terminating",
+        "kernel_terminated",
+        "session_terminated",
+    ]
+    terminated = ended[-1]
+    assert isinstance(terminated, ev.SessionTerminated)
+    assert terminated.result == (expected or SessionResult.UNDEFINED).value
 
 
 async def test_rolled_back_transition_leaves_no_trace(db: Database, owner: Owner) -> None:

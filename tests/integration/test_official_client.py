@@ -107,6 +107,34 @@ async def test_run_prints_hello_world(
     assert await active_sessions(cluster) == []
 
 
+async def test_run_of_a_session_that_fails_to_start_ends_with_the_failure(
+    official_cli: Path, cluster: EmbeddedHandle, tmp_path: Path
+) -> None:
+    (tmp_path / "boot.sh").write_text("echo cannot set up\nexit 1\n")
+    code, out, err = await official(
+        official_cli,
+        cluster,
+        tmp_path,
+        "run",
+        "--rm",
+        "--name",
+        "boot-fails",
+        "--bootstrap-script",
+        "boot.sh",
+        "-c",
+        'print("never")',
+        "python",
+    )
+    # The client reports the failure and returns (its exit status stays 0
+    # whatever the server says here); it must not wait for the session.
+    assert "has an error during scheduling/startup or cancelled" in err, (code, out, err)
+    assert "never" not in out and "Traceback" not in err
+    rows = await cluster.manager.ctx.db.fetch(
+        sa.select(sessions.c.status, sessions.c.status_info).where(sessions.c.name == "boot-fails")
+    )
+    assert [tuple(row) for row in rows] == [("ERROR", "bootstrap-failed")]
+
+
 async def test_run_files_in_batch_mode(
     official_cli: Path, cluster: EmbeddedHandle, tmp_path: Path
 ) -> None:

@@ -11,9 +11,13 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_registry_support import Cluster, running_cluster
+import trio
+from test_registry_support import Cluster, manager_config, running_cluster
 
+from bai.common.events import DoSchedule
 from bai.common.types import ClusterMode, SessionStatus
+from bai.manager.context import ManagerContext
+from bai.manager.registry import SessionRegistry, SessionRequest
 
 
 @pytest.fixture
@@ -62,3 +66,34 @@ async def test_a_kernel_that_dies_ends_its_session(cluster: Cluster) -> None:
     ended = await cluster.wait_status(info.id, SessionStatus.TERMINATED)
     assert ended.status_info == "self-terminated"
     assert ended.main_kernel.exit_code == 128 + signal.SIGKILL
+
+
+async def test_a_session_enqueued_by_another_manager_is_scheduled_at_once(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    # The cluster's manager would schedule on its own only once an hour.
+    async with running_cluster(
+        pg_url, tmp_path, redis_url=redis_url, rpc="ipc", manager={"scheduler-interval": "1h"}
+    ) as cluster:
+        dispatcher = cluster.ctx.dispatcher
+        # Let the passes the agent's arrival asked for end before the real test.
+        with trio.fail_after(15):
+            while True:
+                if (await dispatcher.status())["passes"] >= 1:
+                    break
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)
+        passes_before = (await dispatcher.status())["passes"]
+        # A second manager process without a dispatcher of its own (one that
+        # only serves the API, say), on its own Redis connection.
+        other = ManagerContext(config=manager_config(), db=cluster.db, bus=await cluster.open_bus())
+        other.registry = SessionRegistry(other)
+        request = SessionRequest(image="python", resources={"cpu": "1", "mem": "256m"})
+        queued = (await other.registry.enqueue_session(cluster.user_key, request)).session
+        assert queued.status is SessionStatus.PENDING
+        info = await cluster.registry.wait_for_start(queued.id, timeout=30)
+        assert info.status is SessionStatus.RUNNING
+        assert (await dispatcher.status())["passes"] > passes_before
+        # The request crossed Redis from the manager that has no dispatcher.
+        assert any(isinstance(e, DoSchedule) and e.origin == "" for e in cluster.events.seen)
+        await cluster.registry.destroy_session(info)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +85,8 @@ class Cluster:
     events: Recorder
     nursery: trio.Nursery
     buses: list[EventBus]
+    #: Another component's bus (a new Redis connection, or the one in-process bus).
+    open_bus: Callable[[], Awaitable[EventBus]]
 
     @property
     def ctx(self) -> ManagerContext:
@@ -251,7 +253,7 @@ async def running_cluster(
             )
             await nursery.start(agent.serve)
             started.append(agent)
-        cluster = Cluster(handle, started, user_key, admin_key, recorder, nursery, buses)
+        cluster = Cluster(handle, started, user_key, admin_key, recorder, nursery, buses, new_bus)
         await cluster.wait_agents(len(started))
         try:
             yield cluster

@@ -18,6 +18,7 @@ from bai.common.errors import InvalidValue
 from bai.common.events import (
     EVENT_TYPES,
     AgentHeartbeat,
+    AgentKernelTerminated,
     AgentStarted,
     AgentTerminated,
     BgtaskCancelled,
@@ -33,6 +34,7 @@ from bai.common.events import (
     ExecutionTimeout,
     InProcEventBus,
     InvalidEvent,
+    KernelCancelled,
     KernelCreating,
     KernelEvent,
     KernelPreparing,
@@ -77,9 +79,11 @@ ISSUE_EVENT_NAMES = [
     "kernel_started",
     "kernel_terminating",
     "kernel_terminated",
+    "kernel_cancelled",
     "agent_started",
     "agent_heartbeat",
     "agent_terminated",
+    "agent_kernel_terminated",
     "bgtask_updated",
     "bgtask_done",
     "bgtask_failed",
@@ -125,6 +129,7 @@ SAMPLES: list[Event] = [
     kernel(KernelStarted),
     kernel(KernelTerminating, reason="user-requested"),
     kernel(KernelTerminated, reason="oom-killed", exit_code=137),
+    kernel(KernelCancelled, reason="bootstrap-failed"),
     AgentStarted(agent_id=AgentId("i-node01"), reason="restarted"),
     AgentHeartbeat(
         agent_id=AgentId("i-node01"),
@@ -137,6 +142,13 @@ SAMPLES: list[Event] = [
         },
     ),
     AgentTerminated(agent_id=AgentId("i-node01"), reason="agent-lost"),
+    AgentKernelTerminated(
+        agent_id=AgentId("i-node01"),
+        kernel_id=KID,
+        session_id=SID,
+        reason="self-terminated",
+        exit_code=137,
+    ),
     BgtaskUpdated(task_id=TASK, current_progress=3, total_progress=10, message="node01"),
     BgtaskDone(task_id=TASK),
     BgtaskFailed(task_id=TASK, message="image not found"),
@@ -145,7 +157,7 @@ SAMPLES: list[Event] = [
     ExecutionFinished(session_id=SID),
     ExecutionTimeout(session_id=SID),
     ExecutionCancelled(session_id=SID),
-    DoSchedule(),
+    DoSchedule(origin="3f2a9c"),
 ]
 
 

@@ -3,10 +3,18 @@
 :class:`Dispatcher` is a Trio service of the manager.  It runs one pass
 
 * whenever :meth:`Dispatcher.trigger` is called (a session was enqueued or
-  ended, an agent appeared, gained or lost capacity, or an operator asked
-  through ``POST /manager/scheduler/trigger``), several triggers during a
-  pass making one more pass after it, and
+  ended, an agent appeared, gained or lost capacity -- see
+  :func:`bai.manager.agents.request_schedule` -- or an operator asked
+  through ``POST /manager/scheduler/trigger``),
+* whenever another manager asks for a pass with a ``do_schedule`` event
+  (a broadcast, so a session enqueued through one manager is placed by
+  whichever dispatcher takes the scheduling lock first, without waiting for
+  the timer),
 * every ``manager.scheduler-interval`` seconds regardless.
+
+Requests coalesce: any number of them during a pass make one more pass after
+it, and a dispatcher ignores the ``do_schedule`` its own process sent (it
+was triggered directly).
 
 A pass is one read-write transaction: it takes the scheduling lock
 (``pg_advisory_xact_lock`` on PostgreSQL, so two managers never schedule at
@@ -53,7 +61,7 @@ import sqlalchemy as sa
 import trio
 
 from bai.common.errors import InvalidValue
-from bai.common.events import Event
+from bai.common.events import DoSchedule, Event, SubscriberOverflow
 from bai.common.slots import ResourceSlot
 from bai.common.types import (
     RESOURCE_OCCUPYING_STATUSES,
@@ -144,7 +152,8 @@ class Dispatcher:
     """The scheduling loop; see the module docstring.
 
     *engine* picks the core's agent-fit scan (``"cython"``/``"python"``,
-    default: the fastest available).
+    default: the fastest available).  :attr:`origin` is this dispatcher's
+    name in the ``do_schedule`` events its process sends.
     """
 
     def __init__(self, ctx: ManagerContext, *, engine: str | None = None) -> None:
@@ -153,6 +162,7 @@ class Dispatcher:
         self._bus = ctx.bus
         self.interval = float(ctx.config.manager.scheduler_interval)
         self._engine = engine
+        self.origin = uuid.uuid4().hex
         self._wakeup = trio.Event()
         self._lock = trio.Lock()
         self._roundrobin: dict[str, AgentId] = {}
@@ -161,24 +171,47 @@ class Dispatcher:
         self._last: PassReport | None = None
 
     def trigger(self) -> None:
-        """Ask for a pass as soon as possible (never blocks; triggers coalesce)."""
+        """Ask this dispatcher for a pass as soon as possible (never blocks; triggers coalesce)."""
         self._wakeup.set()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run passes on triggers and on the timer until cancelled."""
+        """Run passes on triggers, ``do_schedule`` events and the timer until cancelled.
+
+        Reports started once it listens to ``do_schedule``.
+        """
         self._running = True
-        task_status.started()
         try:
-            while True:
-                with trio.move_on_after(self.interval):
-                    await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                try:
-                    await self.run_pass()
-                except Exception:
-                    log.exception("a scheduling pass failed")
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._listen)
+                task_status.started()
+                while True:
+                    with trio.move_on_after(self.interval):
+                        await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+                    try:
+                        await self.run_pass()
+                    except Exception:
+                        log.exception("a scheduling pass failed")
         finally:
             self._running = False
+
+    async def _listen(self, *, task_status: trio.TaskStatus[None]) -> None:
+        started = False
+        while True:
+            async with self._bus.subscribe(types=(DoSchedule,), buffer_size=1024) as requests:
+                if not started:
+                    started = True
+                    task_status.started()
+                try:
+                    async for request in requests:
+                        assert isinstance(request, DoSchedule)
+                        if request.origin != self.origin:
+                            self.trigger()
+                except SubscriberOverflow:
+                    # Requests were lost, which one pass answers as well as all of them.
+                    self.trigger()
+                    continue
+            return
 
     async def run_pass(self) -> PassReport:
         """Run one pass now (see the module docstring) and return what it did."""
