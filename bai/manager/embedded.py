@@ -109,6 +109,12 @@ def _ipc_dir(data_dir: Path) -> Path:
     return Path("/tmp") / f"bai-ipc-{digest}"
 
 
+def _default_agent_id(data_dir: Path) -> str:
+    # One id per data directory: agents with the same id share a cgroup parent,
+    # and each would kill the other's kernels as leftovers of unknown ones.
+    return f"embedded-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]}"
+
+
 def embedded_configs(
     data_dir: Path,
     *,
@@ -141,7 +147,7 @@ service-addr = {_toml(f"{host}:{port}")}
         AgentConfig,
         f"""
 [agent]
-id = {_toml(agent_id or "embedded-agent")}
+id = {_toml(agent_id or _default_agent_id(data_dir))}
 var-base-path = {_toml(str(data_dir / "agent"))}
 ipc-base-path = {_toml(str(_ipc_dir(data_dir)))}
 {catalog_line}

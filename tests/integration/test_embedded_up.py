@@ -86,3 +86,19 @@ async def test_bai_up_runs_sessions_and_leaves_nothing_behind(tmp_path: Path) ->
         _, out = await _run_code(again.manager.ctx.registry, admin.access_key, "print(6 * 7)")
         assert out == "42\n"
         nursery.cancel_scope.cancel()
+
+
+async def test_two_data_directories_run_side_by_side(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        first: EmbeddedHandle = await nursery.start(_service(tmp_path / "one").serve)
+        key = first.keypairs[0].access_key
+        info, _ = await _run_code(first.manager.ctx.registry, key, "x = 1")
+        # The second agent starts while the first one's kernel runs: it must not
+        # take that kernel for a leftover of its own.
+        second: EmbeddedHandle = await nursery.start(_service(tmp_path / "two").serve)
+        await _run_code(second.manager.ctx.registry, second.keypairs[0].access_key, "1")
+        result = await first.manager.ctx.registry.execute(info, mode="query", code="print(x)")
+        assert result["status"] == "finished"
+        assert alive(int(info.main_kernel.container_id or 0))
+        assert second.agent.agent_id != first.agent.agent_id
+        nursery.cancel_scope.cancel()
