@@ -59,7 +59,10 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 #: How many leading bytes of an oversized frame are kept (room for an 8-hop backtrace).
 OVERSIZED_PREFIX: Final = 64
 
-_READ_CHUNK = 256 * 1024
+# Below glibc's default mmap threshold (128 KiB): a larger recv() buffer can
+# cost an mmap()/munmap() pair per call (≈25 µs) in a process whose malloc has
+# not yet raised that threshold; larger frames are read into their own buffer.
+_READ_CHUNK = 64 * 1024
 # Below this size header and body are joined into one send() call.
 _JOIN_LIMIT = 64 * 1024
 # sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -171,8 +174,14 @@ class FrameStream(ABC):
         """Exchange protocol numbers; raise :class:`PeerProtocolError` on mismatch."""
 
     @abstractmethod
-    async def send_frame(self, frame: bytes) -> None:
-        """Send one frame; raise :class:`PipeClosed` if the connection is gone."""
+    async def send_frame(self, frame: bytes, deadline: float = math.inf) -> None:
+        """Send one frame; raise :class:`PipeClosed` if the connection is gone.
+
+        A frame the connection takes at once is sent without a schedule point.
+        If sending has to wait past *deadline* (Trio time), raise
+        :class:`trio.TooSlowError`; a frame then left half-sent closes the
+        connection.
+        """
 
     @abstractmethod
     async def receive_frame(self, max_size: int) -> bytes | Oversized:
@@ -181,14 +190,6 @@ class FrameStream(ABC):
         Raises :class:`PipeClosed` when the connection ends and
         :class:`PeerProtocolError` when the peer breaks the framing.  Safe to
         cancel: a partly received frame is kept and completed by the next call.
-        """
-
-    @abstractmethod
-    async def wait_readable(self) -> None:
-        """Wait until received bytes (or the end of the connection) await processing.
-
-        Receives nothing itself; a following receive_frame() makes progress.
-        Raises :class:`PipeClosed` if the stream is closed locally meanwhile.
         """
 
     @abstractmethod
@@ -286,12 +287,21 @@ class SocketFrameStream(FrameStream):
         interrupted while waiting for bytes, never halfway through this.
         """
         if self._size is None:
-            if self._available() < self._head_len:
+            buf = self._buf
+            start = self._pos + self._head_len
+            if len(buf) < start:
                 return None
-            head = self._take(self._head_len)
-            if self._ipc and head[0] != 1:
-                raise PeerProtocolError(f"unknown ipc message type {head[0]}")
-            self._size = size = _U64.unpack_from(head, self._head_len - 8)[0]
+            if self._ipc and buf[self._pos] != 1:
+                raise PeerProtocolError(f"unknown ipc message type {buf[self._pos]}")
+            size = _U64.unpack_from(buf, start - 8)[0]
+            end = start + size
+            if end <= len(buf) and size <= max_size:
+                # The common case, a whole frame already buffered, in one step.
+                frame = bytes(buf[start:end])
+                self._skip_buffered(end - self._pos)
+                return frame
+            self._skip_buffered(self._head_len)
+            self._size = size
             if size > max_size:
                 self._prefix = bytearray()
                 self._skip = size
@@ -335,13 +345,6 @@ class SocketFrameStream(FrameStream):
             await self._receive_more()
         _check_handshake(self._take(8), peer_proto)
 
-    async def wait_readable(self) -> None:
-        if self._available():
-            await trio.lowlevel.checkpoint()
-        else:
-            await self._wait_readable()
-            self._drained = False
-
     async def receive_frame(self, max_size: int) -> bytes | Oversized:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._waited = False
@@ -352,17 +355,17 @@ class SocketFrameStream(FrameStream):
             await trio.lowlevel.cancel_shielded_checkpoint()
         return frame
 
-    async def send_frame(self, frame: bytes) -> None:
+    async def send_frame(self, frame: bytes, deadline: float = math.inf) -> None:
         head = _U64.pack(len(frame))
         if self._ipc:
             head = b"\x01" + head
         if len(frame) >= _JOIN_LIMIT:
-            await self._send_parts([head, frame])
+            await self._send_parts_by(deadline, [head, frame])
             return
         data = head + frame
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._sending or self._closed:
-            await self._send_parts([data])
+            await self._send_parts_by(deadline, [data])
             return
         # Fast path: nobody else is mid-frame and the socket takes it all.
         try:
@@ -372,16 +375,28 @@ class SocketFrameStream(FrameStream):
         except OSError as exc:
             raise PipeClosed(f"connection failed: {exc}") from exc
         if sent < len(data):
-            await self._send_parts([memoryview(data)[sent:]], started=sent > 0)
+            await self._send_parts_by(deadline, [memoryview(data)[sent:]], started=sent > 0)
 
     async def send_frame_raw(self, data: bytes) -> None:
         """Send *data* as-is (the handshake, or deliberately broken test input)."""
         await self._send_parts([data])
 
+    async def _send_parts_by(
+        self, deadline: float, parts: list[bytes | memoryview], *, started: bool = False
+    ) -> None:
+        """:meth:`_send_parts`, failing with TooSlowError past *deadline* (if finite)."""
+        if deadline == math.inf:
+            await self._send_parts(parts, started=started)
+            return
+        with trio.fail_at(deadline):
+            await self._send_parts(parts, started=started)
+
     async def _send_parts(self, parts: list[bytes | memoryview], *, started: bool = False) -> None:
         """Send *parts* back to back; *started*: a head of this frame already went out."""
-        await trio.lowlevel.checkpoint_if_cancelled()
         if not started:
+            # Once part of the frame is out, only the guarded loop below may be
+            # interrupted, so that a cancellation closes the broken stream.
+            await trio.lowlevel.checkpoint_if_cancelled()
             while self._sending:
                 await self._send_queue.park()
         self._sending = True
@@ -449,22 +464,16 @@ class InprocFrameStream(FrameStream):
         # Protocols were matched by dial() before the pair existed.
         await trio.lowlevel.checkpoint()
 
-    async def send_frame(self, frame: bytes) -> None:
+    async def send_frame(self, frame: bytes, deadline: float = math.inf) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
-        while len(self._out.frames) >= _INPROC_BUFFER and not self._out.closed:
-            await self._out.writers.park()
+        if len(self._out.frames) >= _INPROC_BUFFER:
+            with trio.fail_at(deadline):
+                while len(self._out.frames) >= _INPROC_BUFFER and not self._out.closed:
+                    await self._out.writers.park()
         if self._closed or self._out.closed:
             raise PipeClosed("inproc connection closed")
         self._out.frames.append(bytes(frame))
         self._out.readers.unpark_all()
-
-    async def wait_readable(self) -> None:
-        if self._in.frames or self._in.closed:
-            await trio.lowlevel.checkpoint()
-        else:
-            await self._in.readers.park()
-        if self._closed:
-            raise PipeClosed("inproc connection closed locally")
 
     async def receive_frame(self, max_size: int) -> bytes | Oversized:
         await trio.lowlevel.checkpoint_if_cancelled()

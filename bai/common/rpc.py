@@ -12,16 +12,17 @@ Design, and why
 ---------------
 
 Measured on this project's 2-core VMs (``bench/rpc.py``), a 16-byte echo
-between two processes costs ≈300-400 µs through pynng's ``asend``/``arecv``
+between two processes costs ≈200-350 µs through pynng's ``asend``/``arecv``
 under Trio and ≈160-200 µs even with blocking pynng calls: each message crosses
 several of NNG's internal threads, and every thread hand-off costs tens of µs
-there.  This module does the same echo in ≈90-100 µs over ipc, ≈30 µs inproc.  Polling NNG's
-``NNG_OPT_RECVFD``/``SENDFD`` from Trio (non-blocking calls on raw ``Req0``/
-``Rep0`` sockets with the request id in the message header) was measured too:
-≈280-330 µs, because the thread hops remain and NNG contexts, the only cooked
-way to keep many requests in flight, expose no pollable descriptor at all.  So
-this module speaks the SP wire itself from Trio sockets, one syscall per frame
-each way, and multiplexes by request id, which is what NNG contexts do inside:
+there.  This module does the same echo in ≈50-100 µs over ipc, ≈20-30 µs
+inproc.  Polling NNG's ``NNG_OPT_RECVFD``/``SENDFD`` from Trio (non-blocking
+calls on raw ``Req0``/``Rep0`` sockets with the request id in the message
+header) was measured too: ≈280-330 µs, because the thread hops remain and
+NNG contexts, the only cooked way to keep many requests in flight, expose no
+pollable descriptor at all.  So this module speaks the SP wire itself from
+Trio sockets, one syscall per frame each way, and multiplexes by request id,
+which is what NNG contexts do inside:
 
 * **Server** (:class:`RPCServer`): on each connection, the task that receives
   a request runs its handler and sends the reply (tagged with the request's
@@ -31,15 +32,16 @@ each way, and multiplexes by request id, which is what NNG contexts do inside:
   ``max_in_flight``) are in flight at once and replies may overtake each
   other, while a quick request costs no task switch and no task creation.
 * **Client** (:class:`RPCClient`): one connection; :meth:`RPCClient.call`
-  picks a fresh request id, sends, and waits for the reply with that id under
-  its own deadline.  The waiting calls read the replies themselves, one reader
-  at a time handing replies to the others, so a lone call needs no hand-off
-  between tasks; a background task (re)connects and watches the idle
-  connection.  A call that times out or is cancelled forgets its id, so its
+  picks a fresh request id, sends, and sleeps until its reply or its
+  deadline.  One background task (re)connects and reads the connection,
+  handing each reply to the call with its id, and it also keeps the calls'
+  deadlines: it reads under a single cancel scope due at the earliest of
+  them.  A call thus opens no cancel scope of its own unless it must wait for
+  a connection or for room to send (measured: entering and leaving a scope
+  with a deadline costs more per call than handing the reply over from the
+  reader task).  A call that times out or is cancelled forgets its id, so its
   late reply is dropped on arrival and can never be taken for the reply of a
-  later call; the connection stays usable (a receive cut short by
-  cancellation is resumed by the next reader).  Any number of tasks may call
-  concurrently on one client.
+  later call.  Any number of tasks may call concurrently on one client.
 
 Semantics: a request is sent at most once.  If the connection drops after the
 request went out, the call raises :class:`RPCConnectionError` instead of
@@ -450,15 +452,17 @@ class RPCServer:
 class _Pending:
     """One call waiting for its reply."""
 
-    __slots__ = ("done", "error", "frame", "stream", "wake")
+    __slots__ = ("deadline", "done", "error", "frame", "stream", "task", "timed_out")
 
-    def __init__(self, stream: _nng.FrameStream) -> None:
+    def __init__(self, stream: _nng.FrameStream, deadline: float) -> None:
         self.stream = stream
+        self.deadline = deadline
         self.done = False
+        self.timed_out = False
         self.frame: bytes | None = None
         self.error: RPCError | None = None
-        #: Set while the caller sleeps until its reply or the reader role comes.
-        self.wake: trio.Event | None = None
+        #: The calling task while it sleeps until the reply comes.
+        self.task: trio.lowlevel.Task | None = None
 
 
 class RPCClient:
@@ -467,13 +471,12 @@ class RPCClient:
     Use as ``async with RPCClient(url) as client: await client.call(...)``.
     A background task connects, reconnects with exponential backoff
     (``reconnect_min`` to ``reconnect_max`` seconds) whenever the connection
-    drops, and watches the connection while no call is waiting.
+    drops, and reads the connection: it hands each reply to the call waiting
+    for it, and notices a peer hanging up on an idle connection at once.
 
-    Replies are read by the calls themselves: of the calls waiting on the
-    connection, one at a time (the reader) receives frames and hands each reply
-    to its call; the others sleep until their reply arrives or the reader role
-    is passed to them.  A lone caller so receives its own reply, without a
-    hand-off between tasks.
+    That task keeps the calls' deadlines too: it reads under one cancel scope
+    due no later than the earliest of them, and when that passes it wakes the
+    calls whose time is up (see the module's design notes for why).
 
     A call cancelled or timed out while its request is only partly written
     (a request larger than the socket buffer, to a server that does not read)
@@ -509,12 +512,8 @@ class RPCClient:
         self._last_error: str = "not connected yet"
         self._closed = False
         self._stack: AsyncExitStack | None = None
-        # The reader role: True while some task is inside receive_frame().
-        self._reading = False
-        # The background task's idle watch, cancelled by a call taking the role,
-        # and the task itself while it waits for calls to stop reading.
-        self._watch_scope: trio.CancelScope | None = None
-        self._parked_watcher: trio.lowlevel.Task | None = None
+        # The reader's scope; its deadline is never later than a waiting call's.
+        self._timer: trio.CancelScope | None = None
 
     @property
     def connected(self) -> bool:
@@ -558,9 +557,7 @@ class RPCClient:
         for pending in self._pending.values():
             if not pending.done and (stream is None or pending.stream is stream):
                 pending.error = RPCConnectionError(message)
-                pending.done = True
-                if pending.wake is not None:
-                    pending.wake.set()
+                _finish(pending)
 
     def _connection_lost(self, stream: _nng.FrameStream, message: str) -> None:
         """Close *stream* and fail the calls that wait on it (idempotent)."""
@@ -569,7 +566,6 @@ class RPCClient:
             self._last_error = message
             self._signal_stream_change(None)
         self._fail_pending(stream, message)
-        self._wake_watcher()
 
     async def _maintain_connection(self) -> None:
         delay_min, delay_max = self._reconnect
@@ -585,51 +581,49 @@ class RPCClient:
             delay = delay_min
             self._signal_stream_change(stream)
             try:
-                await self._watch(stream)
+                await self._read_replies(stream)
             finally:
                 self._connection_lost(stream, self._last_error)
 
-    async def _watch(self, stream: _nng.FrameStream) -> None:
-        """While no call reads, notice the peer hanging up and drain late replies."""
-        while self._stream is stream:
-            if self._reading:
-                # A call reads and will notice trouble itself; resume watching
-                # once it is done, so that a peer hanging up on an idle
-                # connection is noticed at once, not by the next call.
-                await self._park_watcher()
-                continue
-            with trio.CancelScope() as scope:
-                self._watch_scope = scope
-                try:
-                    await stream.wait_readable()
-                except _nng.PipeClosed:
-                    return
-                finally:
-                    self._watch_scope = None
-            if not scope.cancelled_caught and not self._reading and self._stream is stream:
-                await self._read_one(stream)
-                self._pass_role()
-
     # -- replies ------------------------------------------------------------
 
-    async def _read_one(self, stream: _nng.FrameStream) -> None:
-        """As the reader, receive one frame and hand it to its call."""
-        self._reading = True
-        try:
-            frame = await stream.receive_frame(self._max_frame_size)
-        except _nng.TransportError as exc:
-            self._connection_lost(stream, f"connection to {self.address} lost: {exc}")
-            return
-        finally:
-            self._reading = False
+    async def _read_replies(self, stream: _nng.FrameStream) -> None:
+        """Hand each reply on *stream* to its call and time out overdue calls.
+
+        Returns when the connection is lost, with ``_last_error`` saying why.
+        """
+        while True:
+            earliest = min(
+                (pending.deadline for pending in self._pending.values() if not pending.done),
+                default=math.inf,
+            )
+            with trio.CancelScope(deadline=earliest) as self._timer:
+                try:
+                    while True:
+                        frame = await stream.receive_frame(self._max_frame_size)
+                        if not self._deliver(stream, frame):
+                            return
+                except _nng.TransportError as exc:
+                    self._last_error = f"connection to {self.address} lost: {exc}"
+                    return
+                finally:
+                    self._timer = None
+            now = trio.current_time()
+            for pending in self._pending.values():
+                if not pending.done and pending.deadline <= now:
+                    pending.timed_out = True
+                    _finish(pending)
+
+    def _deliver(self, stream: _nng.FrameStream, frame: bytes | _nng.Oversized) -> bool:
+        """Hand *frame* to its call; False if the peer broke the Req/Rep protocol."""
         head = frame.prefix if isinstance(frame, _nng.Oversized) else frame
         if len(head) < 4 or not head[0] & 0x80:
             # A Rep peer must echo exactly our one-word backtrace.
-            self._connection_lost(stream, f"{self.address} sent a reply without request id")
-            return
+            self._last_error = f"{self.address} sent a reply without request id"
+            return False
         pending = self._pending.get(int.from_bytes(head[:4], "big") & ~_ID_BIT)
         if pending is None or pending.done or pending.stream is not stream:
-            return  # the late reply of a call that gave up
+            return True  # the late reply of a call that gave up
         if isinstance(frame, _nng.Oversized):
             pending.error = RPCProtocolError(
                 f"reply of {frame.size} bytes exceeds the limit of {self._max_frame_size} bytes",
@@ -637,51 +631,10 @@ class RPCClient:
             )
         else:
             pending.frame = frame
-        pending.done = True
-        if pending.wake is not None:
-            pending.wake.set()
+        _finish(pending)
+        return True
 
-    async def _park_watcher(self) -> None:
-        # Raw parking rather than a trio.Event: this happens once per call.
-        self._parked_watcher = trio.lowlevel.current_task()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._parked_watcher = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def _wake_watcher(self) -> None:
-        task, self._parked_watcher = self._parked_watcher, None
-        if task is not None:
-            trio.lowlevel.reschedule(task)
-
-    def _pass_role(self) -> None:
-        """The reader role is free: wake the watcher and one sleeping call to take it."""
-        self._wake_watcher()
-        for pending in self._pending.values():
-            if pending.wake is not None and not pending.done:
-                pending.wake.set()
-                return
-
-    async def _await_reply(self, stream: _nng.FrameStream, pending: _Pending) -> None:
-        try:
-            while not pending.done:
-                if self._reading:
-                    pending.wake = trio.Event()
-                    try:
-                        await pending.wake.wait()
-                    finally:
-                        pending.wake = None
-                    continue
-                if self._watch_scope is not None:
-                    # Synchronously frees the socket for us: Trio runs the
-                    # watcher's abort right here.
-                    self._watch_scope.cancel()
-                await self._read_one(stream)
-        finally:
-            if not self._reading:
-                self._pass_role()
+    # -- calls --------------------------------------------------------------
 
     def _allocate_id(self) -> int:
         while True:
@@ -712,6 +665,7 @@ class RPCClient:
             timeout = self._timeout
         else:
             _check_timeout(timeout)
+        deadline = trio.current_time() + timeout
         body = encode_request(method, args)
         if len(body) + 4 > self._max_frame_size:
             raise InvalidValue(
@@ -719,36 +673,70 @@ class RPCClient:
                 value=method,
                 field="args",
             )
-        with trio.move_on_after(timeout):
-            return decode_reply(await self._round_trip(body), method)
-        state = "connected" if self._stream is not None else self._last_error
-        raise RPCTimeout(f"{method}: no reply from {self.address} within {timeout} s ({state})")
+        reply = await self._round_trip(body, deadline)
+        if reply is None:
+            state = "connected" if self._stream is not None else self._last_error
+            raise RPCTimeout(f"{method}: no reply from {self.address} within {timeout} s ({state})")
+        return decode_reply(reply, method)
 
-    async def _round_trip(self, body: bytes) -> memoryview:
+    async def _round_trip(self, body: bytes, deadline: float) -> memoryview | None:
+        """Send *body* and return the reply's body, or None once *deadline* has passed."""
         while True:
             if self._closed:
                 raise RPCConnectionError("the RPC client is closed")
             stream = self._stream
             if stream is None:
-                await self._stream_changed.wait()
-                continue
+                with trio.move_on_at(deadline):
+                    await self._stream_changed.wait()
+                    continue
+                return None
             request_id = self._allocate_id()
-            pending = _Pending(stream)
+            pending = _Pending(stream, deadline)
             self._pending[request_id] = pending
             try:
+                timer = self._timer
+                if timer is not None and deadline < timer.deadline:
+                    timer.deadline = deadline
                 try:
-                    await stream.send_frame((request_id | _ID_BIT).to_bytes(4, "big") + body)
+                    await stream.send_frame(
+                        (request_id | _ID_BIT).to_bytes(4, "big") + body, deadline
+                    )
                 except _nng.PipeClosed:
                     # Not (completely) sent, so not run: safe to try the next connection.
                     self._connection_lost(stream, f"connection to {self.address} lost")
                     continue
-                await self._await_reply(stream, pending)
+                except trio.TooSlowError:
+                    return None
+                if not pending.done:
+                    await _wait_for_reply(pending)
             finally:
                 del self._pending[request_id]
+            if pending.timed_out:
+                return None
             if pending.error is not None:
                 raise pending.error
             assert pending.frame is not None
             return memoryview(pending.frame)[4:]
+
+
+async def _wait_for_reply(pending: _Pending) -> None:
+    """Sleep until :func:`_finish` is called for *pending*; cancellable."""
+    # Raw parking rather than a trio.Event: this happens once per call.
+    pending.task = trio.lowlevel.current_task()
+
+    def abort(_: Any) -> trio.lowlevel.Abort:
+        pending.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+def _finish(pending: _Pending) -> None:
+    """Mark *pending* answered (or failed) and wake its call if it sleeps."""
+    pending.done = True
+    task, pending.task = pending.task, None
+    if task is not None:
+        trio.lowlevel.reschedule(task)
 
 
 def _check_timeout(timeout: float) -> None:

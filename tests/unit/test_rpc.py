@@ -265,7 +265,7 @@ async def test_cancelled_call_leaves_client_usable(server_url: str, service: Ser
         assert service.finished == ["doomed"]
 
 
-async def test_cancelling_the_call_that_reads_for_others_strands_none(
+async def test_cancelling_one_waiting_call_strands_none_of_the_others(
     server_url: str, service: Service
 ) -> None:
     results: dict[str, Any] = {}
@@ -278,15 +278,93 @@ async def test_cancelling_the_call_that_reads_for_others_strands_none(
                     with trio.CancelScope() as scopes[name]:
                         results[name] = await client.call("block", name)
 
-                # The first caller receives the replies for all three.
-                for name in ("reader", "b", "c"):
+                for name in ("first", "b", "c"):
                     nursery.start_soon(call, name)
                     await trio.testing.wait_all_tasks_blocked()
-                scopes["reader"].cancel()
+                scopes["first"].cancel()
                 await trio.testing.wait_all_tasks_blocked()
                 service.release.set()
             assert results == {"b": "b", "c": "c"}
             assert await client.call("echo", "next") == "next"
+
+
+@pytest.mark.parametrize("shortest_first", [False, True])
+async def test_each_waiting_call_times_out_at_its_own_deadline(
+    server_url: str, service: Service, shortest_first: bool
+) -> None:
+    timeouts = {"short": 0.05, "medium": 0.3, "long": STEP}
+    order = sorted(timeouts, key=timeouts.__getitem__, reverse=not shortest_first)
+    outcomes: dict[str, Any] = {}
+    async with RPCClient(server_url) as client:
+        with trio.fail_after(STEP / 2):
+            async with trio.open_nursery() as nursery:
+
+                async def call(name: str) -> None:
+                    start = trio.current_time()
+                    try:
+                        outcomes[name] = await client.call("block", name, timeout=timeouts[name])
+                    except RPCTimeout:
+                        outcomes[name] = ("timed out", trio.current_time() - start)
+                        if len(outcomes) == 2:
+                            service.release.set()
+
+                for name in order:
+                    nursery.start_soon(call, name)
+                    await trio.testing.wait_all_tasks_blocked()
+    # The long call is still waiting when the others time out, and it gets its reply.
+    assert outcomes["long"] == "long"
+    for name in ("short", "medium"):
+        verdict, waited = outcomes[name]
+        assert verdict == "timed out"
+        assert waited >= timeouts[name]
+
+
+async def accept_rep_connection(listener: _nng.Listener) -> _nng.FrameStream:
+    stream = await listener.accept()
+    await stream.handshake(_nng.PROTO_REP0, _nng.PROTO_REQ0)
+    return stream
+
+
+async def test_call_that_cannot_send_in_time_times_out(nng_url: str) -> None:
+    """A server that stops reading: the sends block, and the calls time out anyway."""
+    listener = await _nng.listen(nng_url, _nng.PROTO_REP0)
+    try:
+        async with RPCClient(listener.url, reconnect_max=0.05) as client:
+            stalled = await accept_rep_connection(listener)
+            huge = b"x" * (8 << 20)  # far more than the socket buffers hold
+            timed_out: list[str] = []
+            with trio.fail_after(STEP):
+                async with trio.open_nursery() as nursery:
+
+                    async def call(name: str, args: bytes, seconds: float) -> None:
+                        with pytest.raises(RPCTimeout, match=name):
+                            await client.call(name, args, timeout=seconds)
+                        timed_out.append(name)
+
+                    nursery.start_soon(call, "huge", huge, 0.2)
+                    await trio.testing.wait_all_tasks_blocked()
+                    # This one waits behind the half-sent request for its turn to send.
+                    nursery.start_soon(call, "small", b"", 0.1)
+                assert timed_out == ["small", "huge"]
+                # Half a request on the wire: that connection is dropped, and
+                # the client reconnects and works on the next one.
+                with pytest.raises(_nng.PipeClosed):
+                    while True:
+                        await stalled.receive_frame(16 << 20)
+                answering = await accept_rep_connection(listener)
+                async with trio.open_nursery() as nursery:
+
+                    async def answer() -> None:
+                        request = await answering.receive_frame(1 << 20)
+                        assert isinstance(request, bytes)
+                        await answering.send_frame(request[:4] + msgpack.packb({"ok": "sent"}))
+
+                    nursery.start_soon(answer)
+                    assert await client.call("echo", "after") == "sent"
+            stalled.close()
+            answering.close()
+    finally:
+        listener.close()
 
 
 async def test_call_waits_for_a_server_that_starts_later(url: str, service: Service) -> None:
@@ -676,6 +754,29 @@ async def test_cancelled_receive_keeps_the_partial_frame() -> None:
     peer.close()
     assert received == [b"small", big, _nng.Oversized(b"z" * 64, 800_000), b"tail"]
     assert cancellations > 100
+
+
+async def test_send_deadline_on_a_full_inproc_connection() -> None:
+    url = f"inproc://full-{os.getpid()}"
+    listener = await _nng.listen(url, _nng.PROTO_REP0)
+    try:
+        client = await _nng.dial(url, _nng.PROTO_REQ0, _nng.PROTO_REP0)
+        server = await listener.accept()
+        sent = 0
+        with pytest.raises(trio.TooSlowError):
+            while True:
+                await client.send_frame(b"%d" % sent, trio.current_time() + 0.05)
+                sent += 1
+        assert sent > 0
+        # Nothing was lost or half-sent: the connection carries on.
+        assert await server.receive_frame(100) == b"0"
+        await client.send_frame(b"more", trio.current_time() + STEP)
+        received = [await server.receive_frame(100) for _ in range(sent)]
+        assert received[-1] == b"more"
+        client.close()
+        server.close()
+    finally:
+        listener.close()
 
 
 async def test_inproc_peer_reads_what_was_sent_before_close() -> None:
