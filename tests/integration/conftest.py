@@ -2,7 +2,9 @@
 
 ``db_url`` is an empty database at the newest schema, once per backend;
 ``empty_db_url`` a database without tables (for migration tests); ``db`` the
-``db_url`` one, open.  PostgreSQL needs the service at 127.0.0.1:5432 (see
+``db_url`` one, open; ``backends`` each deployment mode of the API tests
+(``test_api_session_support``) and ``deployment`` one running on them.
+PostgreSQL needs the service at 127.0.0.1:5432 (see
 ``tests/conftest.py``: skipped on a laptop without it, a failure in CI).
 """
 
@@ -19,6 +21,13 @@ import pytest
 import sqlalchemy as sa
 import trio
 import trio_asyncio
+from test_api_session_support import (
+    MODES,
+    Backends,
+    Deployment,
+    backends_for,
+    running_deployment,
+)
 
 from bai.manager.db import Database, create_database
 from bai.manager.models import metadata, migrate
@@ -126,3 +135,14 @@ async def db(db_url: str) -> AsyncIterator[Database]:
     """The scratch database of ``db_url``, open, with short deadlines."""
     async with create_database(db_url, statement_timeout=5.0, acquire_timeout=5.0) as database:
         yield database
+
+
+@pytest.fixture(params=MODES)
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
+    return backends_for(request.param, tmp_path, request)
+
+
+@pytest.fixture
+async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
+    async with running_deployment(backends, tmp_path) as running:
+        yield running

@@ -5,17 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 from test_api_session_support import (
-    MODES,
-    Backends,
     Deployment,
-    backends_for,
-    running_deployment,
     unique_name,
 )
 from test_api_support import Key
@@ -33,17 +27,6 @@ LIFECYCLE = [
     "session_terminating",
     "session_terminated",
 ]
-
-
-@pytest.fixture(params=MODES)
-def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
-    return backends_for(request.param, tmp_path, request)
-
-
-@pytest.fixture
-async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
-    async with running_deployment(backends, tmp_path) as running:
-        yield running
 
 
 class Stream:

@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 import trio
 from test_api_session_support import (
-    MODES,
     RESOURCES,
     Backends,
     Deployment,
-    backends_for,
     problem,
     running_deployment,
     unique_name,
@@ -31,11 +29,6 @@ from test_api_support import API_VERSION
 from bai.client import APIClient, ComputeSession
 from bai.common.auth import sign_request
 from bai.common.types import SessionStatus
-
-
-@pytest.fixture(params=MODES)
-def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
-    return backends_for(request.param, tmp_path, request)
 
 
 @pytest.fixture

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from test_agent_support import read
 from test_api_session_support import (
-    MODES,
-    Backends,
     Deployment,
-    backends_for,
     problem,
-    running_deployment,
     unique_name,
 )
-
-
-@pytest.fixture(params=MODES)
-def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
-    return backends_for(request.param, tmp_path, request)
-
-
-@pytest.fixture
-async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
-    async with running_deployment(backends, tmp_path) as running:
-        yield running
 
 
 async def test_the_script_prepares_the_work_dir_before_the_session_runs(

@@ -4,33 +4,14 @@ and a database left as it was."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from test_api_session_support import (
-    MODES,
     RESOURCES,
-    Backends,
     Deployment,
-    backends_for,
     problem,
-    running_deployment,
     unique_name,
 )
-
-
-@pytest.fixture(params=MODES)
-def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
-    return backends_for(request.param, tmp_path, request)
-
-
-@pytest.fixture
-async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
-    async with running_deployment(backends, tmp_path) as running:
-        yield running
-
 
 # (body, status, problem type, field) of creation requests that must be refused.
 BAD_CREATIONS: list[tuple[Any, int, str, str | None]] = [

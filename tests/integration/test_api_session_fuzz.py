@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 import sqlalchemy as sa
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_api_session_support import (
-    MODES,
     Backends,
     Deployment,
-    backends_for,
     running_deployment,
     unique_name,
 )
@@ -216,11 +213,6 @@ async def _fuzz(backends: Backends, tmp_path: Path) -> None:
                 assert {"type", "title"} <= json.loads(content).keys()
 
         await trio.to_thread.run_sync(never_a_500)
-
-
-@pytest.fixture(params=MODES)
-def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
-    return backends_for(request.param, tmp_path, request)
 
 
 def test_random_session_requests_never_get_a_500(backends: Backends, tmp_path: Path) -> None:

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from test_api_session_support import (
-    MODES,
-    Backends,
     Deployment,
-    backends_for,
-    running_deployment,
     unique_name,
 )
 
 from bai.common.types import SessionStatus
-
-
-@pytest.fixture(params=MODES)
-def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
-    return backends_for(request.param, tmp_path, request)
-
-
-@pytest.fixture
-async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
-    async with running_deployment(backends, tmp_path) as running:
-        yield running
 
 
 async def test_excluded_agents_get_no_sessions_until_included(deployment: Deployment) -> None:

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from test_api_session_support import (
-    MODES,
-    Backends,
     Deployment,
-    backends_for,
-    running_deployment,
     unique_name,
 )
 from test_api_support import API_VERSION, Key
@@ -26,17 +20,6 @@ from trio_websocket import (
 )
 
 from bai.common.auth import sign_request
-
-
-@pytest.fixture(params=MODES)
-def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
-    return backends_for(request.param, tmp_path, request)
-
-
-@pytest.fixture
-async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
-    async with running_deployment(backends, tmp_path) as running:
-        yield running
 
 
 def _headers(deployment: Deployment, target: str, key: Key | None) -> list[tuple[bytes, bytes]]:
