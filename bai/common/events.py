@@ -120,6 +120,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "event_type_filter",
+    "follow_events",
     "running_event_bus",
     "wanted",
 ]
@@ -875,6 +876,38 @@ class InProcEventBus(EventBus):
         self._broadcaster.close()
         for group in self._groups.values():
             group.lot.unpark_all()
+
+
+async def follow_events(
+    bus: EventBus,
+    types: EventTypes,
+    handle: Callable[[Event], Awaitable[None]],
+    *,
+    buffer_size: int,
+    on_overflow: Callable[[], None],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Broadcast-subscribe to *types* for good, awaiting ``handle(event)`` for each event.
+
+    Reports started once the first subscription is open, so nothing published
+    after that is missed.  When the subscriber falls behind (the subscription
+    ends with :class:`SubscriberOverflow`), ``on_overflow()`` is called and a
+    new subscription opened: the events in between are lost, which the caller
+    makes up for.  Returns when the bus closes the subscription.
+    """
+    started = False
+    while True:
+        async with bus.subscribe(types=types, buffer_size=buffer_size) as events:
+            if not started:
+                started = True
+                task_status.started()
+            try:
+                async for event in events:
+                    await handle(event)
+            except SubscriberOverflow:
+                on_overflow()
+                continue
+        return
 
 
 def event_bus_for(redis: RedisConfig) -> EventBus:

@@ -63,7 +63,7 @@ from bai.common.events import (
     Event,
     EventBus,
     EventBusError,
-    SubscriberOverflow,
+    follow_events,
 )
 from bai.common.rpc import RemoteError, RPCClient, RPCConnectionError, RPCError, RPCTimeout
 from bai.common.slots import ResourceSlot
@@ -274,6 +274,11 @@ class _Client:
     scope: trio.CancelScope
 
 
+def _agent_events_overflowed() -> None:
+    # Heartbeats repeat: missing a few only delays an update.
+    log.warning("agent events came faster than they were handled")
+
+
 class AgentPool:
     """Agents as the manager sees them; see the module docstring.
 
@@ -303,32 +308,39 @@ class AgentPool:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled: heartbeat handling, the LOST checker and the RPC clients."""
-        types = (AgentHeartbeat, AgentStarted, AgentTerminated)
-        async with trio.open_nursery() as nursery:
-            try:
-                while True:
-                    async with self._bus.subscribe(types=types, buffer_size=10_000) as events:
-                        if self._nursery is None:
-                            self._nursery = nursery
-                            self._started_at = trio.current_time()
-                            nursery.start_soon(self._check_liveness)
-                            task_status.started()
-                        try:
-                            async for event in events:
-                                try:
-                                    await self._on_event(event)
-                                except Exception:
-                                    log.exception("handling %s failed", event.name)
-                        except SubscriberOverflow:
-                            # Heartbeats repeat: missing a few only delays an update.
-                            log.warning("agent events came faster than they were handled")
-                            continue
-                    return
-            finally:
-                self._nursery = None
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._follow, nursery.cancel_scope)
+                self._nursery = nursery
+                self._started_at = trio.current_time()
+                nursery.start_soon(self._check_liveness)
+                task_status.started()
+        finally:
+            self._nursery = None
+
+    async def _follow(
+        self, pool_scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        try:
+            await follow_events(
+                self._bus,
+                (AgentHeartbeat, AgentStarted, AgentTerminated),
+                self._on_event,
+                buffer_size=10_000,
+                on_overflow=_agent_events_overflowed,
+                task_status=task_status,
+            )
+        finally:
+            # The bus ended the subscription: the pool stops with it.
+            pool_scope.cancel()
 
     async def _on_event(self, event: Event) -> None:
+        try:
+            await self._handle_event(event)
+        except Exception:
+            log.exception("handling %s failed", event.name)
+
+    async def _handle_event(self, event: Event) -> None:
         if isinstance(event, AgentHeartbeat):
             await self.handle_heartbeat(event.agent_id, event.agent_info)
         elif isinstance(event, AgentStarted):

@@ -92,6 +92,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import math
@@ -120,7 +121,7 @@ from bai.common.events import (
     ExecutionTimeout,
     SessionEnqueued,
     SessionEvent,
-    SubscriberOverflow,
+    follow_events,
 )
 from bai.common.rpc import RemoteError
 from bai.common.slots import (
@@ -861,7 +862,16 @@ class SessionRegistry:
         """Run until cancelled (see the class docstring); report started once events flow."""
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(self._watch_sessions)
+                await nursery.start(
+                    functools.partial(
+                        follow_events,
+                        self._bus,
+                        (SessionEvent,),
+                        self._on_session_event,
+                        buffer_size=100_000,
+                        on_overflow=self._on_session_overflow,
+                    )
+                )
                 await nursery.start(self._consume_kernel_events)
                 nursery.start_soon(self._reconcile_loop)
                 nursery.start_soon(self._flush_query_counts)
@@ -873,22 +883,14 @@ class SessionRegistry:
                 scope.deadline = trio.current_time() + 5.0
                 await self._write_query_counts()
 
-    async def _watch_sessions(self, *, task_status: trio.TaskStatus[None]) -> None:
-        started = False
-        while True:
-            async with self._bus.subscribe(types=(SessionEvent,), buffer_size=100_000) as events:
-                if not started:
-                    started = True
-                    task_status.started()
-                try:
-                    async for event in events:
-                        assert isinstance(event, SessionEvent)
-                        self.notify([event.session_id])
-                except SubscriberOverflow:
-                    # Waiters also poll the database, so a missed wake-up only delays them.
-                    log.warning("session events came faster than they were handled")
-                    continue
-            return
+    async def _on_session_event(self, event: Event) -> None:
+        assert isinstance(event, SessionEvent)
+        self.notify([event.session_id])
+
+    @staticmethod
+    def _on_session_overflow() -> None:
+        # Waiters also poll the database, so a missed wake-up only delays them.
+        log.warning("session events came faster than they were handled")
 
     def notify(self, session_ids: Iterable[uuid.UUID]) -> None:
         """Wake the :meth:`wait_for_start` callers of these sessions (their status changed).

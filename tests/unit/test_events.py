@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 import pytest
 import trio
+import trio.testing
 
 from bai.common.config import AgentConfig, parse_config
 from bai.common.errors import InvalidValue
@@ -56,6 +57,7 @@ from bai.common.events import (
     SessionTerminating,
     decode_event,
     encode_event,
+    follow_events,
     running_event_bus,
 )
 from bai.common.events_redis import RedisEventBus
@@ -309,6 +311,51 @@ async def test_running_event_bus_serves_its_users_cleanup_then_stops() -> None:
                     assert isinstance(await subscription.receive(), AgentTerminated)
     with pytest.raises(trio.ClosedResourceError):
         await bus.publish(DoSchedule())
+
+
+async def test_follow_events_resubscribes_after_overflow_and_ends_with_the_bus() -> None:
+    seen: list[str] = []
+    overflows: list[bool] = []
+    release = trio.Event()
+
+    async def handle(event: Event) -> None:
+        assert isinstance(event, DoSchedule)
+        seen.append(event.origin)
+        if event.origin == "first":
+            # Stall so that the next events overflow the one-slot buffer.
+            await release.wait()
+
+    bus = InProcEventBus()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.serve)
+
+        async def follow(*, task_status: trio.TaskStatus[None]) -> None:
+            await follow_events(
+                bus,
+                (DoSchedule,),
+                handle,
+                buffer_size=1,
+                on_overflow=lambda: overflows.append(True),
+                task_status=task_status,
+            )
+            seen.append("returned")
+
+        await nursery.start(follow)
+        await bus.publish(AgentStarted(agent_id=AgentId("i-a")))
+        for origin in ("first", "lost-1", "lost-2", "lost-3"):
+            await bus.publish(DoSchedule(origin=origin))
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert overflows == [True]
+        await bus.publish(DoSchedule(origin="after"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen[0] == "first" and seen[-1] == "after"
+        assert "lost-3" not in seen
+        await bus.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen[-1] == "returned"
+        nursery.cancel_scope.cancel()
 
 
 async def test_receive_after_consumer_closed_is_refused() -> None:

@@ -48,6 +48,7 @@ Operator controls for ``/manager/scheduler/*``: :meth:`Dispatcher.operation`
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -61,7 +62,7 @@ import sqlalchemy as sa
 import trio
 
 from bai.common.errors import InvalidValue
-from bai.common.events import DoSchedule, Event, SubscriberOverflow
+from bai.common.events import DoSchedule, Event, follow_events
 from bai.common.slots import ResourceSlot
 from bai.common.types import (
     RESOURCE_OCCUPYING_STATUSES,
@@ -182,7 +183,17 @@ class Dispatcher:
         self._running = True
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(self._listen)
+                # A lost request is answered by the one pass that overflow triggers.
+                await nursery.start(
+                    functools.partial(
+                        follow_events,
+                        self._bus,
+                        (DoSchedule,),
+                        self._on_request,
+                        buffer_size=1024,
+                        on_overflow=self.trigger,
+                    )
+                )
                 task_status.started()
                 while True:
                     with trio.move_on_after(self.interval):
@@ -195,23 +206,10 @@ class Dispatcher:
         finally:
             self._running = False
 
-    async def _listen(self, *, task_status: trio.TaskStatus[None]) -> None:
-        started = False
-        while True:
-            async with self._bus.subscribe(types=(DoSchedule,), buffer_size=1024) as requests:
-                if not started:
-                    started = True
-                    task_status.started()
-                try:
-                    async for request in requests:
-                        assert isinstance(request, DoSchedule)
-                        if request.origin != self.origin:
-                            self.trigger()
-                except SubscriberOverflow:
-                    # Requests were lost, which one pass answers as well as all of them.
-                    self.trigger()
-                    continue
-            return
+    async def _on_request(self, request: Event) -> None:
+        assert isinstance(request, DoSchedule)
+        if request.origin != self.origin:
+            self.trigger()
 
     async def run_pass(self) -> PassReport:
         """Run one pass now (see the module docstring) and return what it did."""
