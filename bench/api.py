@@ -35,6 +35,7 @@ import sqlalchemy as sa
 import trio
 
 from bai.common.auth import sign_request
+from bai.common.daemon import tune_collector
 from bai.common.slots import BinarySize
 from bai.manager.embedded import EmbeddedHandle, EmbeddedService, embedded_configs
 from bai.manager.models import keypairs
@@ -115,34 +116,42 @@ async def _execute(client: Client, session_id: str, rounds: int) -> list[float]:
 # ------------------------------------------------------------- load worker
 
 
+async def _response(stream: trio.SocketStream, buffer: bytes) -> tuple[int, bool, bytes]:
+    """Read one response: its status, whether the server closes after it, and what follows."""
+    while True:
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buffer[:head_end].lower()
+            length = 0
+            start = head.find(b"\r\ncontent-length:")
+            if start >= 0:
+                end = head.find(b"\r\n", start + 2)
+                length = int(head[start + 17 : end if end >= 0 else len(head)])
+            if len(buffer) >= head_end + 4 + length:
+                closes = b"\r\nconnection: close" in head
+                return int(head[9:12]), closes, buffer[head_end + 4 + length :]
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        buffer += chunk
+
+
 async def _load_connection(
     host: str, port: int, request: bytes, deadline: float, counts: list[int]
 ) -> None:
-    stream = await trio.open_tcp_stream(host, port)
-    buffer = b""
-    async with stream:
-        while trio.current_time() < deadline:
-            await stream.send_all(request)
-            while True:
-                head_end = buffer.find(b"\r\n\r\n")
-                if head_end >= 0:
-                    head = buffer[:head_end].decode("latin-1")
-                    status = int(head.split(" ", 2)[1])
-                    length = 0
-                    for line in head.split("\r\n")[1:]:
-                        name, _, value = line.partition(":")
-                        if name.strip().lower() == "content-length":
-                            length = int(value)
-                    if len(buffer) >= head_end + 4 + length:
-                        buffer = buffer[head_end + 4 + length :]
-                        break
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    raise RuntimeError("the server closed the connection")
-                buffer += chunk
-            if status != 200:
-                raise RuntimeError(f"GET answered {status}")
-            counts[0] += 1
+    # Hypercorn closes a keep-alive connection after 1,000 requests: open the next one.
+    while trio.current_time() < deadline:
+        stream = await trio.open_tcp_stream(host, port)
+        buffer = b""
+        async with stream:
+            while trio.current_time() < deadline:
+                await stream.send_all(request)
+                status, closes, buffer = await _response(stream, buffer)
+                if status != 200:
+                    raise RuntimeError(f"GET answered {status}")
+                counts[0] += 1
+                if closes:
+                    break
 
 
 async def _load(endpoint: str, target: str, headers: dict[str, str], seconds: float) -> float:
@@ -238,6 +247,8 @@ def main() -> None:
         return
     rounds, executes = (5, 50) if args.quick else (30, 500)
     seconds = 1.0 if args.quick else args.seconds
+    # The server side runs as `bai up` does.
+    tune_collector()
     with tempfile.TemporaryDirectory(prefix="bai-bench-api-") as folder:
         figures = trio.run(_bench, Path(folder), rounds, executes, seconds)
     print(json.dumps(figures))

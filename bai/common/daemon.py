@@ -6,16 +6,21 @@ problem), sets up logging from its ``[logging]`` section, writes the pid file
 if one is configured, and runs the daemon's services in one root nursery
 until SIGINT or SIGTERM, which cancels them all.  The pid file is removed on
 the way out, whatever ended the run.
+
+:func:`tune_collector` sets the garbage collector up for a long-running
+server; every daemon entry point (``bai agent``, ``bai manager``, ``bai up``)
+calls it once its modules are imported.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import trio
 
@@ -25,6 +30,28 @@ from bai.common.logging import setup_logging_from
 log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=DaemonConfig)
+
+#: Net new container objects between young garbage collections in a daemon.
+GC_YOUNG_THRESHOLD: Final = 10_000
+
+
+def tune_collector() -> None:
+    """Set the cyclic garbage collector up for a server process; once per process.
+
+    Under load the objects of requests in flight survive young collections
+    and reach the oldest generation often enough to trigger a full collection
+    every second or so, and each full collection walks every module, class
+    and function of the process again (about 10 % of the manager's time at
+    1,500 requests/s).  So what the process holds now (its imported code) is
+    frozen out of later collections (reference counting still frees those
+    objects; only cycles among them outlive their use), and young collections
+    run every :data:`GC_YOUNG_THRESHOLD` net allocations instead of 700,
+    which lets most request objects die young.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 async def _serve_until_signal(
@@ -62,6 +89,7 @@ def run_daemon(
     config = loaded.config
     setup_logging_from(logging_of(config))
     log.info("%s", loaded.describe())
+    tune_collector()
     pid_file = pid_file_of(config)
     if pid_file is not None:
         pid_file.write_text(f"{os.getpid()}\n")

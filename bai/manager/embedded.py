@@ -44,6 +44,7 @@ import trio
 from bai.agent.server import AgentService
 from bai.client.envfile import CLIENT_ENV_NAME, write_client_env
 from bai.common.config import AgentConfig, ManagerConfig, parse_config
+from bai.common.daemon import tune_collector
 from bai.common.events import InProcEventBus
 from bai.common.logging import setup_logging
 from bai.manager.agents import STARTED_KERNEL_STATUSES
@@ -349,5 +350,6 @@ def main(data_dir: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -
     """Run ``bai up`` until a signal; returns the process exit code."""
     setup_logging(level="INFO")
     manager, agent = embedded_configs(data_dir, host=host, port=port)
+    tune_collector()
     trio.run(_run, EmbeddedService(data_dir, manager_config=manager, agent_config=agent))
     return 0

@@ -7,6 +7,7 @@ PostgreSQL) and talks to it over HTTP with signed requests.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -162,6 +163,17 @@ async def test_keypair_changes_apply_once_the_cached_lookup_expires(db: Database
         await trio.sleep(0.6)
         response = await api.call("GET", "/auth", key=api.user, params={"echo": "x"})
         assert_problem(response, 401, "unauthorized")
+
+
+async def test_a_changed_secret_key_applies_once_the_cached_lookup_expires(db: Database) -> None:
+    async with running_api(db, auth_cache_ttl=0.5) as api:
+        old, new = api.user, replace(api.user, secret_key="s" * 40)
+        assert (await api.call("GET", "/auth", key=old, params={"echo": "x"})).status_code == 200
+        await api.update_keypair(api.user, secret_key=new.secret_key)
+        await trio.sleep(0.6)
+        response = await api.call("GET", "/auth", key=old, params={"echo": "x"})
+        assert_problem(response, 401, "unauthorized")
+        assert (await api.call("GET", "/auth", key=new, params={"echo": "x"})).status_code == 200
 
 
 async def test_inactive_user_and_domain_are_401(api: Api) -> None:

@@ -38,6 +38,7 @@ from bai.common.auth import (
     SigningInputs,
     UnsupportedSignMethod,
     compute_signature,
+    derive_signing_key,
     format_sign_method,
     hash_name_of,
     normalize_content_type,
@@ -411,6 +412,29 @@ def test_signing_key_uses_the_calendar_day_written_in_the_date() -> None:
         compute_signature(inputs, "secret", "sha256")
         == hmac.new(key, message, "sha256").hexdigest()
     )
+
+
+def test_remembered_signing_keys_are_never_reused_for_another_secret_day_or_host() -> None:
+    def expected(secret: str, day: str, host: str) -> bytes:
+        return hmac.digest(
+            hmac.digest(secret.encode(), day.encode(), "sha256"), host.encode(), "sha256"
+        )
+
+    late = datetime(2024, 5, 6, 23, 59, 59, tzinfo=UTC)
+    cases = [
+        (SPEC_SECRET_KEY, late, "h", "20240506"),
+        (SPEC_SECRET_KEY, late + timedelta(seconds=1), "h", "20240507"),
+        (SPEC_SECRET_KEY, late, "h:8080", "20240506"),
+        (SPEC_SECRET_KEY + "x", late, "h", "20240506"),
+    ]
+    # Twice over, so the second pass reads what the first one remembered.
+    for _ in range(2):
+        for secret, date, host, day in cases:
+            assert derive_signing_key(secret, date, host, "sha256") == expected(secret, day, host)
+    headers = _signed_headers(now=late)
+    assert _verify(headers, now=late) == SPEC_ACCESS_KEY
+    with pytest.raises(SignatureMismatch):
+        _verify(headers, now=late, secret_key=SPEC_SECRET_KEY + "x")
 
 
 # --- round trips and tampering ------------------------------------------------------------

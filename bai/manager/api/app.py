@@ -39,7 +39,8 @@ from typing import Final
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
-from quart import Blueprint, Response, current_app, g, request
+from quart import Blueprint, Response, current_app, g
+from quart.globals import request_ctx
 from quart_trio import QuartTrio
 
 from bai.common.errors import BaiError
@@ -55,7 +56,13 @@ from bai.manager.api.ratelimit import (
 )
 from bai.manager.context import ManagerContext
 
-__all__ = ["BLUEPRINTS", "MAX_CONTENT_LENGTH", "PUBLIC_RATE_LIMIT", "create_app", "serve_api"]
+__all__ = [
+    "BLUEPRINTS",
+    "MAX_CONTENT_LENGTH",
+    "PUBLIC_RATE_LIMIT",
+    "create_app",
+    "serve_api",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +105,25 @@ class _Gate:
             )
 
     async def before(self) -> None:
-        client = request.scope.get("client")
+        # The request itself, not the context-local proxy: this runs on every request.
+        req = request_ctx.request
+        client = req.scope.get("client")
         ip_key = f"ip:{client[0] if client else 'unknown'}"
         authenticated: auth.AuthContext | None = None
         level = auth.Access.PUBLIC
         try:
             version.check_method_override()
             version.negotiate_version()
-            if request.routing_exception is None:
-                level = auth.access_of(current_app.view_functions.get(request.endpoint or ""))
-                if level > auth.Access.PUBLIC or "Authorization" in request.headers:
+            if req.routing_exception is None:
+                level = auth.access_of(current_app.view_functions.get(req.endpoint or ""))
+                headers = req.headers
+                if level > auth.Access.PUBLIC or "Authorization" in headers:
                     authenticated = await auth.authenticate(
                         current_ctx().db,
                         self.keypairs,
-                        method=request.method,
+                        method=req.method,
                         raw_target=version.raw_target(),
+                        headers=headers,
                     )
         except BaiError:
             await self.count(ip_key, self.public_limit)
@@ -123,9 +134,10 @@ class _Gate:
         await self.count(f"ak:{authenticated.access_key}", authenticated.rate_limit)
         g.bai_auth = authenticated
         auth.require_access(authenticated, level)
-        owner = request.args.get("owner_access_key")
-        if owner is not None:
-            g.bai_auth = await auth.resolve_owner(authenticated, owner)
+        if req.query_string:
+            owner = req.args.get("owner_access_key")
+            if owner is not None:
+                g.bai_auth = await auth.resolve_owner(authenticated, owner)
 
     async def after(self, response: Response) -> Response:
         decision = g.get("bai_ratelimit")

@@ -43,7 +43,7 @@ import sqlalchemy as sa
 import trio
 from quart import Blueprint, Response, g, request
 
-from bai.common.auth import read_signed_request, verify_signature
+from bai.common.auth import HeaderSource, read_signed_request, verify_signature
 from bai.common.errors import InvalidValue
 from bai.common.types import AccessKey
 from bai.manager.api.errors import Forbidden, NotFound, Unauthorized
@@ -171,6 +171,7 @@ class _KeypairRecord:
     principal: Principal
     secret_key: str
     usable: str | None  # why the account cannot be used, or None
+    auth: AuthContext  # the principal calling for itself; immutable, so shared by requests
 
 
 _KEYPAIR_QUERY: Final = (
@@ -224,7 +225,12 @@ async def _load(db: Database, access_key: str) -> _KeypairRecord | None:
         usable = "the user account is not active"
     elif not row.domain_active:
         usable = "the user's domain is inactive"
-    return _KeypairRecord(principal, row.secret_key, usable)
+    return _KeypairRecord(principal, row.secret_key, usable, _acting_for_itself(principal))
+
+
+def _acting_for_itself(principal: Principal) -> AuthContext:
+    fields = {name: getattr(principal, name) for name in Principal.__dataclass_fields__}
+    return AuthContext(**fields, owner=principal)
 
 
 async def load_principal(db: Database, access_key: str) -> Principal | None:
@@ -254,7 +260,8 @@ class KeypairCache:
         now = trio.current_time()
         cached = self._entries.get(access_key)
         if cached is not None and cached[0] > now:
-            await trio.lowlevel.checkpoint()
+            # A cancellation point without a trip through the scheduler: this runs per request.
+            await trio.lowlevel.checkpoint_if_cancelled()
             return cached[1]
         record = await _load(db, access_key)
         if record is not None and self.ttl > 0:
@@ -266,17 +273,25 @@ class KeypairCache:
 
 
 async def authenticate(
-    db: Database, cache: KeypairCache, *, method: str, raw_target: str
+    db: Database,
+    cache: KeypairCache,
+    *,
+    method: str,
+    raw_target: str,
+    headers: HeaderSource | None = None,
 ) -> AuthContext:
-    """Authenticate the current request (module docs); ``owner`` is the caller.
+    """Authenticate a request (module docs); ``owner`` is the caller.
 
-    *raw_target* is the request target as sent; *cache* holds recent look-ups.
+    *raw_target* is the request target as sent and *headers* its headers
+    (default: the current request's); *cache* holds recent look-ups.
 
     Raises the :mod:`bai.common.auth` errors for malformed or skewed headers
     and wrong signatures, and :class:`~bai.manager.api.errors.Unauthorized`
     for unknown access keys and disabled accounts.
     """
-    signed = read_signed_request(method=method, path=raw_target, headers=request.headers)
+    signed = read_signed_request(
+        method=method, path=raw_target, headers=request.headers if headers is None else headers
+    )
     record = await cache.lookup(db, signed.access_key)
     if record is None:
         raise Unauthorized("unknown access key")
@@ -284,12 +299,7 @@ async def authenticate(
     verify_signature(signed, record.secret_key)
     if record.usable is not None:
         raise Unauthorized(record.usable)
-    principal = record.principal
-    return AuthContext(**_fields(principal), owner=principal)
-
-
-def _fields(principal: Principal) -> dict[str, Any]:
-    return {name: getattr(principal, name) for name in Principal.__dataclass_fields__}
+    return record.auth
 
 
 def require_access(auth: AuthContext, level: Access) -> None:

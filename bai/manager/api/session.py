@@ -85,7 +85,6 @@ from quart import Blueprint, Response, current_app, request
 
 from bai.common.config import parse_duration
 from bai.common.errors import InvalidValue
-from bai.common.slots import ResourceSlot
 from bai.common.types import SessionStatus
 from bai.manager.api.auth import AuthContext, auth_required, current_auth, resolve_owner
 from bai.manager.api.errors import ApiError, Forbidden
@@ -254,12 +253,12 @@ def _iso(moment: datetime | None) -> str | None:
 def _kernel_json(info: SessionInfo) -> list[dict[str, Any]]:
     return [
         {
-            "id": str(k.id),
+            "id": k.id,
             "clusterRole": k.cluster_role,
             "clusterIdx": k.cluster_idx,
             "clusterHostname": k.cluster_hostname,
             "agent": k.agent,
-            "status": k.status.value,
+            "status": k.status,
             "statusInfo": k.status_info,
             "containerId": k.container_id,
             "exitCode": k.exit_code,
@@ -282,33 +281,37 @@ def _cpu_used_msec(stat: Mapping[str, Any] | None) -> int:
 
 def session_json(info: SessionInfo, *, now: datetime | None = None) -> dict[str, Any]:
     """``GET /session/:id``: the spec's keys (``lang``, ``age`` in ms, ``memoryLimit``
-    in KiB, ``numQueriesExecuted``, ``cpuCreditUsed`` in ms) and everything else known."""
+    in KiB, ``numQueriesExecuted``, ``cpuCreditUsed`` in ms) and everything else known.
+
+    UUIDs and string enums are left for :func:`json_response` to encode (as
+    their canonical text and their value), which it does faster than ``str``.
+    """
     main = info.main_kernel
     end = info.terminated_at or now or utcnow()
-    occupied = ResourceSlot()
-    for kernel in info.kernels:
+    occupied = main.occupied_slots
+    for kernel in info.kernels[1:]:
         occupied = occupied + kernel.occupied_slots
     memory = main.requested_slots.get("mem")
     return {
-        "sessionId": str(info.id),
+        "sessionId": info.id,
         "sessionName": info.name,
         "ownerAccessKey": info.access_key,
         "domainName": info.domain_name,
-        "groupId": str(info.group_id),
-        "userId": str(info.user_uuid),
-        "type": info.session_type.value,
+        "groupId": info.group_id,
+        "userId": info.user_uuid,
+        "type": info.session_type,
         "lang": info.image,
         "image": info.image,
         "architecture": info.architecture,
         "tag": info.tag,
-        "clusterMode": info.cluster_mode.value,
+        "clusterMode": info.cluster_mode,
         "clusterSize": info.cluster_size,
         "scalingGroup": info.scaling_group,
-        "status": info.status.value,
+        "status": info.status,
         "statusInfo": info.status_info,
         "statusData": info.status_data,
         "statusChanged": _iso(info.status_changed),
-        "result": info.result.value,
+        "result": info.result,
         "creationTime": _iso(info.created_at),
         "terminationTime": _iso(info.terminated_at),
         "startsAt": _iso(info.starts_at),

@@ -24,6 +24,7 @@ every request with the older of its own version and ours (v6.20220615).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ MIN_API_VERSION: Final = ApiVersion(4, "20190315")
 MAX_MAJOR: Final = max(LATEST_REVISIONS)
 
 
+@functools.lru_cache(maxsize=256)
 def parse_api_version(text: str) -> ApiVersion:
     """Parse and check an ``X-BackendAI-Version`` value.
 
@@ -94,6 +96,7 @@ def parse_api_version(text: str) -> ApiVersion:
     it is not ``vX.yyyymmdd`` with a real date, and
     :class:`~bai.manager.api.errors.UnsupportedApiVersion` when it is older
     than :data:`MIN_API_VERSION` or its major is above :data:`MAX_MAJOR`.
+    Accepted values are remembered: clients send the same one every time.
     """
     value = text.strip()
     match = _VERSION_RE.fullmatch(value)
