@@ -9,9 +9,12 @@ see, each as ``event: <name>`` and ``data: <JSON>``:
   ``session_terminated``, ``session_success``, ``session_failure``,
   ``session_cancelled``, with ``{"sessionId", "sessionName",
   "ownerAccessKey", "reason"}``, plus ``result`` on ``session_terminated`` and
-  ``exitCode`` where the event has one;
-* scope ``kernel``: ``kernel_preparing`` ... ``kernel_terminated`` with the
-  same keys plus ``kernelId``.
+  ``exitCode`` where the event has one.  A session that fails before it
+  runs sends ``session_cancelled`` with the reason (``bootstrap-failed``,
+  ``failed-to-start``, ...); one that fails while running sends
+  ``session_failure`` at once and ``session_terminated`` once destroyed;
+* scope ``kernel``: ``kernel_preparing`` ... ``kernel_terminated`` and
+  ``kernel_cancelled`` with the same keys plus ``kernelId``, once per kernel.
 
 Query parameters: ``sessionId`` (one session), ``name`` (or ``sessionName``;
 ``*`` for all) matched with the owner's access key, ``group`` (a project
