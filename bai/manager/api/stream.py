@@ -28,7 +28,6 @@ requests are not counted against the keypair's rate limit.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Mapping
 from typing import Any, Final
@@ -37,16 +36,15 @@ import msgspec
 import trio
 from quart import Blueprint, current_app, websocket
 
-from bai.common.auth import read_signed_request, verify_signature
 from bai.common.errors import InvalidValue
 from bai.manager.api.auth import (
     AUTH_CACHE_TTL,
     AuthContext,
     KeypairCache,
-    Principal,
+    authenticate,
     resolve_owner,
 )
-from bai.manager.api.errors import Unauthorized, problem_of
+from bai.manager.api.errors import problem_of
 from bai.manager.api.helpers import InvalidParameter, current_ctx
 from bai.manager.api.session import batch_options, find_session, translated_errors
 from bai.manager.api.version import RAW_TARGET, VERSION_HEADER, parse_api_version
@@ -90,22 +88,17 @@ async def _authenticate() -> AuthContext:
     header = websocket.headers.get(VERSION_HEADER)
     if header is not None:
         parse_api_version(header)
-    scope: Mapping[str, Any] = websocket.scope
-    signed = read_signed_request(
-        method="GET", path=str(scope[RAW_TARGET]), headers=websocket.headers
-    )
     keypairs = current_app.extensions.get(_KEYPAIRS_KEY)
     if not isinstance(keypairs, KeypairCache):
         keypairs = current_app.extensions[_KEYPAIRS_KEY] = KeypairCache(AUTH_CACHE_TTL)
-    record = await keypairs.lookup(current_ctx().db, signed.access_key)
-    if record is None:
-        raise Unauthorized("unknown access key")
-    verify_signature(signed, record.secret_key)
-    if record.usable is not None:
-        raise Unauthorized(record.usable)
-    principal = record.principal
-    fields = {f.name: getattr(principal, f.name) for f in dataclasses.fields(Principal)}
-    auth = AuthContext(**fields, owner=principal)
+    scope: Mapping[str, Any] = websocket.scope
+    auth = await authenticate(
+        current_ctx().db,
+        keypairs,
+        method="GET",
+        raw_target=str(scope[RAW_TARGET]),
+        headers=websocket.headers,
+    )
     return await resolve_owner(auth, websocket.args.get("owner_access_key"))
 
 
