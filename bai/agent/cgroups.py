@@ -195,6 +195,17 @@ class KernelCgroup(ABC):
     def kill(self, timeout: float = 5.0) -> bool:
         """SIGKILL every process in the cgroup; True once it is empty (within *timeout*)."""
 
+    def _kill_until_empty(self, deadline: float) -> bool:
+        """SIGKILL whatever is left until the cgroup is empty; False once *deadline* passes."""
+        while True:
+            remaining = self.pids()
+            if not remaining:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            _kill_pids(remaining)
+            time.sleep(0.005)
+
     @abstractmethod
     def remove(self, timeout: float = 2.0) -> None:
         """Remove the (emptied) cgroup; a cgroup already gone is not an error."""
@@ -324,14 +335,7 @@ class _V1Cgroup(KernelCgroup):
             if frozen and freezer is not None:
                 with contextlib.suppress(CgroupError):
                     _write(freezer / "freezer.state", "THAWED")
-        while True:
-            remaining = self.pids()
-            if not remaining:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            _kill_pids(remaining)
-            time.sleep(0.005)
+        return self._kill_until_empty(deadline)
 
     def remove(self, timeout: float = 2.0) -> None:
         deadline = time.monotonic() + timeout
@@ -482,14 +486,7 @@ class _V2Cgroup(KernelCgroup):
             finally:
                 with contextlib.suppress(CgroupError):
                     _write(self._dir / "cgroup.freeze", "0")
-        while True:
-            remaining = self.pids()
-            if not remaining:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            _kill_pids(remaining)
-            time.sleep(0.005)
+        return self._kill_until_empty(deadline)
 
     def remove(self, timeout: float = 2.0) -> None:
         _rmdir(self._dir, time.monotonic() + timeout)
