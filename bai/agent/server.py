@@ -143,6 +143,7 @@ from bai.agent.cgroups import CgroupLimits
 from bai.agent.images import Image, ImageCatalog, host_architecture, load_catalog
 from bai.agent.kernel import AgentKernel
 from bai.agent.plugins import ComputePlugin, create_allocator, load_plugins
+from bai.agent.plugins.cpu import CPUPlugin
 from bai.agent.registry import KernelRecord, KernelRegistry
 from bai.agent.requests import InvalidRequest, parse
 from bai.agent.runnerlink import RunError, RunnerLink, RunnerLinkError
@@ -397,13 +398,11 @@ class AgentService:
                         )
                 finally:
                     # The backend's host state goes whatever became of the goodbye.
-                    with trio.CancelScope(shield=True) as scope:
-                        scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
+                    with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                         await self.backend.shutdown()
         finally:
             if loaded_plugins:
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
+                with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                     for plugin in self.plugins.values():
                         try:
                             await plugin.cleanup()
@@ -433,8 +432,8 @@ class AgentService:
         await self._publish(
             AgentKernelTerminated(
                 agent_id=AgentId(self.agent_id),
-                kernel_id=KernelId(_uuid(kernel_id)),
-                session_id=SessionId(_uuid(session_id)),
+                kernel_id=KernelId(uuid.UUID(kernel_id)),
+                session_id=SessionId(uuid.UUID(session_id)),
                 reason=reason,
                 exit_code=exit_code,
             )
@@ -551,8 +550,7 @@ class AgentService:
     async def _end_orphan(self, kernel: AgentKernel, reason: str) -> None:
         """Clean up after a registry entry whose kernel did not survive the agent."""
         record = kernel.record
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
+        with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
             await self.backend.terminate(record, None, grace=0)
             await self.backend.cleanup(record)
             await trio.to_thread.run_sync(self._registry.remove, record.kernel_id)
@@ -576,10 +574,7 @@ class AgentService:
 
     def _set_limits(self, kernel: AgentKernel) -> None:
         slots = ResourceSlot.from_json(kernel.record.occupied_slots)
-        cpu = slots.get("cpu", Decimal(0))
-        mem = slots.get("mem", Decimal(0))
-        kernel.cpu_limit = cpu if cpu > 0 else None
-        kernel.memory_limit = int(mem) if mem > 0 else None
+        kernel.cpu_limit, kernel.memory_limit = _cpu_and_memory(slots)
 
     async def _save(self, record: KernelRecord) -> None:
         data = self._registry.encode(record)
@@ -640,8 +635,7 @@ class AgentService:
                 reason = kernel.stop_reason or "agent-termination"
             else:
                 reason = kernel.stop_reason
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
+            with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 await self._finish(kernel, reason)
         if failure is not None and not started:
             raise failure
@@ -859,14 +853,13 @@ class AgentService:
         cluster: requests.ClusterInfo,
         image: Image,
         allocation: Mapping[str, Mapping[str, Mapping[str, Decimal]]],
+        occupied: ResourceSlot,
         port_map: Mapping[int, int],
         pids_max: int,
     ) -> KernelLaunch:
-        total = _occupied(allocation)
-        cpu = total.get("cpu", Decimal(0))
-        mem = total.get("mem", Decimal(0))
-        cores = sorted(int(c) for c in allocation.get("cpu", {}).get("cpu", {}))
-        core_count = max(math.ceil(cpu), 1) if cpu > 0 else (os.cpu_count() or 1)
+        cpu, memory = _cpu_and_memory(occupied)
+        cores = CPUPlugin.cores(allocation.get("cpu", {}))
+        core_count = max(math.ceil(cpu), 1) if cpu is not None else (os.cpu_count() or 1)
         hostname = config.cluster_hostname or f"{config.cluster_role}{config.cluster_idx}"
         runtime_dir = os.path.dirname(image.runtime_path)
         environ: dict[str, str] = {
@@ -899,8 +892,8 @@ class AgentService:
         for key, plugin in self.plugins.items():
             environ.update(plugin.environ(allocation.get(key, {})))
         limits = CgroupLimits(
-            cpu=cpu if cpu > 0 else None,
-            memory=int(mem) if mem > 0 else None,
+            cpu=cpu,
+            memory=memory,
             pids=pids_max,
             cpus=tuple(cores) if cores else None,
         )
@@ -962,6 +955,7 @@ class AgentService:
                 kid = str(config.kernel_id)
                 allocation = self.allocator.allocate(kid, slots)
                 allocated.append(kid)
+                occupied = _occupied(allocation)
                 wanted = [p for service in image.service_ports for p in service.ports]
                 host_ports = self._ports.allocate(len(wanted)) if wanted else []
                 taken += host_ports
@@ -972,6 +966,7 @@ class AgentService:
                     cluster,
                     image,
                     allocation,
+                    occupied,
                     port_map,
                     config.resource_opts.pids_max or self.pids_max,
                 )
@@ -987,7 +982,7 @@ class AgentService:
                     cluster_idx=config.cluster_idx,
                     cluster_hostname=launch.hostname,
                     local_rank=config.local_rank,
-                    occupied_slots=_occupied(allocation).to_json(),
+                    occupied_slots=occupied.to_json(),
                     allocations={
                         key: allocation_to_json(part) for key, part in allocation.items() if part
                     },
@@ -1318,15 +1313,18 @@ class AgentService:
         return {kid: self.kernels[kid].last_stat for kid in wanted if kid in self.kernels}
 
 
-def _uuid(text: str) -> uuid.UUID:
-    return uuid.UUID(text)
-
-
 def _occupied(allocation: Mapping[str, Mapping[str, Mapping[str, Decimal]]]) -> ResourceSlot:
     total = ResourceSlot()
     for part in allocation.values():
         total = total + allocation_total(part)
     return total
+
+
+def _cpu_and_memory(slots: ResourceSlot) -> tuple[Decimal | None, int | None]:
+    """The cores and bytes *slots* hold, each None when it holds none (no limit)."""
+    cpu = slots.get("cpu", Decimal(0))
+    mem = slots.get("mem", Decimal(0))
+    return (cpu if cpu > 0 else None, int(mem) if mem > 0 else None)
 
 
 def _allocations(data: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Decimal]]]:
