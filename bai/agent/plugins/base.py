@@ -23,7 +23,7 @@ in agent.toml refers to the plugin class.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -38,6 +38,15 @@ __all__ = ["ComputePlugin", "Device", "PluginError"]
 
 class PluginError(InvalidValue):
     """A compute plugin's configuration was rejected; the message names the file, key and value."""
+
+
+def reject_unknown_keys(table: Mapping[Any, Any], allowed: Collection[str], field: str) -> None:
+    """Raise :class:`PluginError` for the first key of *table* (sorted) not in *allowed*."""
+    unknown = sorted(str(key) for key in set(table) - set(allowed))
+    if unknown:
+        raise PluginError(
+            f"unknown key (expected {', '.join(sorted(allowed))})", value=unknown[0], field=field
+        )
 
 
 @dataclass(frozen=True)

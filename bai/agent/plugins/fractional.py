@@ -27,7 +27,7 @@ from fractions import Fraction
 from typing import Final
 
 from bai.agent.alloc import DEFAULT_QUANTUM
-from bai.agent.plugins.base import PluginError
+from bai.agent.plugins.base import PluginError, reject_unknown_keys
 from bai.common.errors import InvalidValue
 from bai.common.slots import BinarySize
 
@@ -62,15 +62,7 @@ class FractionSettings:
         """
         if not isinstance(data, Mapping):
             raise PluginError("the plugin configuration must be a table", value=data, field=source)
-        unknown = sorted(
-            str(key) for key in set(data) - {"allocation_mode", "unit_mem", "unit_proc"}
-        )
-        if unknown:
-            raise PluginError(
-                "unknown key (expected allocation_mode, unit_mem, unit_proc)",
-                value=unknown[0],
-                field=source,
-            )
+        reject_unknown_keys(data, ("allocation_mode", "unit_mem", "unit_proc"), source)
         raw_mode = data.get("allocation_mode", AllocationMode.DISCRETE.value)
         try:
             mode = AllocationMode(raw_mode)

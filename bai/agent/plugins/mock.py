@@ -45,7 +45,7 @@ from bai.agent.alloc import (
     DiscreteAllocMap,
     FractionAllocMap,
 )
-from bai.agent.plugins.base import ComputePlugin, Device, PluginError
+from bai.agent.plugins.base import ComputePlugin, Device, PluginError, reject_unknown_keys
 from bai.agent.plugins.fractional import AllocationMode, FractionSettings
 from bai.common.errors import InvalidValue
 from bai.common.slots import BinarySize
@@ -134,13 +134,7 @@ def parse_mock_config(
     ``-`` and ``_`` (or is ``cpu``/``mem``), a repeated device id, MIG
     devices outside the ``cuda`` slot or without a ``MIG-<profile>`` model name.
     """
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise PluginError(
-            f"unknown key (expected {', '.join(sorted(_TOP_KEYS))})",
-            value=unknown[0],
-            field=source,
-        )
+    reject_unknown_keys(data, _TOP_KEYS, source)
     slot_name = _required(data, "slot_name", str, source)
     if not _SLOT_NAME_RE.fullmatch(slot_name) or slot_name in ("cpu", "mem"):
         raise PluginError(
@@ -196,13 +190,7 @@ def _required(data: Mapping[str, Any], key: str, kind: type, source: str) -> Any
 def _parse_device(entry: object, where: str, slot_name: str) -> MockDeviceSpec:
     if not isinstance(entry, dict):
         raise PluginError("a device must be a table", value=entry, field=where)
-    unknown = sorted(set(entry) - _DEVICE_KEYS)
-    if unknown:
-        raise PluginError(
-            f"unknown key (expected {', '.join(sorted(_DEVICE_KEYS))})",
-            value=unknown[0],
-            field=where,
-        )
+    reject_unknown_keys(entry, _DEVICE_KEYS, where)
     mother_uuid = _required(entry, "mother_uuid", str, where)
     model_name = _required(entry, "model_name", str, where)
     numa_node = _int(entry, "numa_node", where, minimum=0)
@@ -252,14 +240,7 @@ def _parse_formats(raw: object, source: str) -> dict[str, dict[str, Any]]:
         where = f"{source}: formats.{subtype}"
         if not isinstance(table, dict):
             raise PluginError("must be a table", value=table, field=where)
-        allowed = {*_FORMAT_TEXT_KEYS, "number_format"}
-        unknown = sorted(set(table) - allowed)
-        if unknown:
-            raise PluginError(
-                f"unknown key (expected {', '.join(sorted(allowed))})",
-                value=unknown[0],
-                field=where,
-            )
+        reject_unknown_keys(table, {*_FORMAT_TEXT_KEYS, "number_format"}, where)
         for key in _FORMAT_TEXT_KEYS:
             if key in table and not isinstance(table[key], str):
                 raise PluginError("must be a string", value=table[key], field=f"{where}.{key}")
