@@ -95,11 +95,6 @@ class Image:
     min_resources: Mapping[str, str] = field(default_factory=dict)
     service_defs: Path | None = None
 
-    @property
-    def service_ports_label(self) -> str:
-        """The ``ai.backend.service-ports`` label as written in the catalog."""
-        return self.labels.get("ai.backend.service-ports", "")
-
     def to_json(self) -> dict[str, Any]:
         """A msgpack/JSON-friendly description (for the manager's image list)."""
         return {
