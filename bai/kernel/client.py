@@ -303,7 +303,11 @@ class RunnerProcess:
 
     def __enter__(self) -> RunnerProcess:
         if self._proc is None:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:

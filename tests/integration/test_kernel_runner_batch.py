@@ -15,19 +15,14 @@ from bai.kernel.client import RunnerClient, RunnerProcess
 HELLO_C = '#include <stdio.h>\nint main(void) { printf("hello from C\\n"); return 3; }\n'
 
 
-def _start(workdir: Path, runtime: str = "python") -> RunnerProcess:
-    process = RunnerProcess(str(workdir), runtime=runtime, env={**os.environ, "HOME": str(workdir)})
-    process.start()
-    return process
+def _runner(workdir: Path, runtime: str = "python") -> RunnerProcess:
+    return RunnerProcess(str(workdir), runtime=runtime, env={**os.environ, "HOME": str(workdir)})
 
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[RunnerProcess]:
-    process = _start(tmp_path)
-    try:
+    with _runner(tmp_path) as process:
         yield process
-    finally:
-        process.stop()
     assert process.session_pids() == []
 
 
@@ -132,34 +127,26 @@ def test_a_background_process_cannot_hold_the_run_open(kernel: RunnerClient) -> 
 
 
 def test_the_shell_runtime_runs_snippets_as_commands(tmp_path: Path) -> None:
-    process = _start(tmp_path, runtime="shell")
-    try:
-        with process.client() as client:
-            assert client.wait_ready()["runtime"] == "shell"
-            step = client.execute("X=1; echo $((X + 41)); exit 4")
-            assert (step.status, step.exit_code, step.console) == (
-                "finished",
-                4,
-                [["stdout", "42\n"]],
-            )
-            step = client.execute("echo ${X:-unset}")  # no state between snippets
-            assert step.console == [["stdout", "unset\n"]]
-            assert client.request("complete", "completion", code="ec")["matches"] == []
-    finally:
-        process.stop()
+    with _runner(tmp_path, runtime="shell") as process, process.client() as client:
+        assert client.wait_ready()["runtime"] == "shell"
+        step = client.execute("X=1; echo $((X + 41)); exit 4")
+        assert (step.status, step.exit_code, step.console) == (
+            "finished",
+            4,
+            [["stdout", "42\n"]],
+        )
+        step = client.execute("echo ${X:-unset}")  # no state between snippets
+        assert step.console == [["stdout", "unset\n"]]
+        assert client.request("complete", "completion", code="ec")["matches"] == []
     assert process.session_pids() == []
 
 
 def test_the_app_runtime_runs_no_code(tmp_path: Path) -> None:
-    process = _start(tmp_path, runtime="app")
-    try:
-        with process.client() as client:
-            client.wait_ready()
-            step = client.execute("print(1)")
-            assert (step.status, step.exit_code) == ("finished", -1)
-            assert "does not run code" in step.text("stderr")
-            steps = client.batch(build="true", exec="true")
-            assert [s.exit_code for s in steps] == [-1, -1, -1]
-    finally:
-        process.stop()
+    with _runner(tmp_path, runtime="app") as process, process.client() as client:
+        client.wait_ready()
+        step = client.execute("print(1)")
+        assert (step.status, step.exit_code) == ("finished", -1)
+        assert "does not run code" in step.text("stderr")
+        steps = client.batch(build="true", exec="true")
+        assert [s.exit_code for s in steps] == [-1, -1, -1]
     assert process.session_pids() == []

@@ -18,12 +18,8 @@ from bai.kernel.client import RunnerClient, RunnerProcess
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[RunnerProcess]:
-    process = RunnerProcess(str(tmp_path), env={**os.environ, "HOME": str(tmp_path)})
-    try:
-        process.start()
+    with RunnerProcess(str(tmp_path), env={**os.environ, "HOME": str(tmp_path)}) as process:
         yield process
-    finally:
-        process.stop()
     assert process.session_pids() == []
 
 

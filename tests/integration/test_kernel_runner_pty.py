@@ -58,12 +58,8 @@ def runner(tmp_path: Path) -> Iterator[RunnerProcess]:
         "HOME": str(tmp_path),
         "SHELL": "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh",
     }
-    process = RunnerProcess(str(tmp_path), pty=True, env=env)
-    try:
-        process.start()
+    with RunnerProcess(str(tmp_path), pty=True, env=env) as process:
         yield process
-    finally:
-        process.stop()
     assert process.session_pids() == []
 
 

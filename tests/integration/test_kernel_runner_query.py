@@ -24,12 +24,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[RunnerProcess]:
-    process = RunnerProcess(str(tmp_path), env={**os.environ, "HOME": str(tmp_path)})
-    try:
-        process.start()
+    with RunnerProcess(str(tmp_path), env={**os.environ, "HOME": str(tmp_path)}) as process:
         yield process
-    finally:
-        process.stop()
     assert process.session_pids() == []
 
 

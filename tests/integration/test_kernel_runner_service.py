@@ -58,15 +58,11 @@ def defs(tmp_path: Path) -> Path:
 def runner(tmp_path: Path, defs: Path, port: int) -> Iterator[RunnerProcess]:
     workdir = tmp_path / "work"
     workdir.mkdir()
-    process = RunnerProcess(
+    with RunnerProcess(
         str(workdir),
         extra_args=["--service-ports", f"web:http:{port}", "--service-defs", str(defs)],
-    )
-    try:
-        process.start()
+    ) as process:
         yield process
-    finally:
-        process.stop()
     assert process.session_pids() == []
 
 
