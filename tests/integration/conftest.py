@@ -3,7 +3,8 @@
 ``db_url`` is an empty database at the newest schema, once per backend;
 ``empty_db_url`` a database without tables (for migration tests); ``db`` the
 ``db_url`` one, open; ``backends`` each deployment mode of the API tests
-(``test_api_session_support``) and ``deployment`` one running on them.
+(``test_api_session_support``) and ``deployment`` one running on them;
+``kernel`` a ready client of the module's ``runner`` (a kernel runner process).
 PostgreSQL needs the service at 127.0.0.1:5432 (see
 ``tests/conftest.py``: skipped on a laptop without it, a failure in CI).
 """
@@ -29,6 +30,7 @@ from test_api_session_support import (
     running_deployment,
 )
 
+from bai.kernel.client import RunnerClient, RunnerProcess
 from bai.manager.db import Database, create_database
 from bai.manager.models import metadata, migrate
 
@@ -146,3 +148,10 @@ def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
 async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
     async with running_deployment(backends, tmp_path) as running:
         yield running
+
+
+@pytest.fixture
+def kernel(runner: RunnerProcess) -> Iterator[RunnerClient]:
+    with runner.client() as client:
+        client.wait_ready()
+        yield client

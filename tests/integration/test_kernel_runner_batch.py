@@ -26,13 +26,6 @@ def runner(tmp_path: Path) -> Iterator[RunnerProcess]:
     assert process.session_pids() == []
 
 
-@pytest.fixture
-def kernel(runner: RunnerProcess) -> Iterator[RunnerClient]:
-    with runner.client() as client:
-        client.wait_ready()
-        yield client
-
-
 def test_build_then_exec_reports_each_step(kernel: RunnerClient, tmp_path: Path) -> None:
     (tmp_path / "main.sh").write_text("echo built > out.txt\n")
     clean, build, run = kernel.batch(

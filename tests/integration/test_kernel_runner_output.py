@@ -19,13 +19,6 @@ def runner(tmp_path: Path) -> Iterator[RunnerProcess]:
     assert process.session_pids() == []
 
 
-@pytest.fixture
-def kernel(runner: RunnerProcess) -> Iterator[RunnerClient]:
-    with runner.client() as client:
-        client.wait_ready()
-        yield client
-
-
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

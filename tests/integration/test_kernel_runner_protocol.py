@@ -23,13 +23,6 @@ def runner(tmp_path: Path) -> Iterator[RunnerProcess]:
     assert process.session_pids() == []
 
 
-@pytest.fixture
-def kernel(runner: RunnerProcess) -> Iterator[RunnerClient]:
-    with runner.client() as client:
-        client.wait_ready()
-        yield client
-
-
 def test_status_describes_the_kernel(kernel: RunnerClient, runner: RunnerProcess) -> None:
     status = kernel.request("status", "status")
     del status["request_id"]

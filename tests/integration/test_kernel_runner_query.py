@@ -29,13 +29,6 @@ def runner(tmp_path: Path) -> Iterator[RunnerProcess]:
     assert process.session_pids() == []
 
 
-@pytest.fixture
-def kernel(runner: RunnerProcess) -> Iterator[RunnerClient]:
-    with runner.client() as client:
-        client.wait_ready()
-        yield client
-
-
 def test_spec_example_simple_output(kernel: RunnerClient) -> None:
     step = kernel.execute('print("Hello, world!")')
     assert (step.status, step.exit_code) == ("finished", 0)
