@@ -49,18 +49,21 @@ async def agent_occupancy(
     transactions placing kernels on the same agents run one after the other
     and neither can over-allocate.
     """
-    wanted = None if agent_ids is None else sorted(set(agent_ids))
-    agent_query = sa.select(agents.c.id).order_by(agents.c.id)
-    if wanted is not None:
-        agent_query = agent_query.where(agents.c.id.in_(wanted))
-    if lock:
-        agent_query = agent_query.with_for_update()
-    known = (await conn.execute(agent_query)).scalars()
-    ids = known if wanted is None else wanted
+    ids = None if agent_ids is None else sorted(set(agent_ids))
+    # The agents table is read only to list every agent or to lock the rows.
+    if ids is None or lock:
+        agent_query = sa.select(agents.c.id).order_by(agents.c.id)
+        if ids is not None:
+            agent_query = agent_query.where(agents.c.id.in_(ids))
+        if lock:
+            agent_query = agent_query.with_for_update()
+        known = await conn.execute(agent_query)
+        if ids is None:
+            ids = list(known.scalars())
+    if not ids:
+        return {}
     totals: dict[AgentId, ResourceSlot] = {AgentId(agent_id): ResourceSlot() for agent_id in ids}
     counts: dict[AgentId, int] = dict.fromkeys(totals, 0)
-    if not totals:
-        return {}
     rows = await conn.execute(
         sa.select(kernels.c.agent, kernels.c.occupied_slots).where(
             kernels.c.agent.in_(list(totals)),
