@@ -116,16 +116,18 @@ async def put_config_many(conn: Connection, items: Mapping[str, Any]) -> None:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):
             raise InvalidValue("a config value must be JSON", value=value, field=key) from None
+    if not items:
+        return
     now = utcnow()
     insert = postgresql.insert if conn.dialect_name == "postgresql" else sqlite.insert
-    for key, value in items.items():
-        stmt = insert(shared_config).values(key=key, value=value, updated_at=now)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[shared_config.c.key],
-                set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
-            )
-        )
+    stmt = insert(shared_config)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[shared_config.c.key],
+        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+    )
+    await conn.execute(
+        stmt, [{"key": key, "value": value, "updated_at": now} for key, value in items.items()]
+    )
 
 
 async def delete_config(conn: Connection, key: str, *, prefix: bool = False) -> int:
