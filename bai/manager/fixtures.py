@@ -458,6 +458,14 @@ class _Writer:
         if not await self.exists(clause, table):
             raise FixtureError(f"unknown {what}", value=name, field=where)
 
+    async def group_id(self, where: str, domain: str, name: str) -> uuid.UUID:
+        group_id: uuid.UUID | None = await self.conn.scalar(
+            sa.select(groups.c.id).where(groups.c.name == name, groups.c.domain_name == domain)
+        )
+        if group_id is None:
+            raise FixtureError(f"unknown group in domain {domain!r}", value=name, field=where)
+        return group_id
+
     async def add(
         self,
         where: str,
@@ -621,18 +629,7 @@ class _Writer:
                 user_resource_policies.c.name == u.resource_policy,
                 u.resource_policy,
             )
-        group_ids: list[uuid.UUID] = []
-        for name in u.groups:
-            group_id = await self.conn.scalar(
-                sa.select(groups.c.id).where(
-                    groups.c.name == name, groups.c.domain_name == u.domain_name
-                )
-            )
-            if group_id is None:
-                raise FixtureError(
-                    f"unknown group in domain {u.domain_name!r}", value=name, field=where
-                )
-            group_ids.append(group_id)
+        group_ids = [await self.group_id(where, u.domain_name, name) for name in u.groups]
         user_id = await self.conn.scalar(sa.select(users.c.uuid).where(users.c.email == u.email))
         if user_id is None:
             user_id = u.uuid or uuid.uuid4()
@@ -755,15 +752,7 @@ class _Writer:
                 {"scaling_group": sg.name, "domain": domain},
             )
         for ref in sg.groups:
-            group_id = await self.conn.scalar(
-                sa.select(groups.c.id).where(
-                    groups.c.name == ref.name, groups.c.domain_name == ref.domain
-                )
-            )
-            if group_id is None:
-                raise FixtureError(
-                    f"unknown group in domain {ref.domain!r}", value=ref.name, field=where
-                )
+            group_id = await self.group_id(where, ref.domain, ref.name)
             await self.add(
                 where,
                 sgroups_for_groups,
