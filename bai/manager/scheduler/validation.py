@@ -144,6 +144,16 @@ def _check_amounts(slots: object, field: str, *, allow_infinity: bool = False) -
     return milli
 
 
+def _check_owner(session: PendingSession | RunningSession) -> None:
+    """Check the id of a session and who owns it where (the fields both kinds share)."""
+    _check_uuid(session.id, "id")
+    _check_name(session.access_key, "access_key")
+    _check_uuid(session.user_id, "user_id")
+    _check_uuid(session.group_id, "group_id")
+    _check_name(session.domain_name, "domain_name")
+    _check_name(session.resource_group, "resource_group")
+
+
 def validate_pending(session: PendingSession) -> None:
     """Raise :class:`InvalidSchedulingInput` unless *session* is well-formed.
 
@@ -159,12 +169,7 @@ def _check_fields(session: PendingSession) -> None:
     """Check everything of a pending session but its kernels."""
     if not isinstance(session, PendingSession):
         raise _fail("must be a PendingSession", session, "session")
-    _check_uuid(session.id, "id")
-    _check_name(session.access_key, "access_key")
-    _check_uuid(session.user_id, "user_id")
-    _check_uuid(session.group_id, "group_id")
-    _check_name(session.domain_name, "domain_name")
-    _check_name(session.resource_group, "resource_group")
+    _check_owner(session)
     _check_aware(session.created_at, "created_at")
     priority = session.priority
     if isinstance(priority, bool) or not isinstance(priority, int):
@@ -236,12 +241,7 @@ def validate_running(session: RunningSession) -> None:
     """Raise :class:`InvalidSchedulingInput` unless *session* is well-formed."""
     if not isinstance(session, RunningSession):
         raise _fail("must be a RunningSession", session, "running session")
-    _check_uuid(session.id, "id")
-    _check_name(session.access_key, "access_key")
-    _check_uuid(session.user_id, "user_id")
-    _check_uuid(session.group_id, "group_id")
-    _check_name(session.domain_name, "domain_name")
-    _check_name(session.resource_group, "resource_group")
+    _check_owner(session)
     _check_amounts(session.occupied_slots, "occupied_slots")
 
 
