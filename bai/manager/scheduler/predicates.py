@@ -240,12 +240,13 @@ def _pending_resources(candidate: Candidate, ledger: PolicyLedger) -> PredicateF
 
 def _keypair_resources(candidate: Candidate, ledger: PolicyLedger) -> PredicateFailure | None:
     access_key = candidate.session.access_key
-    limit = ledger.policy(access_key).total_resource_slots
-    used = ledger.keypair_slots.get(access_key, ResourceSlot())
-    excess = _over_limit(used, candidate.total, limit)
-    if excess is None:
-        return None
-    return PredicateFailure(KEYPAIR_RESOURCE_LIMIT, f"keypair resource limit exceeded: {excess}")
+    return _total_limit(
+        KEYPAIR_RESOURCE_LIMIT,
+        "keypair",
+        ledger.policy(access_key).total_resource_slots,
+        ledger.keypair_slots.get(access_key),
+        candidate,
+    )
 
 
 def _user_resources(candidate: Candidate, ledger: PolicyLedger) -> PredicateFailure | None:
