@@ -161,12 +161,13 @@ cdef class Bins:
         cdef Py_ssize_t best = -1, number
         cdef long long extra, best_extra = 0
         cdef int order
+        cdef bint concentrated = mode == CONCENTRATED
         if len(groups) != len(extras):
             raise ValueError("groups and extras differ in length")
         wanted = self._load(req)
         if wanted < 0:
             return -1
-        if mode == 2:
+        if mode == ROUNDROBIN:
             group = self._group(groups[0])
             start = self._starts[group]
             end = self._starts[group + 1]
@@ -191,7 +192,7 @@ cdef class Bins:
                 if best >= 0:
                     order = self._compare(agent, best, wanted)
                     if not (
-                        (order < 0 if mode == 0 else order > 0) or (order == 0 and agent < best)
+                        (order < 0 if concentrated else order > 0) or (order == 0 and agent < best)
                     ):
                         continue
                 best = agent
