@@ -100,7 +100,7 @@ import re
 import secrets
 import tarfile
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -539,8 +539,6 @@ class _KernelRow:
     id: uuid.UUID
     agent: str | None
     status: KernelStatus
-    cluster_role: str
-    cluster_idx: int
 
 
 # --------------------------------------------------------------------------- loading
@@ -639,20 +637,27 @@ def _session_info(row: Any, kernel_list: list[KernelInfo]) -> SessionInfo:
     )
 
 
-def _session_query(
-    where: sa.ColumnElement[bool], *, limit: int | None = None, newest_first: bool = True
-) -> sa.Select[Any]:
+def _session_query(where: sa.ColumnElement[bool], *, limit: int | None = None) -> sa.Select[Any]:
     """Sessions matching *where* (at most *limit*, newest first) joined with their kernels."""
-    order = sessions.c.created_at.desc() if newest_first else sessions.c.created_at
-    chosen = sa.select(sessions.c.id).where(where).order_by(order, sessions.c.id)
+    order = (sessions.c.created_at.desc(), sessions.c.id)
+    chosen = sa.select(sessions.c.id).where(where).order_by(*order)
     if limit is not None:
         chosen = chosen.limit(limit)
     return (
         sa.select(sessions, *_KERNEL_COLUMNS)
         .select_from(sessions.join(kernels, kernels.c.session_id == sessions.c.id))
         .where(sessions.c.id.in_(chosen.scalar_subquery()))
-        .order_by(order, sessions.c.id)
+        .order_by(*order)
     )
+
+
+def _id_prefix(text: str) -> sa.ColumnElement[bool] | None:
+    """Sessions whose id starts with the hex digits of *text* (dashes ignored); None if not hex."""
+    digits = text.replace("-", "").lower()
+    if not digits or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    id_text = sa.func.replace(sa.cast(sessions.c.id, sa.String), "-", "")
+    return id_text.like(f"{digits}%")
 
 
 def _group_rows(rows: Iterable[Any]) -> list[SessionInfo]:
@@ -1001,17 +1006,11 @@ class SessionRegistry:
     async def _by_prefix(
         self, prefix: str, owner: sa.ColumnElement[bool], scope: sa.ColumnElement[bool], limit: int
     ) -> list[SessionInfo]:
-        digits = prefix.replace("-", "").lower()
-        if not digits or any(c not in "0123456789abcdef" for c in digits):
+        by_id = _id_prefix(prefix)
+        if by_id is None:
             return []
-        id_text = sa.func.replace(sa.cast(sessions.c.id, sa.String), "-", "")
         return _group_rows(
-            await self._db.fetch(
-                _session_query(
-                    sa.and_(id_text.like(f"{digits}%"), owner, scope),
-                    limit=limit,
-                )
-            )
+            await self._db.fetch(_session_query(sa.and_(by_id, owner, scope), limit=limit))
         )
 
     async def match_sessions(
@@ -1024,56 +1023,13 @@ class SessionRegistry:
         active = sessions.c.status.notin_(_terminal_value())
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         condition: sa.ColumnElement[bool] = sessions.c.name.like(f"{escaped}%", escape="\\")
-        digits = text.replace("-", "").lower()
-        if digits and all(c in "0123456789abcdef" for c in digits):
-            id_text = sa.func.replace(sa.cast(sessions.c.id, sa.String), "-", "")
-            condition = sa.or_(condition, id_text.like(f"{digits}%"))
+        by_id = _id_prefix(text)
+        if by_id is not None:
+            condition = sa.or_(condition, by_id)
         rows = await self._db.fetch(
             _session_query(sa.and_(condition, owner, active), limit=max(1, min(limit, 100)))
         )
         return _group_rows(rows)
-
-    async def list_sessions(
-        self,
-        *,
-        access_key: str | None = None,
-        statuses: Collection[SessionStatus] | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[SessionInfo]:
-        """Sessions (of one owner, in some statuses), newest first, for listings."""
-        if not 1 <= limit <= 1000 or offset < 0:
-            raise InvalidSessionRequest(
-                "limit must be 1 to 1000 and offset >= 0", value=(limit, offset), field="limit"
-            )
-        condition: sa.ColumnElement[bool] = sa.true()
-        if access_key is not None:
-            condition = sa.and_(condition, sessions.c.access_key == access_key)
-        if statuses is not None:
-            condition = sa.and_(condition, sessions.c.status.in_([s.value for s in statuses]))
-        chosen = (
-            sa.select(sessions.c.id)
-            .where(condition)
-            .order_by(sessions.c.created_at.desc(), sessions.c.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        rows = await self._db.fetch(
-            sa.select(sessions, *_KERNEL_COLUMNS)
-            .select_from(sessions.join(kernels, kernels.c.session_id == sessions.c.id))
-            .where(sessions.c.id.in_(chosen.scalar_subquery()))
-            .order_by(sessions.c.created_at.desc(), sessions.c.id)
-        )
-        return _group_rows(rows)
-
-    async def get_status_history(self, session: SessionRef) -> tuple[Mapping[str, Any], ...]:
-        """The session's ``status_history``: ``{"status", "timestamp", "reason"}``, oldest first."""
-        info = await self._fresh(session)
-        return info.status_history
-
-    async def _fresh(self, session: SessionRef) -> SessionInfo:
-        session_id = session.id if isinstance(session, SessionInfo) else session
-        return await self.get_session_by_id(session_id)
 
     async def _resolve(self, session: SessionRef) -> SessionInfo:
         if isinstance(session, SessionInfo):
@@ -1482,21 +1438,35 @@ class SessionRegistry:
     async def _destroy_on_agents(
         self, targets: Mapping[uuid.UUID, str], reason: str
     ) -> dict[uuid.UUID, dict[str, Any] | BaseException]:
-        """Call ``destroy_kernel`` for each kernel on its agent, concurrently and bounded.
+        """Call ``destroy_kernel`` for each kernel on its agent (see :meth:`_call_each_kernel`).
 
-        Returns the agent's answer per kernel, or the error that call met
-        (a kernel the agent does not have answers ``KernelNotFound``).
+        A kernel the agent does not have answers ``KernelNotFound``.
+        """
+        return await self._call_each_kernel(
+            targets, "destroy_kernel", {"reason": reason}, self.termination_timeout
+        )
+
+    async def _call_each_kernel(
+        self,
+        targets: Mapping[uuid.UUID, str],
+        method: str,
+        args: Mapping[str, Any],
+        limit: float,
+    ) -> dict[uuid.UUID, dict[str, Any] | BaseException]:
+        """Call *method* for each kernel on its agent, concurrently, within *limit* seconds.
+
+        Returns the agent's answer per kernel, or the error that call met.
         """
         outcome: dict[uuid.UUID, dict[str, Any] | BaseException] = {}
 
-        async def destroy(kernel_id: uuid.UUID, agent_id: str) -> None:
+        async def call(kernel_id: uuid.UUID, agent_id: str) -> None:
             try:
-                with trio.fail_after(self.termination_timeout):
+                with trio.fail_after(limit):
                     answer = await self._ctx.agents.call(
                         agent_id,
-                        "destroy_kernel",
-                        {"kernel_id": str(kernel_id), "reason": reason},
-                        timeout=self.termination_timeout + 1.0,
+                        method,
+                        {"kernel_id": str(kernel_id), **args},
+                        timeout=limit + 1.0,
                     )
                 outcome[kernel_id] = answer if isinstance(answer, dict) else {}
             except (RemoteError, AgentUnavailable, AgentNotFound, trio.TooSlowError) as exc:
@@ -1504,7 +1474,7 @@ class SessionRegistry:
 
         async with trio.open_nursery() as nursery:
             for kernel_id, agent_id in targets.items():
-                nursery.start_soon(destroy, kernel_id, agent_id)
+                nursery.start_soon(call, kernel_id, agent_id)
         return outcome
 
     # ----------------------------------------------------------------- destroy
@@ -1579,18 +1549,11 @@ class SessionRegistry:
                     sa.update(kernels).where(kernels.c.id == kernel_id).values(exit_code=code)
                 )
             rows = await conn.execute(
-                sa.select(
-                    kernels.c.id,
-                    kernels.c.agent,
-                    kernels.c.status,
-                    kernels.c.cluster_role,
-                    kernels.c.cluster_idx,
-                ).where(kernels.c.session_id == session_id)
+                sa.select(kernels.c.id, kernels.c.agent, kernels.c.status).where(
+                    kernels.c.session_id == session_id
+                )
             )
-            return [
-                _KernelRow(r.id, r.agent, KernelStatus(r.status), r.cluster_role, r.cluster_idx)
-                for r in rows
-            ]
+            return [_KernelRow(r.id, r.agent, KernelStatus(r.status)) for r in rows]
 
         self._terminating.add(session_id)
         try:
@@ -1728,24 +1691,9 @@ class SessionRegistry:
         try:
             rows = await self._db.transaction(begin)
             await self._commit_events(events)
-            answers: dict[uuid.UUID, dict[str, Any] | BaseException] = {}
-
-            async def restart(kernel_id: uuid.UUID, agent_id: str) -> None:
-                try:
-                    with trio.fail_after(self.creation_timeout):
-                        answer = await self._ctx.agents.call(
-                            agent_id,
-                            "restart_kernel",
-                            {"kernel_id": str(kernel_id)},
-                            timeout=self.creation_timeout + 1.0,
-                        )
-                    answers[kernel_id] = answer if isinstance(answer, dict) else {}
-                except (RemoteError, AgentUnavailable, AgentNotFound, trio.TooSlowError) as exc:
-                    answers[kernel_id] = exc
-
-            async with trio.open_nursery() as nursery:
-                for row in rows:
-                    nursery.start_soon(restart, row.id, row.agent)
+            answers = await self._call_each_kernel(
+                {row.id: row.agent for row in rows}, "restart_kernel", {}, self.creation_timeout
+            )
 
             async def finish(conn: Connection) -> None:
                 events.clear()
@@ -2607,22 +2555,8 @@ async def _choose_group(
         ]
         if not hosts:
             return group
-        candidate = PendingSession(
-            id=pending.id,
-            access_key=pending.access_key,
-            user_id=pending.user_id,
-            group_id=pending.group_id,
-            domain_name=pending.domain_name,
-            resource_group=group,
-            created_at=pending.created_at,
-            kernels=pending.kernels,
-            priority=pending.priority,
-            cluster_mode=pending.cluster_mode,
-            architecture=pending.architecture,
-            designated_agent=pending.designated_agent,
-        )
         try:
-            check_satisfiable(candidate, hosts)
+            check_satisfiable(dataclasses.replace(pending, resource_group=group), hosts)
         except UnsatisfiableRequest as exc:
             first_error = first_error or _problem(exc, ResourceLimitExceeded, "resources")
             continue
