@@ -25,7 +25,14 @@ from bai.manager.agents import AgentNotFound
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
 from bai.manager.fixtures import default_fixture, populate
-from bai.manager.models import agents, kernels, keypairs, migrate, scaling_groups
+from bai.manager.models import (
+    agents,
+    kernels,
+    keypair_resource_policies,
+    keypairs,
+    migrate,
+    scaling_groups,
+)
 from bai.manager.models.resource import AgentStatus
 from bai.manager.models.usage import agent_occupancy
 from bai.manager.registry import SessionInfo, SessionRegistry, SessionRequest
@@ -186,6 +193,31 @@ async def test_hopeless_sessions_are_cancelled(setup: Setup) -> None:
     timed_out = await setup.status_of(late)
     assert timed_out.status is SessionStatus.CANCELLED
     assert timed_out.status_info == "pending-timeout"
+
+
+async def test_the_pending_resource_limit_caps_only_the_slots_it_names(setup: Setup) -> None:
+    async def limit_pending(slots: ResourceSlot) -> list[SessionStatus]:
+        async with setup.db.begin() as conn:
+            await conn.execute(
+                sa.update(keypair_resource_policies).values(
+                    max_pending_session_resource_slots=slots
+                )
+            )
+        await setup.dispatcher.run_pass()
+        return [(await setup.status_of(s)).status for s in queued]
+
+    await setup.add_agent("agent-a", cpu=4)
+    await setup.dispatcher.operation("exclude-agents", ["agent-a"])
+    queued = [await setup.enqueue("1") for _ in range(3)]
+    await setup.dispatcher.operation("include-agents", ["agent-a"])
+    # Only cpu is named: the sessions' mem is not capped, the third one's cpu is.
+    assert (await limit_pending(ResourceSlot({"cpu": 2}))).count(SessionStatus.SCHEDULED) == 2
+    held = await setup.status_of(queued[2])
+    assert held.status is SessionStatus.PENDING
+    assert held.status_data is not None
+    assert "max_pending_session_resource_slots" in held.status_data["scheduler"]["msg"]
+    # A limit that names no slot caps nothing.
+    assert await limit_pending(ResourceSlot()) == [SessionStatus.SCHEDULED] * 3
 
 
 async def test_a_misconfigured_resource_group_schedules_nothing(setup: Setup) -> None:

@@ -48,6 +48,7 @@ Operator controls for ``/manager/scheduler/*``: :meth:`Dispatcher.operation`
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -55,7 +56,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -143,10 +143,17 @@ class _Read:
     kernel_ids: dict[SessionId, list[uuid.UUID]] = field(default_factory=dict)
     status_data: dict[SessionId, Any] = field(default_factory=dict)
     addrs: dict[str, str] = field(default_factory=dict)
-    pending_deadline: dict[SessionId, bool] = field(default_factory=dict)
+    #: Sessions that waited longer than their resource group's ``pending_timeout``.
+    overdue: set[SessionId] = field(default_factory=set)
     config_errors: dict[SessionId, str] = field(default_factory=dict)
     #: ``status_data`` updates to write at the end of the pass.
     notes: list[dict[str, Any]] = field(default_factory=list)
+
+    def with_scheduler(self, sid: SessionId, scheduler_data: Mapping[str, Any]) -> dict[str, Any]:
+        """The session's ``status_data`` as the pass read it, with ``scheduler`` replaced."""
+        data = dict(self.status_data.get(sid) or {})
+        data["scheduler"] = dict(scheduler_data)
+        return data
 
 
 class Dispatcher:
@@ -223,15 +230,7 @@ class Dispatcher:
                 return await self._pass(conn, started, events)
 
             report = await self._db.transaction(run)
-            report = PassReport(
-                started_at=report.started_at,
-                duration=time.monotonic() - clock,
-                pending=report.pending,
-                scheduled=report.scheduled,
-                waiting=report.waiting,
-                cancelled=report.cancelled,
-                errors=report.errors,
-            )
+            report = dataclasses.replace(report, duration=time.monotonic() - clock)
             self._passes += 1
             self._last = report
         await publish_events(self._bus, events)
@@ -270,7 +269,7 @@ class Dispatcher:
                 )
                 cancelled.append(sid)
                 continue
-            if read.pending_deadline.get(sid):
+            if sid in read.overdue:
                 scheduler_data = (
                     decision.status_data()
                     if isinstance(decision, NotScheduled | SchedulerError)
@@ -346,15 +345,13 @@ class Dispatcher:
         read: _Read,
         events: list[Event],
     ) -> None:
-        data = dict(read.status_data.get(sid) or {})
-        data["scheduler"] = dict(scheduler_data)
         try:
             moved = await transitions.transition_session(
                 conn,
                 sid,
                 SessionStatus.CANCELLED,
                 reason,
-                status_data=data,
+                status_data=read.with_scheduler(sid, scheduler_data),
                 cascade_kernels=True,
             )
         except InvalidTransition:
@@ -363,9 +360,7 @@ class Dispatcher:
 
     @staticmethod
     def _note(sid: SessionId, scheduler_data: Mapping[str, Any], read: _Read) -> None:
-        data = dict(read.status_data.get(sid) or {})
-        data["scheduler"] = dict(scheduler_data)
-        read.notes.append({"b_id": sid, "b_data": data})
+        read.notes.append({"b_id": sid, "b_data": read.with_scheduler(sid, scheduler_data)})
 
     # ---------------------------------------------------------------- reading
 
@@ -445,7 +440,7 @@ class Dispatcher:
                 continue
             limit = group_timeouts.get(group)
             if limit is not None and now - row.created_at > timedelta(seconds=limit):
-                read.pending_deadline[sid] = True
+                read.overdue.add(sid)
             scheduler_data = row.status_data.get("scheduler") if row.status_data else None
             retries = scheduler_data.get("retries", 0) if isinstance(scheduler_data, dict) else 0
             pending.append(
@@ -563,7 +558,6 @@ class Dispatcher:
         )
         policies: dict[AccessKey, KeypairPolicy] = {}
         for row in rows:
-            pending_slots = row.max_pending_session_resource_slots
             policies[AccessKey(row.access_key)] = KeypairPolicy(
                 total_resource_slots=keypair_limits(
                     row.total_resource_slots, row.default_for_unspecified, slot_names
@@ -571,15 +565,9 @@ class Dispatcher:
                 max_concurrent_sessions=row.max_concurrent_sessions,
                 max_containers_per_session=row.max_containers_per_session,
                 max_pending_session_count=row.max_pending_session_count,
-                max_pending_session_resource_slots=(
-                    ResourceSlot(
-                        {
-                            **{slot: Decimal("Infinity") for slot in slot_names},
-                            **dict(pending_slots.items()),
-                        }
-                    )
-                    if isinstance(pending_slots, ResourceSlot)
-                    else None
+                # An empty limit caps nothing, as no limit does.
+                max_pending_session_resource_slots=cap_limits(
+                    row.max_pending_session_resource_slots, slot_names
                 ),
             )
         return policies
