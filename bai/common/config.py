@@ -678,12 +678,6 @@ _DAEMON_CONFIGS: Final[tuple[type[DaemonConfig], ...]] = (
 )
 
 
-def _parse_size(value: object) -> BinarySize:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InvalidValue("a byte size must be a string or an integer", value=value)
-    return BinarySize.parse(value)
-
-
 def _parse_path(value: object) -> Path:
     if not isinstance(value, str) or not value:
         raise InvalidValue("a path must be a non-empty string", value=value)
@@ -700,7 +694,7 @@ def _parse_config_duration(value: object) -> Duration:
 
 _CUSTOM_PARSERS: Final[dict[type, Callable[[object], object]]] = {
     Duration: _parse_config_duration,
-    BinarySize: _parse_size,
+    BinarySize: BinarySize.parse,
     HostPort: HostPort.parse,
     NngAddress: NngAddress.parse,
     Path: _parse_path,

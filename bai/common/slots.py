@@ -153,7 +153,7 @@ class BinarySize(int):
         return super().__new__(cls, value)
 
     @classmethod
-    def parse(cls, value: str | int) -> BinarySize:
+    def parse(cls, value: object) -> BinarySize:
         """Parse ``"10G"``, ``"512m"``, ``"1.5 GiB"``, ``"2T"``, ``"1024"`` or an int.
 
         Units are binary (``k`` = 1024, then ``m g t p e z y``) and

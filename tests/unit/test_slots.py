@@ -122,7 +122,7 @@ def test_binary_size_parses_binary_units(text: str | int, expected: int) -> None
 )
 def test_binary_size_rejects_bad_input_naming_it(value: object, problem: str) -> None:
     with pytest.raises(SizeParseError) as caught:
-        BinarySize.parse(value)  # type: ignore[arg-type]
+        BinarySize.parse(value)
     assert problem in str(caught.value)
     assert repr(value) in str(caught.value)
     assert isinstance(caught.value, InvalidValue)
