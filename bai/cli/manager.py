@@ -20,12 +20,13 @@ without a value.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+
+from bai.cli.commands.params import parse_json
 
 if TYPE_CHECKING:
     from bai.manager.db import Database
@@ -176,13 +177,6 @@ def _write(config_path: Path | None, command: str, key: str, value: Any) -> None
     _on_database(command, config_path, write)
 
 
-def _json(text: str, param: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint=param) from None
-
-
 @shared_config.command("put")
 @click.argument("key")
 @click.argument("value")
@@ -192,7 +186,7 @@ def _json(text: str, param: str) -> Any:
 @click.pass_obj
 def config_put(config_path: Path | None, key: str, value: str, as_json: bool) -> None:
     """Store VALUE at KEY (a string unless --json), replacing what was there."""
-    _write(config_path, "config put", key, _json(value, "VALUE") if as_json else value)
+    _write(config_path, "config put", key, parse_json(value, "VALUE") if as_json else value)
 
 
 @shared_config.command("put-json")
@@ -205,7 +199,7 @@ def config_put_json(config_path: Path | None, key: str, file: IO[str]) -> None:
     An object is stored one key per leaf below KEY (a "" member at KEY
     itself), so the output of get --prefix KEY put back at KEY restores it.
     """
-    _write(config_path, "config put-json", key, _json(file.read(), "FILE"))
+    _write(config_path, "config put-json", key, parse_json(file.read(), "FILE"))
 
 
 @shared_config.command("delete")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bai.cli.commands.params import parse_json
 from bai.cli.commands.pretty import print_done
 from bai.cli.commands.runtime import load_config, run_client
 
@@ -117,10 +118,7 @@ def set_(key: str, value: str, as_json: bool) -> None:
     """Store VALUE under KEY in the shared config."""
     stored: str | dict[str, Any] = value
     if as_json:
-        try:
-            parsed = json.loads(value)
-        except ValueError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="VALUE") from None
+        parsed = parse_json(value, "VALUE")
         if not isinstance(parsed, dict):
             raise click.BadParameter("must be a JSON object", param_hint="VALUE")
         stored = parsed

@@ -1,4 +1,5 @@
-"""Parsing of the repeated ``KEY=VAL`` options of ``bai run`` and ``bai start``.
+"""Parsing of command-line values: the repeated ``KEY=VAL`` options of ``bai
+run`` and ``bai start``, and the JSON arguments of the config commands.
 
 Every function raises :class:`click.BadParameter` naming the option and the
 offending text, so click prints a usage error (exit status 2).
@@ -6,11 +7,13 @@ offending text, so click prints a usage error (exit status 2).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
-__all__ = ["parse_env", "parse_mounts", "parse_resources"]
+__all__ = ["parse_env", "parse_json", "parse_mounts", "parse_resources"]
 
 
 def _pairs(values: Sequence[str], option: str) -> dict[str, str]:
@@ -65,3 +68,11 @@ def parse_mounts(values: Sequence[str]) -> tuple[list[str], dict[str, str]]:
         if path:
             paths[name] = path
     return names, paths
+
+
+def parse_json(text: str, param: str) -> Any:
+    """The JSON value in *text*, given as the argument or option *param*."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=param) from None
