@@ -25,6 +25,7 @@ from test_client_fakemanager import (
     json_response,
     manager,
     problem,
+    result,
     sse_response,
 )
 
@@ -52,19 +53,6 @@ def created(status: str = "RUNNING", is_new: bool = True) -> dict[str, Any]:
     return {"sessionId": SESSION_ID, "status": status, "servicePorts": [], "created": is_new}
 
 
-def result(status: str, console: list[Any], **extra: Any) -> dict[str, Any]:
-    return {"result": {"runId": "r1", "status": status, "console": console, **extra}}
-
-
-def script(fake: FakeManager, path: str, answers: list[dict[str, Any]]) -> None:
-    queue = list(answers)
-
-    async def handler(recorded: Recorded) -> Response:
-        return json_response(queue.pop(0))
-
-    fake.add("POST", path, handler)
-
-
 def any_session_path(fake: FakeManager) -> str:
     create = next(r for r in fake.requests if (r.method, r.path) == ("POST", "/session"))
     return f"/session/{create.json()['name']}"
@@ -73,8 +61,8 @@ def any_session_path(fake: FakeManager) -> str:
 async def test_run_prints_the_official_lines_and_the_output(manager: FakeManager) -> None:
     async def create(recorded: Recorded) -> Response:
         name = recorded.json()["name"]
-        script(
-            manager,
+        manager.answer_each(
+            "POST",
             f"/session/{name}",
             [
                 result("continued", [["stdout", "hello "]]),
@@ -108,7 +96,7 @@ async def test_run_prints_the_official_lines_and_the_output(manager: FakeManager
 
 async def test_run_passes_resources_environment_and_name(manager: FakeManager) -> None:
     manager.answer("POST", "/session", created(is_new=False))
-    script(manager, "/session/mysess", [result("finished", [], exitCode=0)])
+    manager.answer_each("POST", "/session/mysess", [result("finished", [], exitCode=0)])
     run = await invoke(
         manager,
         "run", "-t", "mysess", "-r", "cpu=2", "-r", "mem=256", "-r", "cuda.shares=0.5",
@@ -135,8 +123,8 @@ async def test_run_uploads_files_and_runs_them_in_batch_mode(
         return Response("", status=204)
 
     manager.add("POST", "/session/job/upload", accept)
-    script(
-        manager,
+    manager.answer_each(
+        "POST",
         "/session/job",
         [
             result("clean-finished", [], exitCode=0),
@@ -164,8 +152,8 @@ async def test_run_uploads_files_and_runs_them_in_batch_mode(
 
 async def test_run_reads_input_from_stdin(manager: FakeManager) -> None:
     manager.answer("POST", "/session", created())
-    script(
-        manager,
+    manager.answer_each(
+        "POST",
         "/session/s1",
         [
             result("waiting-input", [["stdout", "name? "]], options={"is_password": False}),
@@ -217,7 +205,9 @@ async def test_run_with_queued_session_runs_nothing(manager: FakeManager) -> Non
 
 async def test_quiet_run_prints_only_the_output(manager: FakeManager) -> None:
     manager.answer("POST", "/session", created())
-    script(manager, "/session/s1", [result("finished", [["stdout", "42\n"]], exitCode=0)])
+    manager.answer_each(
+        "POST", "/session/s1", [result("finished", [["stdout", "42\n"]], exitCode=0)]
+    )
     run = await invoke(manager, "run", "-q", "-t", "s1", "-c", "print(42)", "python")
     assert (run.exit_code, run.stdout, run.stderr) == (0, "42\n", "")
 
@@ -357,8 +347,8 @@ async def test_events_prints_each_event_until_the_session_is_gone(manager: FakeM
 
 async def test_run_as_a_real_process_keeps_output_and_exit_status(manager: FakeManager) -> None:
     manager.answer("POST", "/session", created())
-    script(
-        manager,
+    manager.answer_each(
+        "POST",
         "/session/proc",
         [result("finished", [["stdout", "out\n"], ["stderr", "err\n"]], exitCode=5)],
     )
@@ -407,7 +397,9 @@ async def test_batch_success_reports_even_when_logs_are_gone(manager: FakeManage
 
 async def test_failed_cleanup_is_reported_and_fails_the_run(manager: FakeManager) -> None:
     manager.answer("POST", "/session", created())
-    script(manager, "/session/s1", [result("finished", [["stdout", "ok\n"]], exitCode=0)])
+    manager.answer_each(
+        "POST", "/session/s1", [result("finished", [["stdout", "ok\n"]], exitCode=0)]
+    )
 
     async def refuse(recorded: Recorded) -> Response:
         return problem(409, "session-busy", "The session is busy.")

@@ -68,6 +68,11 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data), status=status, content_type="application/json")
 
 
+def result(status: str, console: list[Any], run_id: str = "r1", **extra: Any) -> dict[str, Any]:
+    """An answer of the execute API."""
+    return {"result": {"runId": run_id, "status": status, "console": console, **extra}}
+
+
 class FakeManager:
     """A signature-checking HTTP server with per-route canned answers."""
 
@@ -104,6 +109,15 @@ class FakeManager:
 
         async def handler(recorded: Recorded) -> Response:
             return json_response(data, status)
+
+        self.add(method, path, handler)
+
+    def answer_each(self, method: str, path: str, answers: list[Any]) -> None:
+        """Answer ``method path`` with the JSON bodies *answers*, one per request, in order."""
+        queue = list(answers)
+
+        async def handler(recorded: Recorded) -> Response:
+            return json_response(queue.pop(0))
 
         self.add(method, path, handler)
 

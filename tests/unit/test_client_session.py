@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from quart import Response
 from test_client_fakemanager import (
     FakeManager,
-    Handler,
     Recorded,
     json_response,
     manager,
     problem,
+    result,
     sse_response,
 )
 
@@ -57,20 +57,6 @@ def created(status: str = "RUNNING", is_new: bool = True) -> dict[str, Any]:
         "servicePorts": [{"name": "jupyter", "protocol": "http"}],
         "created": is_new,
     }
-
-
-def result(status: str, console: list[Any], run_id: str = "r1", **extra: Any) -> dict[str, Any]:
-    return {"result": {"runId": run_id, "status": status, "console": console, **extra}}
-
-
-def scripted(answers: list[dict[str, Any]]) -> Handler:
-    """A handler answering the execute calls with *answers*, in order."""
-    queue = list(answers)
-
-    async def handler(recorded: Recorded) -> Response:
-        return json_response(queue.pop(0))
-
-    return handler
 
 
 async def test_create_sends_the_spec_body_and_reads_the_answer(manager: FakeManager) -> None:
@@ -181,16 +167,14 @@ async def test_unreachable_endpoint_names_the_endpoint() -> None:
 
 
 async def test_query_run_continues_until_finished(manager: FakeManager) -> None:
-    manager.add(
+    manager.answer_each(
         "POST",
         "/session/s1",
-        scripted(
-            [
-                result("continued", [["stdout", "Tick 1\n"]], run_id="server-run"),
-                result("continued", [["stdout", "Tick 2\n"], ["stderr", "warn\n"]], "server-run"),
-                result("finished", [["stdout", "done\n"]], "server-run", exitCode=0),
-            ]
-        ),
+        [
+            result("continued", [["stdout", "Tick 1\n"]], run_id="server-run"),
+            result("continued", [["stdout", "Tick 2\n"], ["stderr", "warn\n"]], "server-run"),
+            result("finished", [["stdout", "done\n"]], "server-run", exitCode=0),
+        ],
     )
     async with APIClient(manager.config()) as api:
         session = ComputeSession(api, "s1")
@@ -209,15 +193,13 @@ async def test_query_run_continues_until_finished(manager: FakeManager) -> None:
 
 
 async def test_waiting_input_asks_the_reader(manager: FakeManager) -> None:
-    manager.add(
+    manager.answer_each(
         "POST",
         "/session/s1",
-        scripted(
-            [
-                result("waiting-input", [["stdout", "Password: "]], options={"is_password": True}),
-                result("finished", [["stdout", "ok\n"]], exitCode=0),
-            ]
-        ),
+        [
+            result("waiting-input", [["stdout", "Password: "]], options={"is_password": True}),
+            result("finished", [["stdout", "ok\n"]], exitCode=0),
+        ],
     )
     asked: list[bool] = []
 
@@ -245,16 +227,14 @@ async def test_waiting_input_without_reader_is_an_error(manager: FakeManager) ->
 
 
 async def test_batch_run_sends_build_options_and_walks_the_phases(manager: FakeManager) -> None:
-    manager.add(
+    manager.answer_each(
         "POST",
         "/session/s1",
-        scripted(
-            [
-                result("clean-finished", [], exitCode=0),
-                result("build-finished", [["stdout", "built\n"]], exitCode=0),
-                result("finished", [["stdout", "ran\n"]], exitCode=3),
-            ]
-        ),
+        [
+            result("clean-finished", [], exitCode=0),
+            result("build-finished", [["stdout", "built\n"]], exitCode=0),
+            result("finished", [["stdout", "ran\n"]], exitCode=3),
+        ],
     )
     async with APIClient(manager.config()) as api:
         options = {"clean": "*", "build": "make", "exec": "./main"}
@@ -515,15 +495,13 @@ async def test_shared_config_routes(manager: FakeManager) -> None:
 
 async def test_sync_facade_runs_code_from_a_plain_thread(manager: FakeManager) -> None:
     manager.answer("POST", "/session", created(), status=201)
-    manager.add(
+    manager.answer_each(
         "POST",
         "/session/s1",
-        scripted(
-            [
-                result("continued", [["stdout", "a\n"]]),
-                result("finished", [["stdout", "b\n"]], exitCode=0),
-            ]
-        ),
+        [
+            result("continued", [["stdout", "a\n"]]),
+            result("finished", [["stdout", "b\n"]], exitCode=0),
+        ],
     )
     manager.answer("DELETE", "/session/s1", {})
     config = manager.config()
