@@ -7,6 +7,7 @@ if one is configured, and runs the daemon's services in one root nursery
 until SIGINT or SIGTERM, which cancels them all.  The pid file is removed on
 the way out, whatever ended the run.
 
+:func:`serve_until_signal` is that run loop on its own (``bai up`` uses it too);
 :func:`tune_collector` sets the garbage collector up for a long-running
 server; every daemon entry point (``bai agent``, ``bai manager``, ``bai up``)
 calls it once its modules are imported.
@@ -14,6 +15,7 @@ calls it once its modules are imported.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -54,12 +56,11 @@ def tune_collector() -> None:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-async def _serve_until_signal(
-    config: C, start: Callable[[C, trio.Nursery], Awaitable[None]]
-) -> None:
+async def serve_until_signal(start: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+    """Start services with ``start(nursery)``, then run until SIGINT or SIGTERM cancels them all."""
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            await start(config, nursery)
+            await start(nursery)
             async for signum in signals:
                 log.info("received %s; stopping", signal.Signals(signum).name)
                 break
@@ -94,7 +95,7 @@ def run_daemon(
     if pid_file is not None:
         pid_file.write_text(f"{os.getpid()}\n")
     try:
-        trio.run(_serve_until_signal, config, start)
+        trio.run(serve_until_signal, functools.partial(start, config))
     finally:
         if pid_file is not None:
             pid_file.unlink(missing_ok=True)

@@ -28,10 +28,10 @@ keypairs, serves until SIGINT or SIGTERM and exits 0.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
-import signal
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,7 +44,7 @@ import trio
 from bai.agent.server import AgentService
 from bai.client.envfile import CLIENT_ENV_NAME, write_client_env
 from bai.common.config import AgentConfig, ManagerConfig, parse_config
-from bai.common.daemon import tune_collector
+from bai.common.daemon import serve_until_signal, tune_collector
 from bai.common.events import InProcEventBus
 from bai.common.logging import setup_logging
 from bai.manager.agents import STARTED_KERNEL_STATUSES
@@ -334,16 +334,10 @@ def _describe(handle: EmbeddedHandle) -> list[str]:
     return lines
 
 
-async def _run(service: EmbeddedService) -> None:
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            handle: EmbeddedHandle = await nursery.start(service.serve)
-            for line in _describe(handle):
-                print(line, flush=True)
-            async for signum in signals:
-                log.info("received %s; stopping", signal.Signals(signum).name)
-                break
-        nursery.cancel_scope.cancel()
+async def _start(service: EmbeddedService, nursery: trio.Nursery) -> None:
+    handle: EmbeddedHandle = await nursery.start(service.serve)
+    for line in _describe(handle):
+        print(line, flush=True)
 
 
 def main(data_dir: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
@@ -351,5 +345,6 @@ def main(data_dir: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -
     setup_logging(level="INFO")
     manager, agent = embedded_configs(data_dir, host=host, port=port)
     tune_collector()
-    trio.run(_run, EmbeddedService(data_dir, manager_config=manager, agent_config=agent))
+    service = EmbeddedService(data_dir, manager_config=manager, agent_config=agent)
+    trio.run(serve_until_signal, functools.partial(_start, service))
     return 0
