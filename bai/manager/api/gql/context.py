@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar, cast
 
+import sqlalchemy as sa
 import trio
 from graphql import GraphQLResolveInfo
 
@@ -63,6 +64,14 @@ class GqlContext:
         """Run ``await fn(conn)`` in one read-write transaction in the Trio thread
         (retried on conflicts, so *fn* must have no other effects)."""
         return trio.from_thread.run(self.db.transaction, fn)
+
+    def read_rows(self, query: sa.Select[Any]) -> list[Any]:
+        """The rows *query* selects, read in one read-only transaction."""
+
+        async def fetch(conn: Connection) -> list[Any]:
+            return list(await conn.execute(query))
+
+        return self.read(fetch)
 
     # ------------------------------------------------------------------- roles
 

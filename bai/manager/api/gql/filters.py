@@ -42,6 +42,7 @@ __all__ = [
     "Field",
     "FilterError",
     "Kind",
+    "enum_field",
     "parse_filter",
     "parse_order",
 ]
@@ -73,6 +74,11 @@ class Field:
     expr: sa.ColumnElement[Any]
     kind: Kind
     choices: frozenset[str] = frozenset()
+
+
+def enum_field(column: sa.ColumnElement[Any], enum_class: type[enum.Enum]) -> Field:
+    """An :attr:`Kind.ENUM` field whose choices are *enum_class*'s values."""
+    return Field(column, Kind.ENUM, frozenset(str(m.value) for m in enum_class))
 
 
 _TOKEN_RE: Final = re.compile(

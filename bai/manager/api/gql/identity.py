@@ -34,10 +34,9 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from bai.common.errors import InvalidValue
-from bai.common.types import RESOURCE_OCCUPYING_STATUSES
 from bai.manager.api.gql.context import GqlContext, Info, context_of
-from bai.manager.api.gql.filters import Field, Kind, parse_filter, parse_order
-from bai.manager.api.gql.sessions import check_page
+from bai.manager.api.gql.filters import Field, Kind, enum_field, parse_filter
+from bai.manager.api.gql.pages import check_page, order_terms, read_page
 from bai.manager.db import Connection
 from bai.manager.models.identity import (
     UserRole,
@@ -50,7 +49,7 @@ from bai.manager.models.identity import (
     users,
 )
 from bai.manager.models.resource import sgroups_for_domains, sgroups_for_groups
-from bai.manager.models.session import sessions
+from bai.manager.models.usage import keypair_concurrency
 
 __all__ = [
     "KEYPAIR_FIELDS",
@@ -95,16 +94,6 @@ def string_list(value: Any) -> list[str]:
     return []
 
 
-def _enum(column: Any, enum_class: type[Any]) -> Field:
-    return Field(column, Kind.ENUM, frozenset(str(m.value) for m in enum_class))
-
-
-def _order_by(
-    order: str | None, fields: Mapping[str, Field], default: Sequence[Any], tiebreak: Any
-) -> list[Any]:
-    return [*parse_order(order, fields), tiebreak] if order else list(default)
-
-
 # ------------------------------------------------------------------------ domains
 
 
@@ -123,19 +112,11 @@ def domain_item(row: Any) -> dict[str, Any]:
     }
 
 
-def _fetch_all(ctx: GqlContext, query: sa.Select[Any]) -> list[Any]:
-    async def read(conn: Connection) -> list[Any]:
-        return list(await conn.execute(query))
-
-    rows: list[Any] = ctx.read(read)
-    return rows
-
-
 def resolve_domain(_root: Any, info: Info, name: str | None = None) -> Any:
     """``domain(name)``."""
     ctx = context_of(info)
     wanted = ctx.domain_scope(name) or ctx.auth.domain_name
-    rows = _fetch_all(ctx, sa.select(domains).where(domains.c.name == wanted))
+    rows = ctx.read_rows(sa.select(domains).where(domains.c.name == wanted))
     return domain_item(rows[0]) if rows else None
 
 
@@ -146,7 +127,7 @@ def resolve_domains(_root: Any, info: Info, is_active: bool | None = None) -> An
     query = sa.select(domains).order_by(domains.c.name)
     if is_active is not None:
         query = query.where(domains.c.is_active.is_(is_active))
-    return [domain_item(row) for row in _fetch_all(ctx, query)]
+    return [domain_item(row) for row in ctx.read_rows(query)]
 
 
 def resolve_domain_scaling_groups(domain: Mapping[str, Any], info: Info) -> Any:
@@ -156,7 +137,7 @@ def resolve_domain_scaling_groups(domain: Mapping[str, Any], info: Info) -> Any:
         .where(sgroups_for_domains.c.domain == domain["name"])
         .order_by(sgroups_for_domains.c.scaling_group)
     )
-    return [row.scaling_group for row in _fetch_all(context_of(info), query)]
+    return [row.scaling_group for row in context_of(info).read_rows(query)]
 
 
 # ------------------------------------------------------------------------- groups
@@ -198,7 +179,7 @@ def _groups(ctx: GqlContext, conditions: Sequence[sa.ColumnElement[bool]]) -> li
         .where(sa.and_(sa.true(), *conditions))
         .order_by(groups.c.domain_name, groups.c.name)
     )
-    return [group_item(row) for row in _fetch_all(ctx, query)]
+    return [group_item(row) for row in ctx.read_rows(query)]
 
 
 def resolve_group(_root: Any, info: Info, id: uuid.UUID, domain_name: str | None = None) -> Any:
@@ -237,7 +218,7 @@ def resolve_group_scaling_groups(group: Mapping[str, Any], info: Info) -> Any:
         .where(sgroups_for_groups.c.group == group["id"])
         .order_by(sgroups_for_groups.c.scaling_group)
     )
-    return [row.scaling_group for row in _fetch_all(context_of(info), query)]
+    return [row.scaling_group for row in context_of(info).read_rows(query)]
 
 
 # -------------------------------------------------------------------------- users
@@ -250,8 +231,8 @@ USER_FIELDS: Final[Mapping[str, Field]] = {
     "full_name": Field(users.c.full_name, Kind.STRING),
     "description": Field(users.c.description, Kind.STRING),
     "domain_name": Field(users.c.domain_name, Kind.STRING),
-    "role": _enum(users.c.role, UserRole),
-    "status": _enum(users.c.status, UserStatus),
+    "role": enum_field(users.c.role, UserRole),
+    "status": enum_field(users.c.status, UserStatus),
     "status_info": Field(users.c.status_info, Kind.STRING),
     "need_password_change": Field(users.c.need_password_change, Kind.BOOLEAN),
     "resource_policy": Field(users.c.resource_policy, Kind.STRING),
@@ -320,7 +301,7 @@ def _user_filters(
 
 
 def _one_user(ctx: GqlContext, conditions: Sequence[sa.ColumnElement[bool]]) -> Any:
-    rows = _fetch_all(ctx, sa.select(users).where(*conditions).limit(1))
+    rows = ctx.read_rows(sa.select(users).where(*conditions).limit(1))
     return _user_item(rows[0]) if rows else None
 
 
@@ -366,7 +347,7 @@ def resolve_users(
         ctx, domain_name=domain_name, group_id=group_id, is_active=is_active, status=status
     )
     query = sa.select(users).where(*conditions).order_by(users.c.created_at, users.c.email)
-    return [_user_item(row) for row in _fetch_all(ctx, query)]
+    return [_user_item(row) for row in ctx.read_rows(query)]
 
 
 def resolve_user_list(
@@ -390,17 +371,16 @@ def resolve_user_list(
     )
     if filter:
         conditions.append(parse_filter(filter, USER_FIELDS))
-    where = sa.and_(sa.true(), *conditions)
-    ordering = _order_by(order, USER_FIELDS, (users.c.created_at, users.c.email), users.c.uuid)
+    ordering = order_terms(
+        USER_FIELDS, (users.c.created_at, users.c.email), users.c.uuid, order=order
+    )
 
-    async def read(conn: Connection) -> tuple[int, list[Any]]:
-        total = await conn.scalar(sa.select(sa.func.count()).select_from(users).where(where))
-        rows = await conn.execute(
-            sa.select(users).where(where).order_by(*ordering).limit(limit).offset(offset)
+    async def read(conn: Connection) -> tuple[list[Any], int]:
+        return await read_page(
+            conn, users, (users,), conditions, ordering, limit=limit, offset=offset
         )
-        return int(total), list(rows)
 
-    total, rows = ctx.read(read)
+    rows, total = ctx.read(read)
     return {"items": [_user_item(row) for row in rows], "total_count": total}
 
 
@@ -412,7 +392,7 @@ def resolve_user_groups(user: Mapping[str, Any], info: Info) -> Any:
         .where(association_groups_users.c.user_id == user["uuid"])
         .order_by(groups.c.name)
     )
-    return [{"id": row.id, "name": row.name} for row in _fetch_all(context_of(info), query)]
+    return [{"id": row.id, "name": row.name} for row in context_of(info).read_rows(query)]
 
 
 def resolve_user_main_access_key(user: Mapping[str, Any], info: Info) -> Any:
@@ -423,7 +403,7 @@ def resolve_user_main_access_key(user: Mapping[str, Any], info: Info) -> Any:
         .order_by(keypairs.c.is_admin.desc(), keypairs.c.created_at, keypairs.c.access_key)
         .limit(1)
     )
-    rows = _fetch_all(context_of(info), query)
+    rows = context_of(info).read_rows(query)
     return rows[0].access_key if rows else None
 
 
@@ -499,7 +479,7 @@ def load_keypairs(
         .where(sa.and_(sa.true(), *conditions))
         .order_by(keypairs.c.created_at, keypairs.c.access_key)
     )
-    return [keypair_item(row) for row in _fetch_all(ctx, query)]
+    return [keypair_item(row) for row in ctx.read_rows(query)]
 
 
 def _keypair_filters(
@@ -558,40 +538,36 @@ def resolve_keypair_list(
     conditions = _keypair_filters(ctx, domain_name, email, is_active)
     if filter:
         conditions.append(parse_filter(filter, KEYPAIR_FIELDS))
-    where = sa.and_(sa.true(), *conditions)
-    ordering = _order_by(
-        order, KEYPAIR_FIELDS, (keypairs.c.created_at, keypairs.c.access_key), keypairs.c.access_key
+    ordering = order_terms(
+        KEYPAIR_FIELDS,
+        (keypairs.c.created_at, keypairs.c.access_key),
+        keypairs.c.access_key,
+        order=order,
     )
 
-    async def read(conn: Connection) -> tuple[int, list[Any]]:
-        total = await conn.scalar(
-            sa.select(sa.func.count()).select_from(_KEYPAIR_FROM).where(where)
+    async def read(conn: Connection) -> tuple[list[Any], int]:
+        return await read_page(
+            conn,
+            _KEYPAIR_FROM,
+            _KEYPAIR_COLUMNS,
+            conditions,
+            ordering,
+            limit=limit,
+            offset=offset,
         )
-        rows = await conn.execute(
-            sa.select(*_KEYPAIR_COLUMNS)
-            .select_from(_KEYPAIR_FROM)
-            .where(where)
-            .order_by(*ordering)
-            .limit(limit)
-            .offset(offset)
-        )
-        return int(total), list(rows)
 
-    total, rows = ctx.read(read)
+    rows, total = ctx.read(read)
     return {"items": [keypair_item(row) for row in rows], "total_count": total}
 
 
 def resolve_keypair_concurrency_used(keypair: Mapping[str, Any], info: Info) -> Any:
     """``KeyPair.concurrency_used``: its sessions that hold (or are about to hold) resources."""
-    query = (
-        sa.select(sa.func.count())
-        .select_from(sessions)
-        .where(
-            sessions.c.access_key == keypair["access_key"],
-            sessions.c.status.in_(sorted(RESOURCE_OCCUPYING_STATUSES)),
-        )
-    )
-    return int(_fetch_all(context_of(info), query)[0][0])
+    access_key = keypair["access_key"]
+
+    async def read(conn: Connection) -> int:
+        return (await keypair_concurrency(conn, [access_key]))[access_key]
+
+    return context_of(info).read(read)
 
 
 def resolve_keypair_projects(keypair: Mapping[str, Any], info: Info) -> Any:
@@ -645,7 +621,7 @@ def resolve_keypair_policy(_root: Any, info: Info, name: str | None = None) -> A
     query = sa.select(keypair_resource_policies).where(
         keypair_resource_policies.c.name == wanted, *_visible_policies(ctx)
     )
-    rows = _fetch_all(ctx, query)
+    rows = ctx.read_rows(query)
     return policy_item(rows[0]) if rows else None
 
 
@@ -657,4 +633,4 @@ def resolve_keypair_policies(_root: Any, info: Info) -> Any:
         .where(sa.and_(sa.true(), *_visible_policies(ctx)))
         .order_by(keypair_resource_policies.c.name)
     )
-    return [policy_item(row) for row in _fetch_all(ctx, query)]
+    return [policy_item(row) for row in ctx.read_rows(query)]

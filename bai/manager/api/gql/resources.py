@@ -30,9 +30,10 @@ import sqlalchemy as sa
 from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.manager.api.gql.context import GqlContext, Info, context_of
-from bai.manager.api.gql.filters import Field, Kind, parse_filter, parse_order
+from bai.manager.api.gql.filters import Field, Kind, enum_field, parse_filter
 from bai.manager.api.gql.identity import visible_keypairs
-from bai.manager.api.gql.sessions import check_page
+from bai.manager.api.gql.pages import check_page, order_terms, read_page
+from bai.manager.api.gql.sessions import parse_statuses
 from bai.manager.db import Connection
 from bai.manager.models.identity import association_groups_users, groups, keypairs, users
 from bai.manager.models.resource import (
@@ -65,7 +66,7 @@ _MIB: Final = Decimal(2**20)
 #: Fields of ``agent_list``'s ``filter`` and ``order``.
 AGENT_FIELDS: Final[Mapping[str, Field]] = {
     "id": Field(agents.c.id, Kind.STRING),
-    "status": Field(agents.c.status, Kind.ENUM, frozenset(s.value for s in AgentStatus)),
+    "status": enum_field(agents.c.status, AgentStatus),
     "status_changed": Field(agents.c.status_changed, Kind.DATETIME),
     "region": Field(agents.c.region, Kind.STRING),
     "scaling_group": Field(agents.c.scaling_group, Kind.STRING),
@@ -129,16 +130,9 @@ def _agent_conditions(
     conditions: list[sa.ColumnElement[bool]] = []
     if scaling_group is not None:
         conditions.append(agents.c.scaling_group == scaling_group)
-    if status is not None and status.strip():
-        names = [part.strip().upper() for part in status.split(",") if part.strip()]
-        for name in names:
-            if name not in AgentStatus.__members__:
-                raise InvalidValue(
-                    f"is not an agent status (choose from {', '.join(AgentStatus)})",
-                    value=name,
-                    field="status",
-                )
-        conditions.append(agents.c.status.in_(names))
+    statuses = parse_statuses(status, AgentStatus, "an agent status")
+    if statuses is not None:
+        conditions.append(agents.c.status.in_(statuses))
     return conditions
 
 
@@ -149,20 +143,11 @@ def _load_agents(
     order: Sequence[Any] = (agents.c.id,),
     limit: int | None = None,
     offset: int = 0,
-    count: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
-    where = sa.and_(sa.true(), *conditions)
-
     async def read(conn: Connection) -> tuple[list[dict[str, Any]], int]:
-        total = 0
-        if count:
-            total = int(
-                await conn.scalar(sa.select(sa.func.count()).select_from(agents).where(where))
-            )
-        query = sa.select(agents).where(where).order_by(*order)
-        if limit is not None:
-            query = query.limit(limit).offset(offset)
-        rows = list(await conn.execute(query))
+        rows, total = await read_page(
+            conn, agents, (agents,), conditions, order, limit=limit, offset=offset
+        )
         occupancy = await agent_occupancy(conn, [row.id for row in rows])
         return [_agent_item(row, occupancy[row.id].occupied_slots) for row in rows], total
 
@@ -210,19 +195,15 @@ def resolve_agent_list(
     conditions = _agent_conditions(scaling_group, status)
     if filter:
         conditions.append(parse_filter(filter, AGENT_FIELDS))
-    ordering: list[Any] = [agents.c.id]
-    if order:
-        ordering = [*parse_order(order, AGENT_FIELDS), agents.c.id]
-    elif order_key:
-        spec = AGENT_FIELDS.get(order_key)
-        if spec is None:
-            raise InvalidValue(
-                "is not a field you can order by", value=order_key, field="order_key"
-            )
-        ordering = [spec.expr.asc() if order_asc in (None, True) else spec.expr.desc(), agents.c.id]
-    items, total = _load_agents(
-        ctx, conditions, order=ordering, limit=limit, offset=offset, count=True
+    ordering = order_terms(
+        AGENT_FIELDS,
+        (agents.c.id,),
+        agents.c.id,
+        order=order,
+        order_key=order_key,
+        order_asc=order_asc,
     )
+    items, total = _load_agents(ctx, conditions, order=ordering, limit=limit, offset=offset)
     return {"items": items, "total_count": total}
 
 
@@ -284,12 +265,7 @@ def _sgroups(
     query = (
         sa.select(scaling_groups).where(sa.and_(sa.true(), *where)).order_by(scaling_groups.c.name)
     )
-
-    async def read(conn: Connection) -> list[Any]:
-        return list(await conn.execute(query))
-
-    rows: list[Any] = ctx.read(read)
-    return [_sgroup_item(row) for row in rows]
+    return [_sgroup_item(row) for row in ctx.read_rows(query)]
 
 
 def resolve_scaling_group(_root: Any, info: Info, name: str | None = None) -> Any:
@@ -365,12 +341,7 @@ def _presets(ctx: GqlContext, conditions: Sequence[sa.ColumnElement[bool]]) -> l
         .where(sa.and_(sa.true(), *conditions))
         .order_by(resource_presets.c.name)
     )
-
-    async def read(conn: Connection) -> list[Any]:
-        return list(await conn.execute(query))
-
-    rows: list[Any] = ctx.read(read)
-    return [_preset_item(row) for row in rows]
+    return [_preset_item(row) for row in ctx.read_rows(query)]
 
 
 def resolve_resource_preset(_root: Any, info: Info, name: str) -> Any:

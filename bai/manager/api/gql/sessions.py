@@ -23,6 +23,7 @@ live statistics, idle checkers or abuse reports, so ``live_stat`` is
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
@@ -34,15 +35,15 @@ from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import ClusterMode, KernelStatus, SessionResult, SessionStatus, SessionTypes
 from bai.manager.api.gql.context import GqlContext, Info, context_of
-from bai.manager.api.gql.filters import Field, Kind, parse_filter, parse_order
+from bai.manager.api.gql.filters import Field, Kind, enum_field, parse_filter
 from bai.manager.api.gql.images import registry_of
+from bai.manager.api.gql.pages import check_page, order_terms, read_page
 from bai.manager.db import Connection
 from bai.manager.models.identity import groups, users
 from bai.manager.models.session import kernels, session_dependencies, sessions
 
 __all__ = [
     "SESSION_FIELDS",
-    "check_page",
     "parse_statuses",
     "resolve_agent_containers",
     "resolve_compute_container",
@@ -56,17 +57,12 @@ __all__ = [
     "session_scope",
 ]
 
-#: The most items one page of a ``*_list`` field may ask for.
-MAX_PAGE_SIZE: Final = 1000
-
 _FROM: Final = sessions.outerjoin(users, users.c.uuid == sessions.c.user_uuid).outerjoin(
     groups, groups.c.id == sessions.c.group_id
 )
 _COLUMNS: Final = (sessions, users.c.email.label("user_email"), groups.c.name.label("group_name"))
-
-
-def _enum(column: Any, enum_class: type[Any]) -> Field:
-    return Field(column, Kind.ENUM, frozenset(str(m.value) for m in enum_class))
+_CONTAINER_FROM: Final = kernels.join(sessions, sessions.c.id == kernels.c.session_id)
+_CONTAINER_ORDER: Final = (kernels.c.created_at, kernels.c.cluster_idx, kernels.c.id)
 
 
 #: Fields of ``compute_session_list``'s ``filter`` and ``order``.
@@ -75,11 +71,11 @@ SESSION_FIELDS: Final[Mapping[str, Field]] = {
     "session_id": Field(sessions.c.id, Kind.UUID),
     "name": Field(sessions.c.name, Kind.STRING),
     "session_name": Field(sessions.c.name, Kind.STRING),
-    "type": _enum(sessions.c.session_type, SessionTypes),
-    "session_type": _enum(sessions.c.session_type, SessionTypes),
-    "status": _enum(sessions.c.status, SessionStatus),
+    "type": enum_field(sessions.c.session_type, SessionTypes),
+    "session_type": enum_field(sessions.c.session_type, SessionTypes),
+    "status": enum_field(sessions.c.status, SessionStatus),
     "status_info": Field(sessions.c.status_info, Kind.STRING),
-    "result": _enum(sessions.c.result, SessionResult),
+    "result": enum_field(sessions.c.result, SessionResult),
     "image": Field(sessions.c.image, Kind.STRING),
     "architecture": Field(sessions.c.architecture, Kind.STRING),
     "tag": Field(sessions.c.tag, Kind.STRING),
@@ -90,7 +86,7 @@ SESSION_FIELDS: Final[Mapping[str, Field]] = {
     "user_id": Field(sessions.c.user_uuid, Kind.UUID),
     "user_email": Field(users.c.email, Kind.STRING),
     "scaling_group": Field(sessions.c.scaling_group_name, Kind.STRING),
-    "cluster_mode": _enum(sessions.c.cluster_mode, ClusterMode),
+    "cluster_mode": enum_field(sessions.c.cluster_mode, ClusterMode),
     "cluster_size": Field(sessions.c.cluster_size, Kind.INTEGER),
     "priority": Field(sessions.c.priority, Kind.INTEGER),
     "startup_command": Field(sessions.c.startup_command, Kind.STRING),
@@ -106,26 +102,19 @@ _DEFAULT_ORDER: Final = (sessions.c.created_at.desc(), sessions.c.id)
 # --------------------------------------------------------------------- arguments
 
 
-def parse_statuses(text: str | None, field: str = "status") -> list[str] | None:
-    """Comma-separated session statuses (``None`` or empty: any status)."""
+def parse_statuses(text: str | None, statuses: type[enum.StrEnum], what: str) -> list[str] | None:
+    """A ``status`` argument: comma-separated values of *statuses* (``None`` or empty:
+    any status); an unknown one is an error saying it is not *what*."""
     if text is None or not text.strip():
         return None
     names = [part.strip().upper() for part in text.split(",") if part.strip()]
-    known = {s.value for s in SessionStatus}
+    known = {s.value for s in statuses}
     for name in names:
         if name not in known:
             raise InvalidValue(
-                f"is not a session status (choose from {', '.join(known)})", value=name, field=field
+                f"is not {what} (choose from {', '.join(statuses)})", value=name, field="status"
             )
     return names
-
-
-def check_page(limit: int, offset: int) -> None:
-    """Refuse a page that is empty by construction or too large."""
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidValue(f"must be 1 to {MAX_PAGE_SIZE}", value=limit, field="limit")
-    if offset < 0:
-        raise InvalidValue("must be 0 or more", value=offset, field="offset")
 
 
 def _uuid_arg(value: str | uuid.UUID | None, field: str) -> uuid.UUID | None:
@@ -155,19 +144,6 @@ def session_scope(
     if group_id is not None:
         conditions.append(sessions.c.group_id == group_id)
     return conditions
-
-
-def _order(order: str | None, order_key: str | None, order_asc: bool | None) -> list[Any]:
-    if order:
-        return [*parse_order(order, SESSION_FIELDS), sessions.c.id]
-    if order_key:
-        spec = SESSION_FIELDS.get(order_key)
-        if spec is None:
-            raise InvalidValue(
-                "is not a field you can order by", value=order_key, field="order_key"
-            )
-        return [spec.expr.asc() if order_asc in (None, True) else spec.expr.desc(), sessions.c.id]
-    return list(_DEFAULT_ORDER)
 
 
 # ----------------------------------------------------------------------- loading
@@ -320,22 +296,14 @@ def load_sessions(
     order: Sequence[Any] = _DEFAULT_ORDER,
     limit: int | None = None,
     offset: int = 0,
-    count: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Sessions matching *conditions* as ``ComputeSession`` items, and (with *count*) how
-    many match in all; read in one transaction."""
-    where = sa.and_(sa.true(), *conditions)
+    """Sessions matching *conditions* as ``ComputeSession`` items (with *limit*, one page
+    of them), and how many match in all; read in one transaction."""
 
     async def read(conn: Connection) -> tuple[list[Any], dict[Any, list[Any]], int]:
-        total = 0
-        if count:
-            total = int(
-                await conn.scalar(sa.select(sa.func.count()).select_from(_FROM).where(where))
-            )
-        query = sa.select(*_COLUMNS).select_from(_FROM).where(where).order_by(*order)
-        if limit is not None:
-            query = query.limit(limit).offset(offset)
-        rows = list(await conn.execute(query))
+        rows, total = await read_page(
+            conn, _FROM, _COLUMNS, conditions, order, limit=limit, offset=offset
+        )
         return rows, await _kernels_of(conn, [row.id for row in rows]), total
 
     rows, by_session, total = ctx.read(read)
@@ -375,19 +343,20 @@ def resolve_compute_session_list(
         group_id=_uuid_arg(group_id, "group_id"),
         access_key=access_key,
     )
-    statuses = parse_statuses(status)
+    statuses = parse_statuses(status, SessionStatus, "a session status")
     if statuses is not None:
         conditions.append(sessions.c.status.in_(statuses))
     if filter:
         conditions.append(parse_filter(filter, SESSION_FIELDS))
-    items, total = load_sessions(
-        ctx,
-        conditions,
-        order=_order(order, order_key, order_asc),
-        limit=limit,
-        offset=offset,
-        count=True,
+    ordering = order_terms(
+        SESSION_FIELDS,
+        _DEFAULT_ORDER,
+        sessions.c.id,
+        order=order,
+        order_key=order_key,
+        order_asc=order_asc,
     )
+    items, total = load_sessions(ctx, conditions, order=ordering, limit=limit, offset=offset)
     return {"items": items, "total_count": total}
 
 
@@ -410,7 +379,7 @@ def resolve_keypair_sessions(
     """``KeyPair.compute_sessions(status)``."""
     ctx = context_of(info)
     conditions = [*session_scope(ctx), sessions.c.access_key == keypair["access_key"]]
-    statuses = parse_statuses(status)
+    statuses = parse_statuses(status, SessionStatus, "a session status")
     if statuses is not None:
         conditions.append(sessions.c.status.in_(statuses))
     items, _ = load_sessions(ctx, conditions)
@@ -427,43 +396,23 @@ def resolve_container_registry(container: Mapping[str, Any], info: Info) -> Any:
     return registry_of(context_of(info), container["image"], container["architecture"])
 
 
-def _parse_kernel_statuses(text: str | None) -> list[str] | None:
-    if text is None or not text.strip():
-        return None
-    names = [part.strip().upper() for part in text.split(",") if part.strip()]
-    known = {s.value for s in KernelStatus}
-    for name in names:
-        if name not in known:
-            raise InvalidValue("is not a kernel status", value=name, field="status")
-    return names
-
-
 def _load_containers(
     ctx: GqlContext,
     conditions: Sequence[sa.ColumnElement[bool]],
     *,
     limit: int | None = None,
     offset: int = 0,
-    count: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
-    where = sa.and_(sa.true(), *conditions)
-    joined = kernels.join(sessions, sessions.c.id == kernels.c.session_id)
-
     async def read(conn: Connection) -> tuple[list[Any], int]:
-        total = 0
-        if count:
-            total = int(
-                await conn.scalar(sa.select(sa.func.count()).select_from(joined).where(where))
-            )
-        query = (
-            sa.select(kernels)
-            .select_from(joined)
-            .where(where)
-            .order_by(kernels.c.created_at, kernels.c.cluster_idx, kernels.c.id)
+        return await read_page(
+            conn,
+            _CONTAINER_FROM,
+            (kernels,),
+            conditions,
+            _CONTAINER_ORDER,
+            limit=limit,
+            offset=offset,
         )
-        if limit is not None:
-            query = query.limit(limit).offset(offset)
-        return list(await conn.execute(query)), total
 
     rows, total = ctx.read(read)
     return [container_item(ctx, row) for row in rows], total
@@ -490,7 +439,7 @@ def resolve_compute_container_list(
     conditions = [*session_scope(ctx), kernels.c.session_id == session_id]
     if role is not None:
         conditions.append(kernels.c.cluster_role == role)
-    items, total = _load_containers(ctx, conditions, limit=limit, offset=offset, count=True)
+    items, total = _load_containers(ctx, conditions, limit=limit, offset=offset)
     return {"items": items, "total_count": total}
 
 
@@ -500,7 +449,7 @@ def resolve_agent_containers(
     """``Agent.compute_containers(status)``: the kernels placed on the agent."""
     ctx = context_of(info)
     conditions = [kernels.c.agent == agent["id"]]
-    statuses = _parse_kernel_statuses(status)
+    statuses = parse_statuses(status, KernelStatus, "a kernel status")
     if statuses is not None:
         conditions.append(kernels.c.status.in_(statuses))
     items, _ = _load_containers(ctx, conditions)
