@@ -115,15 +115,10 @@ def _policy_values(props: Mapping[str, Any], known: Mapping[str, Any]) -> dict[s
 
 
 def _load_policy(ctx: GqlContext, name: str) -> dict[str, Any] | None:
-    async def read(conn: Connection) -> Any:
-        return (
-            await conn.execute(
-                sa.select(keypair_resource_policies).where(keypair_resource_policies.c.name == name)
-            )
-        ).first()
-
-    row = ctx.read(read)
-    return policy_item(row) if row is not None else None
+    rows = ctx.read_rows(
+        sa.select(keypair_resource_policies).where(keypair_resource_policies.c.name == name)
+    )
+    return policy_item(rows[0]) if rows else None
 
 
 def create_keypair_resource_policy(
@@ -137,12 +132,7 @@ def create_keypair_resource_policy(
 
     async def write(conn: Connection) -> bool:
         values = _policy_values(props, await _slot_types(conn))
-        taken = await conn.scalar(
-            sa.select(sa.func.count())
-            .select_from(keypair_resource_policies)
-            .where(keypair_resource_policies.c.name == name)
-        )
-        if taken:
+        if await _policy_exists(conn, name):
             return False
         await conn.execute(sa.insert(keypair_resource_policies).values(name=name, **values))
         return True
@@ -163,12 +153,7 @@ def modify_keypair_resource_policy(
     async def write(conn: Connection) -> int:
         values = _policy_values(props, await _slot_types(conn))
         if not values:
-            found = await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(keypair_resource_policies)
-                .where(keypair_resource_policies.c.name == name)
-            )
-            return int(found)
+            return int(await _policy_exists(conn, name))
         result = await conn.execute(
             sa.update(keypair_resource_policies)
             .where(keypair_resource_policies.c.name == name)
