@@ -15,7 +15,7 @@
   JSONB can store them.
 * :func:`json_response` -- a JSON answer encoded with msgspec (UUIDs,
   datetimes, enums, Decimals and :class:`~bai.common.slots.ResourceSlot`
-  encode as the spec writes them).
+  encode as the spec writes them); :func:`no_content` -- an empty 204.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "InvalidParameter",
     "current_ctx",
     "json_response",
+    "no_content",
     "read_json",
     "read_params",
     "read_query",
@@ -83,6 +84,12 @@ def json_response(
     if headers:
         for name, value in headers.items():
             response.headers[name] = value
+    return response
+
+
+def no_content() -> Response:
+    """An empty ``204 No Content`` answer."""
+    response: Response = current_app.response_class(b"", status=204)
     return response
 
 

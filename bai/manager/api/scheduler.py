@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response
 
 from bai.manager.api.auth import superadmin_required
-from bai.manager.api.helpers import current_ctx, json_response, read_json
+from bai.manager.api.helpers import current_ctx, json_response, no_content, read_json
 
 __all__ = ["blueprint"]
 
@@ -36,18 +36,13 @@ class _Trigger(msgspec.Struct, kw_only=True):
     event: Literal["schedule", "prepare"]
 
 
-def _no_content() -> Response:
-    response: Response = current_app.response_class(b"", status=204)
-    return response
-
-
 @blueprint.route("/operation", methods=["POST"])
 @superadmin_required
 async def operation() -> Response:
     """``POST /manager/scheduler/operation``: include or exclude agents (204)."""
     params = await read_json(_Operation)
     await current_ctx().dispatcher.operation(params.op, params.args)
-    return _no_content()
+    return no_content()
 
 
 @blueprint.route("/trigger", methods=["POST"])
@@ -56,7 +51,7 @@ async def trigger() -> Response:
     """``POST /manager/scheduler/trigger``: ask for a scheduling pass now (204)."""
     await read_json(_Trigger)
     current_ctx().dispatcher.trigger()
-    return _no_content()
+    return no_content()
 
 
 @blueprint.route("/status", methods=["GET"])

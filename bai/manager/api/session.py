@@ -92,6 +92,7 @@ from bai.manager.api.helpers import (
     InvalidParameter,
     current_ctx,
     json_response,
+    no_content,
     read_json,
     read_params,
     read_query,
@@ -328,11 +329,6 @@ def session_json(info: SessionInfo, *, now: datetime | None = None) -> dict[str,
         "lastStat": main.last_stat,
         "kernels": _kernel_json(info),
     }
-
-
-def _no_content() -> Response:
-    response: Response = current_app.response_class(b"", status=204)
-    return response
 
 
 # ------------------------------------------------------------------ create
@@ -671,7 +667,7 @@ async def restart(session_name: str) -> Response:
     session_cache().forget(info.id)
     with translated_errors():
         await current_ctx().registry.restart_session(info)
-    return _no_content()
+    return no_content()
 
 
 class _RenameParams(msgspec.Struct, kw_only=True):
@@ -687,7 +683,7 @@ async def rename(session_name: str) -> Response:
     session_cache().forget(info.id)
     with translated_errors():
         await current_ctx().registry.rename_session(info, params.name)
-    return _no_content()
+    return no_content()
 
 
 # --------------------------------------------------------------- execution
@@ -741,7 +737,7 @@ async def interrupt(session_name: str) -> Response:
     info = await find_session(session_name, current_auth())
     with translated_errors():
         await current_ctx().registry.interrupt(info)
-    return _no_content()
+    return no_content()
 
 
 class _CompletionOptions(msgspec.Struct, kw_only=True):
@@ -827,7 +823,7 @@ async def upload(session_name: str) -> Response:
         files.append((path, data))
     with translated_errors():
         await current_ctx().registry.upload_files(info, files)
-    return _no_content()
+    return no_content()
 
 
 async def _query_or_body(model: type[T], key: str) -> T:
