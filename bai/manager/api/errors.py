@@ -229,9 +229,16 @@ def _title(status: int) -> str:
         return "HTTP error."
 
 
-def _invalid_value(exc: InvalidValue, status: int, error_type: str, title: str) -> Problem:
-    data = {exc.field: exc.problem} if exc.field else None
+def _invalid_value(
+    exc: InvalidValue, status: int, error_type: str, title: str, data: Any = None
+) -> Problem:
+    if data is None and exc.field:
+        data = {exc.field: exc.problem}
     return Problem(status, error_type, title, str(exc), exc.field, data)
+
+
+def _unavailable(detail: str) -> Problem:
+    return Problem(503, ServiceUnavailable.error_type, ServiceUnavailable.error_title, detail)
 
 
 def _http_exception(exc: HTTPException) -> Problem:
@@ -262,8 +269,7 @@ def problem_of(exc: BaseException) -> Problem:
         data = getattr(exc, "extra_data", None)
         headers = getattr(exc, "headers", None)
         if isinstance(exc, InvalidValue):
-            data = data if data is not None else ({exc.field: exc.problem} if exc.field else None)
-            return Problem(status, error_type, title, str(exc), exc.field, data)
+            return _invalid_value(exc, status, error_type, title, data)
         detail = getattr(exc, "detail", None) if isinstance(exc, ApiError) else str(exc)
         return Problem(
             status,
@@ -283,28 +289,13 @@ def problem_of(exc: BaseException) -> Problem:
     if isinstance(exc, InvalidValue):
         return _invalid_value(exc, 400, "invalid-api-params", "Missing or invalid API parameters.")
     if isinstance(exc, DatabaseTimeout):
-        return Problem(
-            503,
-            ServiceUnavailable.error_type,
-            ServiceUnavailable.error_title,
-            "the database did not answer in time",
-        )
+        return _unavailable("the database did not answer in time")
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
         # Lost connections and locked databases: the request may succeed later.
         log.warning("database error answering a request: %s", exc)
-        return Problem(
-            503,
-            ServiceUnavailable.error_type,
-            ServiceUnavailable.error_title,
-            "the database is not available",
-        )
+        return _unavailable("the database is not available")
     if isinstance(exc, DatabaseUnavailable | DatabaseClosed):
-        return Problem(
-            503,
-            ServiceUnavailable.error_type,
-            ServiceUnavailable.error_title,
-            "the database is not available",
-        )
+        return _unavailable("the database is not available")
     if isinstance(exc, HTTPException) and exc.code is not None and exc.code >= 400:
         original = getattr(exc, "original_exception", None)
         if exc.code == 500 and original is not None:
