@@ -967,7 +967,8 @@ class SessionRegistry:
         if isinstance(ref, uuid.UUID):
             exact: uuid.UUID | None = ref
         else:
-            if not isinstance(ref, str) or not 0 < len(ref) <= 64:
+            # No session name holds a NUL, and PostgreSQL refuses one in a query.
+            if not isinstance(ref, str) or not 0 < len(ref) <= 64 or "\x00" in ref:
                 raise SessionNotFound(f"no session is called {ref!r}")
             try:
                 exact = uuid.UUID(ref)
@@ -1019,6 +1020,8 @@ class SessionRegistry:
         """Active sessions whose name or id starts with *text* (``match``), newest first."""
         if not isinstance(text, str) or not text or len(text) > 64:
             raise InvalidSessionRequest("must be 1 to 64 characters", value=text, field="id")
+        if "\x00" in text:
+            raise InvalidSessionRequest("must not contain NUL", value=text, field="id")
         owner = sessions.c.access_key == access_key if access_key is not None else sa.true()
         active = sessions.c.status.notin_(_terminal_value())
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -123,6 +123,8 @@ async def test_refused_calls_on_sessions(deployment: Deployment) -> None:
         return await deployment.api.call(method, path, key=user, **kwargs)
 
     problem(await call("GET", "/session/no-such-session"), 404, "session-not-found")
+    # PostgreSQL refuses a NUL in a query: the API must say so before asking.
+    problem(await call("GET", "/session/%00"), 404, "session-not-found")
     problem(
         await call("POST", f"/session/{name}", json_body={"mode": "sideways"}),
         400,
@@ -160,6 +162,12 @@ async def test_refused_calls_on_sessions(deployment: Deployment) -> None:
     )
     problem(await call("GET", "/session/_/match", params={"id": ""}), 400, "invalid-api-params")
     problem(await call("GET", "/session/_/match"), 400, "invalid-api-params", "id")
+    problem(
+        await call("GET", "/session/_/match", params={"id": "a\x00b"}),
+        400,
+        "invalid-api-params",
+        "id",
+    )
 
     # Files: too many, too large, not multipart, outside /home/work.
     too_many = [(f"f{i}.txt", b"x") for i in range(21)]
