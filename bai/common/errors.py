@@ -40,3 +40,14 @@ class InvalidValue(BaiError, ValueError):
         self.field = field
         where = f"{field}: " if field else ""
         super().__init__(f"{where}{problem} (got {describe_value(value)})")
+
+
+def sole_exception(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups, or *exc* itself.
+
+    Trio nurseries wrap errors in exception groups; a caller reporting one
+    error wants that error, not a group of one.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

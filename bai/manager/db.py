@@ -64,7 +64,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from bai.common.errors import BaiError, InvalidValue
+from bai.common.errors import BaiError, InvalidValue, sole_exception
 
 if TYPE_CHECKING:
     import asyncio
@@ -887,7 +887,7 @@ class PostgresDatabase(Database):
         except BaseExceptionGroup as group:
             # trio-asyncio runs our body inside its own nurseries, which wrap
             # whatever the body raised; hand the caller the exception itself.
-            error = _sole_exception(group)
+            error = sole_exception(group)
             if error is group:
                 raise
         if error is not None:
@@ -984,14 +984,6 @@ class PostgresDatabase(Database):
                 return _materialize(await conn.execute(statement, parameters))
 
         return await self._aio(run)
-
-
-def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested single-member groups, or *group* itself."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def create_database(target: str | DbConfig, **options: Any) -> Database:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from bai.cli.commands.pretty import print_error, print_fail
+from bai.common.errors import sole_exception
 
 if TYPE_CHECKING:
     from bai.client import APIClient, APIConfig
@@ -43,13 +44,6 @@ def load_config(*, needs_credentials: bool = True) -> APIConfig:
     return config
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    # Trio nurseries wrap errors in groups; users want the error itself.
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def run_client(
     main: Callable[[APIClient], Awaitable[int | None]], *, needs_credentials: bool = True
 ) -> NoReturn:
@@ -68,7 +62,7 @@ def run_client(
     try:
         status = trio.run(_main)
     except BaseException as raised:
-        exc = _leaf(raised)
+        exc = sole_exception(raised)
         if isinstance(exc, KeyboardInterrupt):
             print_fail("Interrupted.")
             sys.exit(EXIT_INTERRUPTED)
