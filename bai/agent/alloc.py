@@ -657,22 +657,15 @@ class ResourceAllocator:
 
     def capacity(self) -> ResourceSlot:
         """The agent's total of every slot."""
-        return self._sum(m.capacity() for m in self._maps.values())
+        return sum((m.capacity() for m in self._maps.values()), ResourceSlot())
 
     def allocated(self) -> ResourceSlot:
         """The occupied amount of every slot (what heartbeats report as occupied)."""
-        return self._sum(m.allocated() for m in self._maps.values())
+        return sum((m.allocated() for m in self._maps.values()), ResourceSlot())
 
     def available(self) -> ResourceSlot:
         """The free amount of every slot."""
-        return self._sum(m.available() for m in self._maps.values())
-
-    @staticmethod
-    def _sum(parts: Iterable[ResourceSlot]) -> ResourceSlot:
-        total = ResourceSlot()
-        for part in parts:
-            total = total + part
-        return total
+        return sum((m.available() for m in self._maps.values()), ResourceSlot())
 
     def owners(self) -> list[str]:
         """Every owner holding something in some map."""

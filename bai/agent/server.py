@@ -1314,10 +1314,7 @@ class AgentService:
 
 
 def _occupied(allocation: Mapping[str, Mapping[str, Mapping[str, Decimal]]]) -> ResourceSlot:
-    total = ResourceSlot()
-    for part in allocation.values():
-        total = total + allocation_total(part)
-    return total
+    return sum((allocation_total(part) for part in allocation.values()), ResourceSlot())
 
 
 def _cpu_and_memory(slots: ResourceSlot) -> tuple[Decimal | None, int | None]:

@@ -314,11 +314,10 @@ def _main_exit_code(kernel_list: list[_Kernel]) -> int | None:
 
 
 def _occupying(kernel_list: list[_Kernel]) -> ResourceSlot:
-    total = ResourceSlot()
-    for kernel in kernel_list:
-        if kernel.status.value in RESOURCE_OCCUPYING_STATUSES:
-            total = total + kernel.occupied_slots
-    return total
+    return sum(
+        (k.occupied_slots for k in kernel_list if k.status.value in RESOURCE_OCCUPYING_STATUSES),
+        ResourceSlot(),
+    )
 
 
 async def _move_session(

@@ -49,7 +49,7 @@ from bai.manager.scheduler.types import (
     SchedulingInput,
     SchedulingResult,
 )
-from bai.manager.scheduler.validation import Candidate, prepare, sum_slots
+from bai.manager.scheduler.validation import Candidate, prepare
 
 __all__ = ["schedule"]
 
@@ -234,7 +234,7 @@ def _result(
     allocated: dict[AgentId, ResourceSlot] = {}
     containers: dict[AgentId, int] = {}
     for agent_id, kernels in allocations.slots.items():
-        total = sum_slots(kernels)
+        total = sum(kernels, ResourceSlot())
         agent = agents[agent_id]
         allocated[agent_id] = total
         occupied[agent_id] = agent.occupied_slots + total

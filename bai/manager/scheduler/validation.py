@@ -37,7 +37,6 @@ __all__ = [
     "clear_shape_cache",
     "normalize_architecture",
     "prepare",
-    "sum_slots",
     "to_milli",
     "validate_agent",
     "validate_pending",
@@ -208,7 +207,7 @@ def prepare(session: PendingSession) -> Candidate:
             total_milli[key] = total_milli.get(key, 0) + amount
     return Candidate(
         session=session,
-        total=sum_slots(session.kernels),
+        total=sum(session.kernels, ResourceSlot()),
         kernel_milli=kernel_milli,
         total_milli=total_milli,
         architecture=normalize_architecture(session.architecture),
@@ -300,7 +299,7 @@ def check_satisfiable(session: PendingSession, agents: Sequence[AgentInfo]) -> N
                     f"no agent in {group} provides this slot", value=key, field=f"kernels[{index}]"
                 )
     if session.cluster_mode is ClusterMode.SINGLE_NODE:
-        units: Mapping[str, ResourceSlot] = {"the session": sum_slots(session.kernels)}
+        units: Mapping[str, ResourceSlot] = {"the session": sum(session.kernels, ResourceSlot())}
     else:
         units = {f"kernel {i}": slots for i, slots in enumerate(session.kernels)}
     for name, requested in units.items():
@@ -310,11 +309,3 @@ def check_satisfiable(session: PendingSession, agents: Sequence[AgentInfo]) -> N
                 value=requested.to_json(),
                 field="kernels",
             )
-
-
-def sum_slots(slots: Sequence[ResourceSlot]) -> ResourceSlot:
-    """Return the slot-by-slot sum of *slots* (empty: no slots)."""
-    total = ResourceSlot()
-    for item in slots:
-        total = total + item
-    return total

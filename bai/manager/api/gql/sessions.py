@@ -149,13 +149,6 @@ def session_scope(
 # ----------------------------------------------------------------------- loading
 
 
-def _sum_slots(rows: Sequence[Any]) -> ResourceSlot:
-    total = ResourceSlot()
-    for row in rows:
-        total = total + row.occupied_slots
-    return total
-
-
 def _timestamp(text: Any) -> datetime | None:
     if not isinstance(text, str):
         return None
@@ -227,7 +220,7 @@ def session_item(ctx: GqlContext, row: Any, kernel_rows: list[Any]) -> dict[str,
     """One session row (with ``user_email`` and ``group_name``) as a ``ComputeSession``."""
     ordered = _main_first(kernel_rows)
     main = ordered[0] if ordered else None
-    occupied = _sum_slots(ordered)
+    occupied = sum((row.occupied_slots for row in ordered), ResourceSlot())
     agent_ids = sorted({k.agent for k in ordered if k.agent is not None})
     return {
         "id": row.id,
