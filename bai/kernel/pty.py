@@ -32,6 +32,7 @@ import threading
 import time
 
 from bai.kernel import sockets
+from bai.kernel.runtimes import yield_to_oom_killer
 
 MAX_RESPAWN_DELAY = 5.0
 
@@ -77,6 +78,7 @@ class PtyBridge:
         pid, master = os.forkpty()
         if pid == 0:  # the child: exec at once, touching no lock another thread might hold
             try:
+                yield_to_oom_killer(os.getpid())
                 os.execve(self._shell, argv, env)
             finally:
                 os._exit(127)

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bai.kernel.output import Outbox
+from bai.kernel.runtimes import yield_to_oom_killer
 
 RESERVED_PORTS: Final = frozenset({2000, 2001, 2002, 2003, 2200, 7681})
 PROTOCOLS: Final = frozenset({"tcp", "http", "pty"})
@@ -555,6 +556,7 @@ class ServiceManager:
             raise ServiceError(
                 f"cannot start the command ({exc})", field="command", value=rendered.command
             ) from None
+        yield_to_oom_killer(proc.pid)
         service = _Service(name, proc, ports, url_template)
         service.watcher = threading.Thread(
             target=self._watch, args=(service,), name=f"service-{name}", daemon=True

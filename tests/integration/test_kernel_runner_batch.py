@@ -119,6 +119,22 @@ def test_a_background_process_cannot_hold_the_run_open(kernel: RunnerClient) -> 
     assert time.monotonic() - started < 5
 
 
+def test_user_code_is_the_oom_killers_choice_before_the_runner(kernel: RunnerClient) -> None:
+    runner_score = Path("/proc/self/oom_score_adj").read_text().strip()  # what it inherited
+    assert runner_score != "1000"
+    step = kernel.execute(
+        "import os, subprocess\n"
+        "def score(pid): return open(f'/proc/{pid}/oom_score_adj').read().strip()\n"
+        "child = subprocess.check_output(['cat', '/proc/self/oom_score_adj'], text=True)\n"
+        "print(score('self'), score(os.getppid()), child.strip())\n"
+    )
+    # The Python process and its children get the highest score; the runner keeps its own.
+    assert step.text("stdout") == f"1000 {runner_score} 1000\n"
+    # The score is written right after the shell starts, before it starts the command's processes.
+    run = kernel.batch(exec="sleep 0.1; cat /proc/self/oom_score_adj")[2]
+    assert run.console == [["stdout", "1000\n"]]
+
+
 def test_the_shell_runtime_runs_snippets_as_commands(tmp_path: Path) -> None:
     with _runner(tmp_path, runtime="shell") as process, process.client() as client:
         assert client.wait_ready()["runtime"] == "shell"

@@ -108,6 +108,11 @@ def test_control_characters_pass_through_untouched(terminal: Terminal) -> None:
     terminal.expect(rb"after-interrupt\r\n")
 
 
+def test_the_shell_is_the_oom_killers_choice_before_the_runner(terminal: Terminal) -> None:
+    terminal.type(b"echo score=$(cat /proc/$$/oom_score_adj)\n")
+    terminal.expect(rb"score=1000\r\n")
+
+
 def test_the_shell_is_started_again_when_it_exits(terminal: Terminal) -> None:
     terminal.type(b"echo pid=$$\n")
     first = terminal.expect(rb"pid=(\d+)\r\n").group(1)

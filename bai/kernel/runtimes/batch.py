@@ -29,6 +29,7 @@ import threading
 import time
 
 from bai.kernel.output import Outbox
+from bai.kernel.runtimes import yield_to_oom_killer
 
 TYPE_CHECKING = False  # typing for the type checker only: it slows every kernel start
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def run_bootstrap(path: str, timeout: float, stopping: threading.Event) -> str |
         proc = subprocess.Popen([_shell(), path], stdin=subprocess.DEVNULL, process_group=0)
     except OSError as exc:
         return f"cannot run the bootstrap script {path}: {exc}"
+    yield_to_oom_killer(proc.pid)
     deadline = time.monotonic() + timeout
     code: int | None = None
     try:
@@ -161,6 +163,7 @@ class ShellCommands:
         except OSError as exc:
             self._outbox.write(run_id, "stderr", f"cannot run the shell: {exc}\n")
             return -1
+        yield_to_oom_killer(proc.pid)
         with self._lock:
             self._proc = proc
             self._interrupted_at = None

@@ -29,6 +29,7 @@ import threading
 import time
 
 from bai.kernel.output import Outbox
+from bai.kernel.runtimes import yield_to_oom_killer
 
 TYPE_CHECKING = False  # typing for the type checker only: it slows every kernel start
 if TYPE_CHECKING:
@@ -117,6 +118,8 @@ class PythonRuntime:
             raise
         for fd in (cmd_r, ctl_w, out_w, err_w):
             os.close(fd)
+        # In time: the worker runs no user code before its first run message.
+        yield_to_oom_killer(proc.pid)
         worker = _Worker(proc, cmd_w, ctl_r, out_r, err_r)
         self._worker = worker
         threading.Thread(
