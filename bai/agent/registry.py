@@ -5,7 +5,10 @@ replaced atomically (write to a temporary file, then ``rename``) on every
 change, so a ``kill -9`` of the agent at any moment leaves each file either in
 its old or its new state, never torn.  A record is written *before* the
 kernel's process or cgroup exists and removed only after both are gone, so
-every process or cgroup the agent ever made is named by some record.
+every process or cgroup the agent ever made is named by some record.  The
+folder is the agent user's only (0700, records 0600): a record holds the
+runner's environment, which carries the variables the session was created
+with.
 
 :meth:`KernelRegistry.load` reads every record back; a file that does not
 parse (a disk error, a hand edit) is renamed to ``*.corrupt`` and reported,
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from bai.common.daemon import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +83,8 @@ class KernelRegistry:
         self.directory = directory
 
     def prepare(self) -> None:
-        """Create the folder (and its parents)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Create the folder (and its parents); it and the records become the agent user's only."""
+        private_dir(self.directory)
 
     def _path(self, kernel_id: str) -> Path:
         return self.directory / f"{kernel_id}.json"

@@ -83,8 +83,9 @@ def agent(config_path: Path | None) -> None:
 def up(data_dir: Path, host: str, port: int | None) -> None:
     """Run everything in one process: manager, one agent, SQLite, local kernels.
 
-    Prints the endpoint and keypairs and writes DATA_DIR/client.env; `source` it
-    and both `bai` and the official `backend.ai` client talk to this cluster.
+    Prints the endpoint and access keys and writes DATA_DIR/client.env (the
+    superadmin's secret key is there, not in the output); `source` it and both
+    `bai` and the official `backend.ai` client talk to this cluster.
     Ctrl-C stops everything and leaves no kernel behind.
     """
     from bai.manager.embedded import DEFAULT_PORT, main

@@ -45,17 +45,22 @@ def render_client_env(endpoint: str, access_key: str, secret_key: str) -> str:
 
 
 def write_client_env(
-    data_dir: str | os.PathLike[str], endpoint: str, access_key: str, secret_key: str
+    data_dir: str | os.PathLike[str],
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    *,
+    name: str = CLIENT_ENV_NAME,
 ) -> Path:
-    """Write ``DATA_DIR/client.env`` (mode 0600, atomically) and return its path.
+    """Write ``DATA_DIR/client.env`` (or *name*; mode 0600, atomically) and return its path.
 
     Blocking file I/O: from Trio, call it through ``trio.to_thread.run_sync``.
     """
     text = render_client_env(endpoint, access_key, secret_key)
     directory = Path(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / CLIENT_ENV_NAME
-    fd, tmp_name = tempfile.mkstemp(prefix=".client.env.", dir=directory)
+    target = directory / name
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             stream.write(text)

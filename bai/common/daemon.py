@@ -11,15 +11,21 @@ the way out, whatever ended the run.
 :func:`tune_collector` sets the garbage collector up for a long-running
 server; every daemon entry point (``bai agent``, ``bai manager``, ``bai up``)
 calls it once its modules are imported.
+
+:func:`private_dir` and :func:`private_file` keep what a daemon holds secret
+(keys, kernels' environments and output) to the daemon's user: folders 0700,
+files 0600, also those an earlier run left with looser modes.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import logging
 import os
 import signal
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, TypeVar
@@ -54,6 +60,48 @@ def tune_collector() -> None:
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def private_dir(path: Path) -> None:
+    """Make *path* a folder for the daemon's user only, and every file directly in it.
+
+    Creates the folder (and missing parents) where it is missing.  The folder
+    becomes mode 0700 and each regular file in it 0600, all owned by the
+    process's effective user: an earlier run's files of another user are taken
+    over where the process may (as root), else PermissionError names the
+    first one.  Subfolders and links in it are left alone, and so is a shared
+    folder such as ``/tmp`` (sticky bit): PermissionError says to give the
+    daemon a folder of its own.  Blocking.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.stat(path).st_mode & stat.S_ISVTX:
+        raise PermissionError(
+            errno.EPERM, "a shared folder cannot be made private: use one of its own", str(path)
+        )
+    _make_private(path, 0o700)
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                _make_private(entry.path, 0o600)
+
+
+def private_file(path: Path) -> None:
+    """Make *path* a file only the daemon's user can use (mode 0600), created empty if missing.
+
+    Creating it first keeps a file another program fills with secrets (a
+    SQLite database) from ever being readable by others.  Blocking.
+    """
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    _make_private(path, 0o600)
+
+
+def _make_private(path: str | Path, mode: int) -> None:
+    uid, gid = os.geteuid(), os.getegid()
+    info = os.stat(path)
+    if info.st_uid != uid:
+        os.chown(path, uid, gid)
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 async def serve_until_signal(start: Callable[[trio.Nursery], Awaitable[None]]) -> None:

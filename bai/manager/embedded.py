@@ -16,13 +16,17 @@ same services as the distributed mode, wired with the embedded backends:
 Once the API answers and the manager has registered the agent (so its
 images are known), ``DATA_DIR/client.env`` exports ``BACKEND_ENDPOINT``,
 ``BACKEND_ACCESS_KEY`` and ``BACKEND_SECRET_KEY`` (the superadmin's keypair),
-the variables both the official client and ``bai`` read.  Cancelling
+the variables both the official client and ``bai`` read;
+``DATA_DIR/client-<email>.env`` does the same for each other keypair of the
+fixture.  The data folder is its user's only (0700, its files 0600, also
+those of an earlier run): it holds every secret key.  Cancelling
 :meth:`EmbeddedService.serve` stops the agent first, which kills and removes
 every kernel, lets the manager record their end, then stops the manager:
 nothing is left running, and no session is left RUNNING in the database.
 
-:func:`main` is the ``bai up`` process: it prints the endpoint and the
-keypairs, serves until SIGINT or SIGTERM and exits 0.
+:func:`main` is the ``bai up`` process: it prints the endpoint, the access
+keys and the files holding their secret keys (never a secret key: its output
+usually ends up in a log file), serves until SIGINT or SIGTERM and exits 0.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import trio
 from bai.agent.server import AgentService
 from bai.client.envfile import CLIENT_ENV_NAME, write_client_env
 from bai.common.config import AgentConfig, ManagerConfig, parse_config
-from bai.common.daemon import serve_until_signal, tune_collector
+from bai.common.daemon import private_dir, private_file, serve_until_signal, tune_collector
 from bai.common.events import InProcEventBus
 from bai.common.logging import setup_logging
 from bai.manager.agents import STARTED_KERNEL_STATUSES
@@ -60,6 +64,7 @@ __all__ = [
     "EmbeddedHandle",
     "EmbeddedService",
     "Keypair",
+    "client_env_name",
     "embedded_configs",
     "main",
 ]
@@ -95,6 +100,11 @@ class EmbeddedHandle:
     endpoint: str
     keypairs: tuple[Keypair, ...]
     client_env: Path
+
+
+def client_env_name(index: int, keypair: Keypair) -> str:
+    """The settings file of the *index*-th keypair of :attr:`EmbeddedHandle.keypairs`."""
+    return CLIENT_ENV_NAME if index == 0 else f"client-{keypair.email}.env"
 
 
 def _toml(value: str) -> str:
@@ -267,13 +277,16 @@ class EmbeddedService:
                     await _registered(manager.ctx.db, agent.agent_id)
                 endpoint = manager.urls[0] if manager.urls else ""
                 env_path = self.data_dir / CLIENT_ENV_NAME
-                if pairs:
+                for index, pair in enumerate(pairs):
                     await trio.to_thread.run_sync(
-                        write_client_env,
-                        self.data_dir,
-                        endpoint,
-                        pairs[0].access_key,
-                        pairs[0].secret_key,
+                        functools.partial(
+                            write_client_env,
+                            self.data_dir,
+                            endpoint,
+                            pair.access_key,
+                            pair.secret_key,
+                            name=client_env_name(index, pair),
+                        )
                     )
                 task_status.started(EmbeddedHandle(manager, agent, endpoint, pairs, env_path))
                 await stop.wait()
@@ -284,7 +297,11 @@ class EmbeddedService:
                 nursery.cancel_scope.cancel()
 
     def _prepare_folders(self) -> None:
-        for folder in (self.data_dir, self.data_dir / "agent", self.data_dir / "scratches"):
+        private_dir(self.data_dir)
+        db = self.manager_config.db
+        if db.type == "sqlite":
+            private_file(db.path)  # before SQLite creates it; its journals copy its mode
+        for folder in (self.data_dir / "agent", self.data_dir / "scratches"):
             folder.mkdir(parents=True, exist_ok=True)
         self.agent_config.agent.ipc_base_path.mkdir(parents=True, exist_ok=True)
 
@@ -318,14 +335,16 @@ def _remove_empty_dir(path: Path) -> None:
 
 
 def _describe(handle: EmbeddedHandle) -> list[str]:
+    data_dir = handle.client_env.parent
     lines = [
         f"bai is up: {handle.endpoint}",
         f"  agent {handle.agent.agent_id} ({handle.agent.backend.describe()})",
-        "  keypairs:",
+        "  keypairs (each secret key is in the file named, readable by its owner only):",
     ]
     lines += [
-        f"    {k.email} ({k.role}): access key {k.access_key}  secret key {k.secret_key}"
-        for k in handle.keypairs
+        f"    {k.email} ({k.role}): access key {k.access_key}"
+        f"  in {data_dir / client_env_name(i, k)}"
+        for i, k in enumerate(handle.keypairs)
     ]
     lines += [
         f"  client settings: source {handle.client_env}",

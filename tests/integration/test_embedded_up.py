@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -12,12 +18,20 @@ import sqlalchemy as sa
 import trio
 from test_agent_support import CATALOG, alive
 
+from bai.client.envfile import read_client_env
 from bai.common.slots import BinarySize
 from bai.common.types import SessionStatus
 from bai.manager.db import create_database
-from bai.manager.embedded import EmbeddedHandle, EmbeddedService, embedded_configs
+from bai.manager.embedded import (
+    EmbeddedHandle,
+    EmbeddedService,
+    client_env_name,
+    embedded_configs,
+)
 from bai.manager.models import sessions
 from bai.manager.registry import SessionRegistry, SessionRequest
+
+BAI = Path(sys.executable).with_name("bai")
 
 
 def _service(data: Path) -> EmbeddedService:
@@ -102,3 +116,65 @@ async def test_two_data_directories_run_side_by_side(tmp_path: Path) -> None:
         assert alive(int(info.main_kernel.container_id or 0))
         assert second.agent.agent_id != first.agent.agent_id
         nursery.cancel_scope.cancel()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_the_data_folder_and_the_agents_state_are_the_owners_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    # What an earlier run of an older bai left: a readable folder, database and settings.
+    data.mkdir(mode=0o755)
+    for name in ("manager.sqlite3", "client.env"):
+        (data / name).write_bytes(b"")
+        (data / name).chmod(0o644)
+    async with trio.open_nursery() as nursery:
+        handle: EmbeddedHandle = await nursery.start(_service(data).serve)
+        info, _ = await _run_code(handle.manager.ctx.registry, handle.keypairs[0].access_key, "1")
+        kid = str(info.main_kernel.id)
+        agent = data / "agent"
+        secrets = [data / client_env_name(i, k) for i, k in enumerate(handle.keypairs)]
+        assert [read_client_env(p).secret_key for p in secrets] == [
+            k.secret_key for k in handle.keypairs
+        ]
+        files = [
+            *secrets,
+            *data.glob("manager.sqlite3*"),  # with its WAL journal
+            agent / "kernels" / f"{kid}.json",  # the runner's environment
+        ]
+        assert len(files) > 3
+        folders = [data, agent, agent / "kernels"]
+        assert {p.stat().st_uid for p in files + folders} == {os.geteuid()}
+        files.append(agent / "logs" / f"{kid}.log")  # the kernel may own it, to reopen it
+        assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+        assert {str(p): _mode(p) for p in folders} == {str(p): 0o700 for p in folders}
+        nursery.cancel_scope.cancel()
+
+
+def test_bai_up_logs_no_secret_key(tmp_path: Path) -> None:
+    # As the README runs it: the output goes to a log file anyone may come across.
+    data = tmp_path / "data"
+    log_path = tmp_path / "bai-up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen(
+            [str(BAI), "up", "--data-dir", str(data), "--port", "0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "stop with Ctrl-C" not in log_path.read_text():
+            assert up.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+    text = log_path.read_text()
+    settings = sorted(data.glob("client*.env"))
+    assert [p.name for p in settings] == ["client-user@lablup.com.env", "client.env"]
+    for path in settings:
+        keypair = read_client_env(path)
+        assert f"access key {keypair.access_key}  in {path}" in text
+        assert keypair.secret_key not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from bai.agent.registry import KernelRecord, KernelRegistry
@@ -59,3 +60,19 @@ def test_torn_and_corrupt_files_do_not_stop_the_agent(tmp_path: Path) -> None:
 
 def test_a_missing_folder_holds_no_kernels(tmp_path: Path) -> None:
     assert KernelRegistry(tmp_path / "never-made").load() == []
+
+
+def test_records_are_the_agent_users_only(tmp_path: Path) -> None:
+    # A record holds the runner's environment: the session's variables.
+    folder = tmp_path / "kernels"
+    folder.mkdir(mode=0o755)
+    earlier = folder / f"{KID}.json"
+    earlier.write_bytes(KernelRegistry.encode(_record(environ={"TOKEN": "s3cret"})))
+    earlier.chmod(0o644)
+    registry = KernelRegistry(folder)
+    registry.prepare()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(earlier.stat().st_mode) == 0o600
+    other = "11111111-2222-3333-4444-555555555555"
+    registry.save(_record(kernel_id=other))
+    assert stat.S_IMODE((folder / f"{other}.json").stat().st_mode) == 0o600
