@@ -116,6 +116,28 @@ async def test_signature_covers_the_query_string(api: Api) -> None:
     assert_problem(response, 401, "unauthorized")
 
 
+async def test_a_bare_question_mark_is_verified_as_the_client_signed_it(api: Api) -> None:
+    # httpx sends "/auth/role?" as written; the server's ASGI scope has no trace of the "?".
+    for target in ("/auth/role?", "/auth/role"):
+        response = await api.call("GET", target, key=api.user)
+        assert response.status_code == 200, response.text
+        assert response.json()["global_role"] == "user"
+    forged = Key(api.user.access_key, "x" * 40, api.user.email, api.user.user_id)
+    for target in ("/auth/role?", "/auth/role"):
+        assert_problem(await api.call("GET", target, key=forged), 401, "unauthorized")
+    # What was signed with a bare "?" still covers the query: nothing may be added to it.
+    signed = sign_request(
+        method="GET",
+        path="/auth/role?",
+        host=api.host,
+        api_version="v6.20220615",
+        access_key=api.user.access_key,
+        secret_key=api.user.secret_key,
+    )
+    response = await api.http.get(api.base_url + "/auth/role?group=x", headers=signed)
+    assert_problem(response, 401, "unauthorized")
+
+
 async def test_unknown_access_key_is_401(api: Api) -> None:
     stranger = Key("AKIAUNKNOWN000000000", "y" * 40, "x@y", api.user.user_id)
     body = assert_problem(

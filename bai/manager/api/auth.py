@@ -9,10 +9,11 @@ handler runs; the handler reads the caller with :func:`current_auth`.
 Authentication (:func:`authenticate`) follows ``bai.common.auth``: the
 headers are parsed and the date checked without secrets, the access key's
 secret is looked up, and the signature over the request target *as sent*
-is verified.  Then the keypair, its user and the user's domain must all be
-active; any failure is 401 with a message that never says which secret was
-expected, and nothing about the account is revealed before the signature
-holds.
+is verified (a target without a query is checked with and without a bare
+``?``, which the ASGI server does not pass on).  Then the keypair, its user
+and the user's domain must all be active; any failure is 401 with a message
+that never says which secret was expected, and nothing about the account is
+revealed before the signature holds.
 
 A :class:`KeypairCache` keeps what the lookup read for a short time (one
 second by default), so that a busy client costs one database read per
@@ -43,7 +44,13 @@ import sqlalchemy as sa
 import trio
 from quart import Blueprint, Response, g, request
 
-from bai.common.auth import HeaderSource, read_signed_request, verify_signature
+from bai.common.auth import (
+    HeaderSource,
+    SignatureMismatch,
+    SignedRequest,
+    read_signed_request,
+    verify_signature,
+)
 from bai.common.errors import InvalidValue
 from bai.common.types import AccessKey
 from bai.manager.api.errors import Forbidden, NotFound, Unauthorized
@@ -296,10 +303,28 @@ async def authenticate(
     if record is None:
         raise Unauthorized("unknown access key")
     # Body-signing API versions are refused by version negotiation before this point.
-    verify_signature(signed, record.secret_key)
+    _verify_as_sent(signed, record.secret_key)
     if record.usable is not None:
         raise Unauthorized(record.usable)
     return record.auth
+
+
+def _verify_as_sent(signed: SignedRequest, secret_key: str) -> None:
+    """:func:`verify_signature` over the request target the client sent.
+
+    The ASGI server splits the target into a path and a query string, so
+    ``/x?`` arrives exactly as ``/x`` does: a target without a query may have
+    been sent, and signed, with a bare ``?``.  Both forms name the same
+    request with the same (empty) query, so accepting a signature over either
+    lets it authorize nothing it did not already.
+    """
+    try:
+        verify_signature(signed, secret_key)
+    except SignatureMismatch:
+        if "?" in signed.inputs.path:
+            raise
+        bare = replace(signed.inputs, path=signed.inputs.path + "?")
+        verify_signature(replace(signed, inputs=bare), secret_key)
 
 
 def require_access(auth: AuthContext, level: Access) -> None:

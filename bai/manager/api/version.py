@@ -11,7 +11,9 @@ every request with the older of its own version and ours (v6.20220615).
 
 * it keeps the request target exactly as the client sent it (percent-encoded
   path plus ``?query``) under ``scope["bai.raw_target"]``: that, not the
-  decoded path, is what request signatures cover;
+  decoded path, is what request signatures cover.  The one thing the ASGI
+  scope loses is a bare ``?`` with no query after it, so authentication
+  checks a target without a query in both forms;
 * it strips a ``/v4`` .. ``/v6`` path prefix (``/v6/session`` is
   ``/session``; ``/v6`` alone is ``/``, whose answer then names that
   major's revision); other majors are left alone, so their routes are 404 as
