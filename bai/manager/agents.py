@@ -27,7 +27,8 @@ nursery.start(pool.serve)``).  It
   manager believes alive there but the agent does not have are reported
   ended by the agent (``agent_kernel_terminated``), and kernels the agent
   runs that the database does not know as alive are destroyed
-  (``not-found-in-manager``);
+  (``not-found-in-manager``).  A sync the agent or the database failed is
+  run again at the agent's next heartbeat;
 * asks every manager for a scheduling pass (:func:`request_schedule`) when
   an agent's capacity appears or disappears;
 * keeps one :class:`~bai.common.rpc.RPCClient` per agent address for
@@ -68,7 +69,7 @@ from bai.common.events import (
 from bai.common.rpc import RemoteError, RPCClient, RPCConnectionError, RPCError, RPCTimeout
 from bai.common.slots import ResourceSlot
 from bai.common.types import AgentId, InvalidTransition, KernelStatus
-from bai.manager.db import Connection
+from bai.manager.db import UNAVAILABLE_ERRORS, Connection
 from bai.manager.models.base import utcnow
 from bai.manager.models.image import image_aliases, images
 from bai.manager.models.resource import AgentStatus, agents, scaling_groups
@@ -531,8 +532,51 @@ class AgentPool:
 
     # ------------------------------------------------------------ kernel sync
 
+    def resync(self, agent_id: str) -> None:
+        """Reconcile *agent_id*'s kernels again at its next heartbeat.
+
+        For a caller that could not destroy a kernel there: the sync destroys
+        every kernel the agent runs that the database does not have alive.
+        """
+        self._synced.discard(agent_id)
+
     async def _sync_kernels(self, agent_id: str) -> None:
-        """Reconcile what the agent runs with what the database says (see the module docs)."""
+        """Reconcile what the agent runs with what the database says (see the module docs).
+
+        When the agent or the database fails on the way, the agent's next
+        heartbeat starts over.
+        """
+        timeout = max(self.rpc_timeout, _SYNC_TIMEOUT_FLOOR)
+        try:
+            strays = await self._strays(agent_id, timeout)
+        except (
+            AgentUnavailable,
+            AgentNotFound,
+            RemoteError,
+            AttributeError,  # the agent's report was not a map
+            *UNAVAILABLE_ERRORS,
+        ) as exc:
+            log.warning("could not reconcile the kernels of agent %s: %s", agent_id, exc)
+            self.resync(agent_id)
+            return
+        for kid in strays:
+            log.warning("agent %s runs kernel %s that the manager does not know", agent_id, kid)
+            try:
+                await self.call(
+                    agent_id,
+                    "destroy_kernel",
+                    {"kernel_id": kid, "reason": "not-found-in-manager"},
+                    timeout=timeout,
+                )
+            except (AgentUnavailable, AgentNotFound, RemoteError, *UNAVAILABLE_ERRORS) as exc:
+                log.warning("could not destroy kernel %s on agent %s: %s", kid, agent_id, exc)
+                self.resync(agent_id)
+
+    async def _strays(self, agent_id: str, limit: float) -> list[str]:
+        """The kernels *agent_id* runs that the database does not have alive.
+
+        *limit* bounds the agent's answer, in seconds.
+        """
         rows = await self._db.fetch(
             sa.select(kernels.c.id, kernels.c.session_id).where(
                 kernels.c.agent == agent_id,
@@ -540,18 +584,12 @@ class AgentPool:
             )
         )
         listed = [[str(row.id), str(row.session_id)] for row in rows]
-        timeout = max(self.rpc_timeout, _SYNC_TIMEOUT_FLOOR)
-        try:
-            report = await self.call(
-                agent_id, "sync_kernel_registry", {"kernels": listed}, timeout=timeout
-            )
-            unknown = [str(k) for k in report.get("unknown", [])]
-        except (AgentUnavailable, AgentNotFound, RemoteError, AttributeError) as exc:
-            log.warning("could not reconcile the kernels of agent %s: %s", agent_id, exc)
-            self._synced.discard(agent_id)
-            return
+        report = await self.call(
+            agent_id, "sync_kernel_registry", {"kernels": listed}, timeout=limit
+        )
+        unknown = [str(k) for k in report.get("unknown", [])]
         if not unknown:
-            return
+            return []
         ids = []
         for text in unknown:
             try:
@@ -566,19 +604,7 @@ class AgentPool:
             )
         )
         keep = {str(kid) for kid in known.scalars()}
-        for kid in unknown:
-            if kid in keep:
-                continue
-            log.warning("agent %s runs kernel %s that the manager does not know", agent_id, kid)
-            try:
-                await self.call(
-                    agent_id,
-                    "destroy_kernel",
-                    {"kernel_id": kid, "reason": "not-found-in-manager"},
-                    timeout=timeout,
-                )
-            except (AgentUnavailable, AgentNotFound, RemoteError) as exc:
-                log.warning("could not destroy kernel %s on agent %s: %s", kid, agent_id, exc)
+        return [kid for kid in unknown if kid not in keep]
 
     # --------------------------------------------------------------------- RPC
 

@@ -77,6 +77,7 @@ __all__ = [
     "CLEANUP_TIMEOUT",
     "DEFAULT_ACQUIRE_TIMEOUT",
     "DEFAULT_STATEMENT_TIMEOUT",
+    "UNAVAILABLE_ERRORS",
     "Connection",
     "Database",
     "DatabaseClosed",
@@ -122,6 +123,11 @@ class DatabaseUnavailable(DatabaseError):
 
 class DatabaseClosed(DatabaseError):
     """The database object is not open (never entered, or already closed)."""
+
+
+#: What a call raises when the database is down, unreachable, locked or too slow
+#: (the executors' own errors and the driver's): a later try may succeed.
+UNAVAILABLE_ERRORS: Final = (DatabaseError, sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
 class Rows(Sequence[Row[Any]]):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import msgspec
+import pytest
 import sqlalchemy as sa
 from test_agent_support import agent_config
-from test_registry_support import eventually, running_cluster
+from test_registry_support import eventually, running_cluster, unreadable
 
 from bai.common.config import Duration
 from bai.common.events import AgentHeartbeat, AgentTerminated
@@ -103,3 +105,40 @@ async def test_creation_past_its_deadline_ends_in_error(db_url: str, tmp_path: P
         assert used[AgentId(agent.agent_id)].container_count == 0
         ended = (await cluster.registry.destroy_session(info)).session
         assert ended.status is SessionStatus.TERMINATED
+
+
+async def test_a_database_outage_during_the_kernel_sync_is_retried_at_the_next_heartbeat(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bai.manager")
+    config = agent_config(tmp_path / "agent")
+    # Heartbeats come only from the test, so the sync runs exactly when it says.
+    quiet = msgspec.structs.replace(
+        config, agent=msgspec.structs.replace(config.agent, heartbeat_interval=Duration(600))
+    )
+    async with running_cluster(db_url, tmp_path, agent_configs=[quiet]) as cluster:
+        agent = cluster.agents[0]
+        heartbeat = AgentHeartbeat(agent_id=AgentId(agent.agent_id), agent_info=agent.agent_info())
+        info = await cluster.start()
+        assert info.status is SessionStatus.RUNNING
+        # The manager gives the agent up; its kernel is left running there, for the
+        # sync to destroy when the agent reports again.
+        assert await cluster.ctx.agents.mark_lost(agent.agent_id)
+        kernel_id = str(info.main_kernel.id)
+        assert kernel_id in agent.kernels
+        async with unreadable(cluster.db, "kernels"):
+            await cluster.buses[0].publish(heartbeat)
+            await eventually(lambda: "could not reconcile the kernels of agent" in caplog.text)
+        assert kernel_id in agent.kernels
+        # The same heartbeat again (nothing to register): the manager survived the
+        # outage and syncs now.
+        await cluster.buses[0].publish(heartbeat)
+        await eventually(lambda: kernel_id not in agent.kernels)
+        lost = await cluster.registry.get_session_by_id(info.id)
+        assert lost.status is SessionStatus.ERROR
+        assert lost.status_info == "agent-lost"
+        ended = (await cluster.registry.destroy_session(lost)).session
+        assert ended.status is SessionStatus.TERMINATED
+        later = await cluster.start()
+        assert later.status is SessionStatus.RUNNING
+        await cluster.registry.destroy_session(later)

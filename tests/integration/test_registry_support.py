@@ -161,6 +161,35 @@ async def eventually(check: Callable[[], bool], within: float = 15.0) -> None:
             await trio.sleep(0.05)
 
 
+@asynccontextmanager
+async def unreadable(db: Database, table: str) -> AsyncIterator[None]:
+    """Make every read of *table* fail for the block, as in a database outage.
+
+    On PostgreSQL another transaction holds the table locked, so reads wait
+    and time out (the database's deadlines are cut to a second for the
+    block, to keep the test short).  SQLite has no table locks, so there the
+    table is renamed away and reads fail with the ``OperationalError`` a
+    locked or unreadable file gives.  The other tables stay usable either way.
+    """
+    if db.dialect_name == "postgresql":
+        deadlines = db.statement_timeout, db.acquire_timeout
+        async with db.begin() as conn:
+            await conn.execute(sa.text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            db.statement_timeout = db.acquire_timeout = 1.0
+            try:
+                yield
+            finally:
+                db.statement_timeout, db.acquire_timeout = deadlines
+        return
+    async with db.begin() as conn:
+        await conn.execute(sa.text(f"ALTER TABLE {table} RENAME TO {table}_away"))
+    try:
+        yield
+    finally:
+        async with db.begin() as conn:
+            await conn.execute(sa.text(f"ALTER TABLE {table}_away RENAME TO {table}"))
+
+
 async def _keys(db: Database) -> tuple[str, str]:
     rows = await db.fetch(sa.select(keypairs.c.user_id, keypairs.c.access_key))
     by_email = {row.user_id: row.access_key for row in rows}
