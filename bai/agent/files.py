@@ -2,14 +2,23 @@
 
 Paths come from users through the manager: relative to ``/home/work``, or
 absolute under ``/home/work``.  Every path is checked lexically first (no
-``..``, no NUL, no absolute path elsewhere: :class:`ScratchPathError`), then
-walked one component at a time with ``openat(O_NOFOLLOW)`` from a descriptor
-of the scratch directory, so a symbolic link anywhere on the way -- even one
-the kernel swaps in between the check and the use -- is refused instead of
-followed.  Downloads store symbolic links found inside a folder as links,
-never their targets.
+``..``, no NUL, no absolute path elsewhere, no component longer than the file
+systems allow: :class:`ScratchPathError`), then walked one component at a time
+with ``openat(O_NOFOLLOW)`` from a descriptor of the scratch directory, so a
+symbolic link anywhere on the way -- even one the kernel swaps in between the
+check and the use -- is refused instead of followed.
 
-Guarantees: a refused request changes nothing; file-system failures raise
+The kernel's code is hostile: it may put a FIFO, a socket, a device or a
+symbolic link where a file is expected, and swap one in at any moment.  Only
+regular files and folders are read or written (anything else is refused with
+:class:`ScratchPathError`); files are opened ``O_NONBLOCK`` and judged by
+``fstat`` of the opened descriptor, and an upload never opens what it
+replaces, so no operation blocks on what the kernel made.  Downloads store
+symbolic links found inside a folder as links, never their targets, and skip
+the other special files found there.
+
+Guarantees: a refused request changes nothing (an upload of several files
+writes all of them or none); file-system failures raise
 :class:`KernelFileError` (or :class:`FileTooLarge`) with the path and the
 reason.  All functions are blocking: call them through ``trio.to_thread``.
 """
@@ -21,8 +30,11 @@ import errno
 import io
 import json
 import os
+import secrets
 import stat
 import tarfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,32 +44,44 @@ from bai.common.errors import BaiError, InvalidValue
 KERNEL_HOME: Final = "/home/work"
 #: Longest path accepted.
 MAX_PATH: Final = 4096
+#: Longest path component accepted, in bytes (``NAME_MAX`` of Linux file systems).
+MAX_NAME: Final = 255
 #: Most entries :func:`list_files` reports for one folder.
 MAX_LIST_ENTRIES: Final = 10_000
 
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO the kernel swapped in must not wait for its writer.
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_STAGING_PREFIX: Final = ".bai-upload-"
 
 
 class ScratchPathError(InvalidValue):
-    """A path that is malformed or would leave the scratch directory."""
+    """A path that is malformed, would leave the scratch directory, or names a special file."""
 
 
 class KernelFileError(BaiError):
     """A file operation in the scratch directory failed (missing file, not a folder, ...)."""
 
 
-class FileTooLarge(KernelFileError):
-    """The upload or download exceeds the agent's size limit."""
+class FileTooLarge(KernelFileError, InvalidValue):
+    """The upload or download of the file at ``value`` exceeds the agent's size limit."""
 
 
-def split_path(path: object, *, allow_root: bool = False) -> list[str]:
-    """The components of *path* below ``/home/work``; raises :class:`ScratchPathError`."""
+class FileOperationTimeout(KernelFileError):
+    """A file operation did not finish within the agent's deadline."""
+
+
+def split_path(path: object, *, allow_root: bool = False, field: str = "path") -> list[str]:
+    """The components of *path* below ``/home/work``; raises :class:`ScratchPathError`.
+
+    *field* names the request's field in the error.
+    """
     if not isinstance(path, str):
-        raise ScratchPathError("a path must be a string", value=path, field="path")
+        raise ScratchPathError("a path must be a string", value=path, field=field)
     if "\x00" in path:
-        raise ScratchPathError("a path cannot contain NUL", value=path, field="path")
+        raise ScratchPathError("a path cannot contain NUL", value=path, field=field)
     if len(path) > MAX_PATH:
-        raise ScratchPathError(f"a path is at most {MAX_PATH} characters", value=path, field="path")
+        raise ScratchPathError(f"a path is at most {MAX_PATH} characters", value=path, field=field)
     rest = path
     if path.startswith("/"):
         if path.rstrip("/") == KERNEL_HOME:
@@ -66,14 +90,56 @@ def split_path(path: object, *, allow_root: bool = False) -> list[str]:
             rest = path[len(KERNEL_HOME) + 1 :]
         else:
             raise ScratchPathError(
-                f"absolute paths must be inside {KERNEL_HOME}", value=path, field="path"
+                f"absolute paths must be inside {KERNEL_HOME}", value=path, field=field
             )
     parts = [p for p in rest.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ScratchPathError("'..' is not allowed in a path", value=path, field="path")
+        raise ScratchPathError("'..' is not allowed in a path", value=path, field=field)
+    if any(len(os.fsencode(p)) > MAX_NAME for p in parts):
+        raise ScratchPathError(
+            f"a file or folder name is at most {MAX_NAME} bytes", value=path, field=field
+        )
     if not parts and not allow_root:
-        raise ScratchPathError("the path names no file", value=path, field="path")
+        raise ScratchPathError("the path names no file", value=path, field=field)
     return parts
+
+
+def split_upload_paths(paths: Sequence[object], *, field: str = "path") -> list[list[str]]:
+    """The components of each path of one upload (:func:`split_path`).
+
+    Also refuses a path that another path of the same upload needs as a
+    folder, which could not be written without undoing the other.
+    """
+    split = [split_path(path, field=field) for path in paths]
+    folders = {tuple(parts[:end]) for parts in split for end in range(1, len(parts))}
+    for path, parts in zip(paths, split, strict=True):
+        if tuple(parts) in folders:
+            raise ScratchPathError(
+                "is a folder of another file of the same upload", value=path, field=field
+            )
+    return split
+
+
+_KINDS: Final = {
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _plain(mode: int) -> bool:
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+
+
+def _refused(path: str, name: str, mode: int) -> ScratchPathError:
+    kind = _KINDS.get(stat.S_IFMT(mode), "a special file")
+    return ScratchPathError(
+        f"{name!r} is {kind}; only regular files and folders are read or written",
+        value=path,
+        field="path",
+    )
 
 
 def _fail(exc: OSError, path: str) -> KernelFileError:
@@ -89,27 +155,32 @@ def _fail(exc: OSError, path: str) -> KernelFileError:
     return KernelFileError(f"{path}: {reason}")
 
 
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
 class _Walk:
-    """Opens directories below the scratch root without following symbolic links."""
+    """Opens folders below the scratch root without following symbolic links.
+
+    Holds one descriptor at a time, so a deep path costs no more than a flat one.
+    """
 
     def __init__(self, scratch: Path, path: str) -> None:
         self.path = path
-        self.fds: list[int] = []
         try:
-            self.fds.append(os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            self.fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise KernelFileError(
                 f"the kernel's scratch directory is gone ({exc.strerror})"
             ) from None
 
-    @property
-    def fd(self) -> int:
-        return self.fds[-1]
-
     def enter(
         self, name: str, *, create: bool = False, owner: tuple[int, int] | None = None
     ) -> None:
-        """Descend into folder *name*; raises ScratchPathError for a symbolic link."""
+        """Descend into folder *name*; raises ScratchPathError for a link or special file."""
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=self.fd)
         except FileNotFoundError:
@@ -121,73 +192,142 @@ class _Walk:
                 os.fchown(fd, *owner)
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                self.refuse_link(name)
+                self.refuse_special(name)
             raise
-        self.fds.append(fd)
+        os.close(self.fd)
+        self.fd = fd
 
-    def refuse_link(self, name: str) -> None:
-        """Raise ScratchPathError if *name* in the current folder is a symbolic link."""
-        if _is_link(name, self.fd):
-            raise ScratchPathError("symbolic links are not followed", value=self.path, field="path")
+    def refuse_special(self, name: str) -> None:
+        """Raise ScratchPathError if *name* in the current folder is a link or special file."""
+        st = _lstat(name, self.fd)
+        if st is not None and not _plain(st.st_mode):
+            raise _refused(self.path, name, st.st_mode)
 
     def close(self) -> None:
-        for fd in self.fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.fds.clear()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
-def _is_link(name: str, dir_fd: int) -> bool:
+@dataclass
+class _Upload:
+    path: str
+    parts: list[str]
+    data: bytes
+    #: Permission bits: those of the regular file it replaces, if any.
+    mode: int = 0o644
+    #: Its name in the scratch root until it is put in place.
+    staged: str | None = None
+
+
+def _check_target(scratch: Path, item: _Upload) -> None:
+    """Refuse *item* unless its folders are folders (or missing) and its name a regular file."""
+    path = item.path
+    walk = _Walk(scratch, path)
     try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
+        for name in item.parts[:-1]:
+            try:
+                walk.enter(name)
+            except FileNotFoundError:
+                return  # the rest of the way is created, empty
+        name = item.parts[-1]
+        st = _lstat(name, walk.fd)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise KernelFileError(f"{path}: is a folder")
+        if not stat.S_ISREG(st.st_mode):
+            raise _refused(path, name, st.st_mode)
+        item.mode = stat.S_IMODE(st.st_mode) & 0o777
+    finally:
+        walk.close()
 
 
-def write_file(
+def _stage(root: int, item: _Upload, owner: tuple[int, int] | None) -> None:
+    name = _STAGING_PREFIX + secrets.token_hex(8)
+    # O_EXCL makes a new regular file: nothing the kernel made can be opened here.
+    fd = os.open(
+        name,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=root,
+    )
+    item.staged = name
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, item.mode)
+        view = memoryview(item.data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _commit(scratch: Path, root: int, item: _Upload, owner: tuple[int, int] | None) -> None:
+    assert item.staged is not None
+    walk = _Walk(scratch, item.path)
+    try:
+        for name in item.parts[:-1]:
+            walk.enter(name, create=True, owner=owner)
+        os.rename(item.staged, item.parts[-1], src_dir_fd=root, dst_dir_fd=walk.fd)
+        item.staged = None
+    finally:
+        walk.close()
+
+
+def _each(uploads: list[_Upload], step: Callable[[_Upload], None]) -> None:
+    for item in uploads:
+        try:
+            step(item)
+        except OSError as exc:
+            raise _fail(exc, item.path) from None
+
+
+def write_files(
     scratch: Path,
-    path: str,
-    data: bytes,
+    files: Sequence[tuple[str, bytes]],
     *,
     max_size: int,
     owner: tuple[int, int] | None = None,
-) -> int:
-    """Write *data* to *path* (missing folders are created, a file is overwritten).
+    before_commit: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Write each ``(path, data)`` of *files*: all of them or, when one is refused, none.
 
-    Returns the number of bytes written.
+    Missing folders are created and a regular file is replaced (keeping its
+    permission bits); a folder, link or special file in the way is refused.
+    Every file is checked and staged before the first one is put in place;
+    *before_commit* is called in between and may raise to write nothing.
+    Only a kernel that changes its folders meanwhile can make the upload
+    stop half-way.  Returns ``[{"path": absolute path, "size": bytes}]``.
     """
-    parts = split_path(path)
-    if len(data) > max_size:
-        raise FileTooLarge(f"{path}: {len(data)} bytes exceed the upload limit of {max_size}")
-    walk = _Walk(scratch, path)
-    try:
-        for name in parts[:-1]:
-            walk.enter(name, create=True, owner=owner)
-        name = parts[-1]
-        try:
-            fd = os.open(
-                name,
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o644,
-                dir_fd=walk.fd,
+    split = split_upload_paths([path for path, _ in files])
+    uploads = [_Upload(path, parts, data) for parts, (path, data) in zip(split, files, strict=True)]
+    for item in uploads:
+        if len(item.data) > max_size:
+            raise FileTooLarge(
+                f"{len(item.data)} bytes exceed the upload limit of {max_size}",
+                value=item.path,
+                field="path",
             )
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                walk.refuse_link(name)
-            raise
-        try:
-            if owner is not None:
-                os.fchown(fd, *owner)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        return len(data)
+    try:
+        root = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise _fail(exc, path) from None
+        raise KernelFileError(f"the kernel's scratch directory is gone ({exc.strerror})") from None
+    try:
+        _each(uploads, lambda item: _check_target(scratch, item))
+        _each(uploads, lambda item: _stage(root, item, owner))
+        if before_commit is not None:
+            before_commit()
+        _each(uploads, lambda item: _commit(scratch, root, item, owner))
     finally:
-        walk.close()
+        for item in uploads:
+            if item.staged is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(item.staged, dir_fd=root)
+        os.close(root)
+    return [
+        {"path": "/".join([KERNEL_HOME, *item.parts]), "size": len(item.data)} for item in uploads
+    ]
 
 
 def _entry(name: str, st: os.stat_result) -> dict[str, Any]:
@@ -205,9 +345,9 @@ def list_files(scratch: Path, path: str) -> dict[str, Any]:
     """The spec's file listing of folder *path*: ``{"files", "errors", "abspath"}``.
 
     ``files`` is a JSON string of ``[{"mode", "size", "ctime", "mtime", "atime",
-    "filename"}]`` (sorted by name, symbolic links reported as links),
-    ``errors`` a string (empty when all went well), ``abspath`` the folder's
-    path inside the kernel.
+    "filename"}]`` (sorted by name, symbolic links and special files reported
+    as what they are), ``errors`` a string (empty when all went well),
+    ``abspath`` the folder's path inside the kernel.
     """
     parts = split_path(path, allow_root=True)
     walk = _Walk(scratch, path)
@@ -243,59 +383,103 @@ class _Budget:
     def take(self, size: int) -> None:
         self.left -= size + 512
         if self.left < 0:
-            raise FileTooLarge(f"{self.path}: larger than the download limit of {self.limit} bytes")
+            raise FileTooLarge(
+                f"larger than the download limit of {self.limit} bytes",
+                value=self.path,
+                field="path",
+            )
 
 
-def _add_tree(tar: tarfile.TarFile, dir_fd: int, arcname: str, budget: _Budget) -> None:
-    with os.scandir(dir_fd) as iterator:
-        entries = sorted(iterator, key=lambda e: e.name)
-    for entry in entries:
-        _add(tar, dir_fd, entry.name, f"{arcname}/{entry.name}", budget)
+def _open_plain(name: str, dir_fd: int) -> tuple[int, os.stat_result] | None:
+    """A descriptor of regular file or folder *name*, or None if it is anything else.
 
-
-def _add(tar: tarfile.TarFile, dir_fd: int, name: str, arcname: str, budget: _Budget) -> None:
+    Special files are never opened; what counts is the type of the opened
+    descriptor, since the kernel may swap a FIFO in after the ``lstat``.
+    """
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if not _plain(st.st_mode):
+        return None
+    fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    st = os.fstat(fd)
+    if not _plain(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st
+
+
+def _info(arcname: str, st: os.stat_result) -> tarfile.TarInfo:
     info = tarfile.TarInfo(arcname)
     info.mode = stat.S_IMODE(st.st_mode)
     info.mtime = int(st.st_mtime)
     info.uid, info.gid = st.st_uid, st.st_gid
-    if stat.S_ISLNK(st.st_mode):
-        info.type = tarfile.SYMTYPE
-        info.linkname = os.readlink(name, dir_fd=dir_fd)
-        budget.take(0)
-        tar.addfile(info)
-    elif stat.S_ISDIR(st.st_mode):
+    return info
+
+
+def _add_tree(tar: tarfile.TarFile, dir_fd: int, arcname: str, budget: _Budget) -> None:
+    with os.scandir(dir_fd) as iterator:
+        names = sorted(entry.name for entry in iterator)
+    for name in names:
+        member = f"{arcname}/{name}"
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            info = _info(member, st)
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink(name, dir_fd=dir_fd)
+            budget.take(0)
+            tar.addfile(info)
+            continue
+        # Sockets, FIFOs and devices are skipped: they have no content to download.
+        opened = _open_plain(name, dir_fd)
+        if opened is not None:
+            fd, st = opened
+            try:
+                _add_open(tar, fd, st, member, budget)
+            finally:
+                os.close(fd)
+
+
+def _add_open(
+    tar: tarfile.TarFile, fd: int, st: os.stat_result, arcname: str, budget: _Budget
+) -> None:
+    info = _info(arcname, st)
+    if stat.S_ISDIR(st.st_mode):
         info.type = tarfile.DIRTYPE
         budget.take(0)
         tar.addfile(info)
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-        try:
-            _add_tree(tar, fd, arcname, budget)
-        finally:
-            os.close(fd)
-    elif stat.S_ISREG(st.st_mode):
-        budget.take(st.st_size)
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        with os.fdopen(fd, "rb") as f:
-            # The size read now, not the stat's: the kernel may be writing the file.
-            data = f.read(budget.left + st.st_size + 1)
-        budget.left += st.st_size
-        budget.take(len(data))
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    # Sockets, FIFOs and devices are skipped: they have no content to download.
+        _add_tree(tar, fd, arcname, budget)
+        return
+    budget.take(st.st_size)
+    # The size read now, not the stat's: the kernel may be writing the file.
+    with open(fd, "rb", closefd=False) as f:
+        data = f.read(budget.left + st.st_size + 1)
+    budget.left += st.st_size
+    budget.take(len(data))
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
 
 
 def download(scratch: Path, path: str, *, max_size: int) -> bytes:
-    """A tar archive of file or folder *path* (named by its last component), at most *max_size*."""
+    """A tar archive of file or folder *path* (named by its last component), at most *max_size*.
+
+    A symbolic link or special file as *path* itself is refused.
+    """
     parts = split_path(path)
     walk = _Walk(scratch, path)
     buffer = io.BytesIO()
     try:
         for name in parts[:-1]:
             walk.enter(name)
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add(tar, walk.fd, parts[-1], parts[-1], _Budget(path, max_size))
+        name = parts[-1]
+        opened = _open_plain(name, walk.fd)
+        if opened is None:
+            walk.refuse_special(name)
+            raise KernelFileError(f"{path}: changed while it was opened")
+        fd, st = opened
+        try:
+            with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                _add_open(tar, fd, st, name, _Budget(path, max_size))
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise _fail(exc, path) from None
     finally:

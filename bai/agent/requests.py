@@ -27,6 +27,8 @@ RunId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
 #: Longest bootstrap script accepted (characters).
 MAX_BOOTSTRAP_SCRIPT: Final = 1024 * 1024
+#: Files one ``upload_files`` call may carry.
+MAX_UPLOAD_FILES: Final = 100
 
 
 class InvalidRequest(InvalidValue):
@@ -138,6 +140,19 @@ class UploadFile(KernelArgs, frozen=True):
 
     path: str
     data: bytes
+
+
+class FileData(_Args, frozen=True):
+    """One file of ``upload_files``."""
+
+    path: str
+    data: bytes
+
+
+class UploadFiles(KernelArgs, frozen=True):
+    """``upload_files``: all of *files* are written, or none."""
+
+    files: Annotated[list[FileData], msgspec.Meta(min_length=1, max_length=MAX_UPLOAD_FILES)]
 
 
 class FilePath(KernelArgs, frozen=True):

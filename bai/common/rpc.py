@@ -77,7 +77,10 @@ from bai.common.errors import BaiError, InvalidValue
 logger = logging.getLogger(__name__)
 
 #: Frames above this size are refused with an ``err`` reply (NNG's default is 1 MiB).
-DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
+#: It leaves room for the largest request bai sends: an agent's ``upload_files`` with
+#: the API's whole upload (20 files of 1 MiB), which must travel in one call to be
+#: written all or nothing.
+DEFAULT_MAX_FRAME_SIZE: Final = 32 * 1024 * 1024
 #: Requests a server runs at once before it stops reading more.
 DEFAULT_MAX_IN_FLIGHT: Final = 1024
 #: Deadline of a call that names none.
@@ -235,10 +238,17 @@ def split_backtrace(frame: bytes) -> int:
     raise RPCProtocolError("frame carries no request id", value=frame[: MAX_HOPS * 4])
 
 
+#: Characters of a rejected string value that travel in an error's detail.
+_ECHOED_CHARS: Final = 4096
+
+
 def _error_detail(exc: BaseException) -> Any:
     detail = getattr(exc, "detail", None)
     if detail is None and isinstance(exc, InvalidValue):
         detail = {"field": exc.field, "problem": exc.problem}
+        # Only a string is sure to encode; the peer shows its start anyway.
+        if isinstance(exc.value, str):
+            detail["value"] = exc.value[:_ECHOED_CHARS]
     return detail
 
 
