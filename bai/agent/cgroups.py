@@ -128,6 +128,19 @@ def _keyed(text: str | None, key: str) -> int | None:
     return None
 
 
+def oom_kill_count(paths: Mapping[str, str]) -> int | None:
+    """How many processes the OOM killer ended in the cgroup of these :attr:`KernelCgroup.paths`.
+
+    None where the host does not count them.  One small file: cheap enough
+    to read after every run.
+    """
+    if "memory" in paths:
+        return _keyed(_read(Path(paths["memory"], "memory.oom_control")), "oom_kill")
+    if "unified" in paths:
+        return _keyed(_read(Path(paths["unified"], "memory.events")), "oom_kill")
+    return None
+
+
 def _procs(directory: Path) -> set[int]:
     text = _read(directory / "cgroup.procs")
     if text is None:
@@ -357,7 +370,7 @@ class _V1Cgroup(KernelCgroup):
             io_read=io_read,
             io_write=io_write,
             pids=_read_int(pids / "pids.current") if pids else None,
-            oom_kills=_keyed(_read(memory / "memory.oom_control"), "oom_kill") if memory else None,
+            oom_kills=oom_kill_count(self.paths),
         )
 
     @staticmethod
@@ -513,7 +526,7 @@ class _V2Cgroup(KernelCgroup):
             io_read=io_read,
             io_write=io_write,
             pids=_read_int(d / "pids.current"),
-            oom_kills=_keyed(_read(d / "memory.events"), "oom_kill"),
+            oom_kills=oom_kill_count(self.paths),
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -21,6 +21,9 @@ from bai.agent.cgroups import CgroupUsage
 from bai.agent.registry import KernelRecord
 from bai.agent.runnerlink import RunnerLink
 from bai.common.types import KernelStatus
+
+#: File operations (upload, download, list) one kernel may have running at once.
+FILE_OPS_AT_ONCE: Final = 2
 
 
 @dataclass(eq=False)
@@ -44,7 +47,13 @@ class AgentKernel:
     ready: trio.Event = field(default_factory=trio.Event)
     #: Set once the kernel is gone and its resources are released.
     gone: trio.Event = field(default_factory=trio.Event)
-    #: The cgroup's OOM-kill counter when last looked at.
+    #: The threads of the kernel's file operations: its own, so that files which
+    #: slow one kernel down cannot take the threads every other kernel needs.
+    file_ops: trio.CapacityLimiter = field(
+        default_factory=lambda: trio.CapacityLimiter(FILE_OPS_AT_ONCE)
+    )
+    #: The cgroup's OOM kills a run was told about (stats samples leave it alone:
+    #: a sample between a kill and the end of its run would hide the kill).
     oom_kills: int = 0
     last_stat: dict[str, Any] | None = None
     _previous: tuple[int, float] | None = None
@@ -65,8 +74,6 @@ class AgentKernel:
                 util = Decimal(used) / Decimal(int((now - self._previous[1]) * 1e9)) * 100
             self._previous = (usage.cpu_ns, now)
         self.last_stat = format_stats(usage, util, self.cpu_limit, self.memory_limit)
-        if usage.oom_kills is not None:
-            self.oom_kills = max(self.oom_kills, usage.oom_kills)
 
 
 def _measure(

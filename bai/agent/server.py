@@ -20,8 +20,9 @@ the field), ``KernelNotFound``, ``KernelAlreadyExists``, ``KernelNotRunning``,
 (``detail = {"kernels": {kernel_id: "reason: message"}, "reasons": {kernel_id:
 reason}}``), ``RunError`` (an execute call
 that does not fit its run), ``RunnerLinkError`` (the runner did not answer in
-time), ``ScratchPathError`` (a path leaving ``/home/work``), ``KernelFileError``
-and ``FileTooLarge``.  A failed call changes nothing.
+time), ``ScratchPathError`` (a path leaving ``/home/work``, or naming a symbolic
+link or special file), ``KernelFileError``, ``FileTooLarge`` and
+``FileOperationTimeout``.  A failed call changes nothing.
 
 ``create_kernels {session_id, kernels: [KernelConfig], cluster?}``
     Creates the kernels of one session, all or nothing (all are started
@@ -58,6 +59,8 @@ and ``FileTooLarge``.  A failed call changes nothing.
 ``get_completions {kernel_id, code, options}`` -> ``[str]``
 ``get_logs {kernel_id}`` -> ``{"logs": str}``
 ``upload_file {kernel_id, path, data: bin}`` -> ``{"path": abspath, "size": int}``
+``upload_files {kernel_id, files: [{path, data: bin}]}`` -> ``[{"path": abspath, "size": int}]``
+    Writes all the files or, when one is refused, none.
 ``download_file {kernel_id, path}`` -> tar archive (bin) of the file or folder
 ``list_files {kernel_id, path="."}`` -> ``{"files": JSON text, "errors": str, "abspath": str}``
 ``start_service {kernel_id, service, options: {envs, timeout}}``
@@ -98,6 +101,13 @@ Guarantees
   ``TERMINATED`` with reason ``failed-to-start`` and the cause in the error.
 * A kernel that ends by itself is reported at once (the agent waits on its
   process), with ``oom-killed`` when its cgroup's OOM killer fired.
+* A kernel's end always frees its slots and ports, even when cleaning up its
+  host state fails or runs out of time (the agent's next start removes what
+  such a cleanup left).
+* File operations touch only regular files and folders and never block on
+  what a kernel made (see :mod:`bai.agent.files`); they run on threads of the
+  kernel's own limiter, each within :data:`FILE_OP_TIMEOUT`, so no kernel's
+  files can hold up the agent or other kernels.
 * Cancelling :meth:`AgentService.serve` kills every kernel's processes and
   removes their cgroups and directories before it returns, even when the
   event bus fails while it says goodbye.
@@ -108,6 +118,7 @@ Guarantees
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -116,14 +127,14 @@ import sys
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import trio
 
 import bai
-from bai.agent import files, requests
+from bai.agent import files, portfwd, requests
 from bai.agent.alloc import (
     AllocationError,
     ResourceAllocator,
@@ -139,7 +150,7 @@ from bai.agent.backends.base import (
     KernelProcess,
 )
 from bai.agent.backends.local import LocalBackend
-from bai.agent.cgroups import CgroupLimits
+from bai.agent.cgroups import CgroupLimits, oom_kill_count
 from bai.agent.images import Image, ImageCatalog, host_architecture, load_catalog
 from bai.agent.kernel import AgentKernel
 from bai.agent.plugins import ComputePlugin, create_allocator, load_plugins
@@ -148,6 +159,7 @@ from bai.agent.registry import KernelRecord, KernelRegistry
 from bai.agent.requests import InvalidRequest, parse
 from bai.agent.runnerlink import RunError, RunnerLink, RunnerLinkError
 from bai.common.config import AgentConfig
+from bai.common.daemon import private_dir
 from bai.common.errors import BaiError, InvalidValue
 from bai.common.events import (
     AgentHeartbeat,
@@ -165,6 +177,8 @@ from bai.kernel.protocol import BOOTSTRAP_FAILED_EXIT
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: The execute long-poll's flush timeout when the caller names none (ARCHITECTURE.md).
 DEFAULT_FLUSH_TIMEOUT: Final = 2.0
 #: Bytes of the runner's own log returned by get_logs.
@@ -179,6 +193,8 @@ CLEANUP_TIMEOUT: Final = 30.0
 EXIT_GRACE: Final = 2.0
 #: Ended kernels whose destroy result is remembered.
 TERMINATED_KEPT: Final = 1024
+#: Bound on one file operation (upload, download, list), waiting for a thread included.
+FILE_OP_TIMEOUT: Final = 10.0
 _STANDARD_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -213,12 +229,20 @@ class KernelStartFailed(BaiError):
 
 
 class PortPool:
-    """Host ports for service ports, from ``[container] port-range``; never hands one out twice."""
+    """Host ports for service ports, from ``[container] port-range``; never hands one out twice.
 
-    def __init__(self, low: int, high: int) -> None:
+    A port is handed out only when it can be bound on *host*.  With *hold* the
+    pool keeps that bound socket until :meth:`take` or :meth:`release`, so
+    no other process (another agent on the host, say) gets the port between
+    its allocation and the agent's own listener on it.
+    """
+
+    def __init__(self, low: int, high: int, host: str = "127.0.0.1") -> None:
         self._low = low
         self._high = high
+        self._host = host
         self._used: set[int] = set()
+        self._held: dict[int, socket.socket] = {}
         self._next = low
 
     def claim(self, ports: Sequence[int]) -> None:
@@ -226,36 +250,60 @@ class PortPool:
         self._used.update(ports)
 
     def release(self, ports: Sequence[int]) -> None:
+        for port in ports:
+            held = self._held.pop(port, None)
+            if held is not None:
+                held.close()
         self._used.difference_update(ports)
 
-    def allocate(self, count: int) -> list[int]:
+    def take(self, port: int) -> socket.socket | None:
+        """The socket bound to *port* since its allocation (None if none is held)."""
+        return self._held.pop(port, None)
+
+    def allocate(self, count: int, *, hold: bool = False) -> list[int]:
         """*count* free ports that nothing on the host listens on; raises InsufficientPorts."""
-        chosen: list[int] = []
+        chosen: dict[int, socket.socket] = {}
         size = self._high - self._low + 1
         for _ in range(size):
             if len(chosen) == count:
                 break
             port = self._next
             self._next = self._low + (self._next - self._low + 1) % size
-            if port in self._used or not self._bindable(port):
+            if port in self._used:
                 continue
-            chosen.append(port)
+            bound = self._bind(port)
+            if bound is not None:
+                chosen[port] = bound
         if len(chosen) < count:
+            for bound in chosen.values():
+                bound.close()
             raise InsufficientPorts(f"no {count} free ports left in {self._low}-{self._high}")
+        for port, bound in chosen.items():
+            if hold:
+                self._held[port] = bound
+            else:
+                bound.close()
         self._used.update(chosen)
-        return chosen
+        return list(chosen)
 
-    def _bindable(self, port: int) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-        return True
+    def _bind(self, port: int) -> socket.socket | None:
+        # No SO_REUSEADDR: with it two unlistened sockets may share a port.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((self._host, port))
+        except OSError:
+            sock.close()
+            return None
+        return sock
 
 
 class InsufficientPorts(BaiError):
     """The agent's port range has no room for a kernel's service ports."""
+
+
+def _hostname(config: requests.KernelConfig) -> str:
+    """A kernel's host name in its cluster: the one asked for, else role and index."""
+    return config.cluster_hostname or f"{config.cluster_role}{config.cluster_idx}"
 
 
 def _ports_label(image: Image, mapping: Mapping[int, int]) -> str:
@@ -311,24 +359,23 @@ class AgentService:
         self.plugins: dict[str, ComputePlugin] = dict(plugins or {})
         self._catalog = catalog
         self._listen = rpc_listen_addr or str(config.agent.rpc_listen_addr)
-        var = config.agent.var_base_path.resolve()
-        self._registry = KernelRegistry(var / "kernels")
+        self._var = config.agent.var_base_path.resolve()
+        self._registry = KernelRegistry(self._var / "kernels")
         if backend is None and config.agent.backend != "local":
             raise BackendError(f"the {config.agent.backend} backend is not available in bai yet")
-        if config.container.scratch_type != "hostdir":
-            log.warning(
-                "scratch-type %r is not supported yet; using hostdir", config.container.scratch_type
-            )
         self.backend = backend or LocalBackend(
             agent_id=self.agent_id,
             scratch_root=config.container.scratch_root,
             ipc_base=config.agent.ipc_base_path,
-            log_dir=var / "logs",
+            log_dir=self._var / "logs",
             runner_python=runner_python,
             cgroup_parent=cgroup_parent,
             use_bwrap=use_bwrap,
             kernel_uid=config.container.kernel_uid,
             kernel_gid=config.container.kernel_gid,
+            scratch_type=config.container.scratch_type,
+            scratch_size=int(config.container.scratch_size),
+            network=config.container.kernel_network,
         )
         self.stats_interval = stats_interval
         self.start_timeout = start_timeout
@@ -339,7 +386,7 @@ class AgentService:
         self.max_download_size = max_download_size
         low, high = config.container.port_range
         self.kernel_host = config.container.advertised_host or config.container.bind_host
-        self._ports = PortPool(low, high)
+        self._ports = PortPool(low, high, config.container.bind_host)
         self.allocator = ResourceAllocator({})
         self.catalog = catalog or ImageCatalog([])
         self.kernels: dict[str, AgentKernel] = {}
@@ -373,7 +420,7 @@ class AgentService:
                     load_catalog, self.config.agent.image_catalog
                 )
             await self.backend.init()
-            await trio.to_thread.run_sync(self._registry.prepare)
+            await trio.to_thread.run_sync(self._prepare_state)
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
@@ -449,6 +496,7 @@ class AgentService:
             "get_completions": self.rpc_get_completions,
             "get_logs": self.rpc_get_logs,
             "upload_file": self.rpc_upload_file,
+            "upload_files": self.rpc_upload_files,
             "download_file": self.rpc_download_file,
             "list_files": self.rpc_list_files,
             "start_service": self.rpc_start_service,
@@ -505,6 +553,12 @@ class AgentService:
             await trio.to_thread.run_sync(_trim_logs, [k.record.log_path for k in running])
 
     # --------------------------------------------------------------- recovery
+
+    def _prepare_state(self) -> None:
+        # Kernel records hold each kernel's environment, kernel logs (the
+        # backend's, below) its output: none of it is for other users.
+        private_dir(self._var)
+        self._registry.prepare()
 
     async def _recover(self) -> None:
         """Find the kernels of a previous run of this agent again (see the module docstring)."""
@@ -605,6 +659,7 @@ class AgentService:
         try:
             async with trio.open_nursery() as tasks:
                 try:
+                    await self._forward_ports(kernel, tasks)
                     if process is None:
                         assert launch is not None
                         process = await self._create(kernel, launch, tasks)
@@ -635,10 +690,39 @@ class AgentService:
                 reason = kernel.stop_reason or "agent-termination"
             else:
                 reason = kernel.stop_reason
-            with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                await self._finish(kernel, reason)
+            await self._finish(kernel, reason)
         if failure is not None and not started:
             raise failure
+
+    async def _forward_ports(self, kernel: AgentKernel, tasks: trio.Nursery) -> None:
+        """Relay the kernel's host ports into its network, when it has one of its own."""
+        ports = [p for sp in kernel.record.service_ports for p in sp["host_ports"]]
+        if not ports or not self.backend.isolates_network:
+            return
+        connect = functools.partial(self.backend.connect_port, kernel.record)
+        listeners: list[trio.SocketListener] = []
+        try:
+            for port in ports:
+                held = self._ports.take(port)
+                if held is None:
+                    listeners += await trio.open_tcp_listeners(
+                        port, host=self.config.container.bind_host
+                    )
+                else:
+                    listening = trio.socket.from_stdlib_socket(held)
+                    try:
+                        held.listen()
+                    except OSError:
+                        listening.close()
+                        raise
+                    listeners.append(trio.SocketListener(listening))
+        except OSError as exc:
+            for listener in listeners:
+                await listener.aclose()
+            raise KernelStartFailed(
+                "failed-to-start", f"cannot listen on the kernel's service ports: {exc}"
+            ) from None
+        tasks.start_soon(portfwd.forward, listeners, connect)
 
     async def _readopt(
         self, kernel: AgentKernel, process: KernelProcess, tasks: trio.Nursery
@@ -786,7 +870,27 @@ class AgentService:
         return "self-terminated"
 
     async def _finish(self, kernel: AgentKernel, reason: str | None) -> None:
-        """Release everything of an ended kernel and report it (runs shielded)."""
+        """Release everything of an ended kernel and report it.
+
+        Runs shielded from cancellation.  Cleaning up the host gets
+        :data:`CLEANUP_TIMEOUT`; the kernel's slots and ports are freed and
+        its end reported whatever became of that cleanup (what a cut-off
+        cleanup leaves, registry entry included, goes at the agent's next start).
+        """
+        record = kernel.record
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(CLEANUP_TIMEOUT) as cleanup:
+                reason = await self._clean_up(kernel, reason)
+            if cleanup.cancelled_caught:
+                log.error(
+                    "kernel %s: cleanup did not finish within %g s",
+                    record.kernel_id,
+                    CLEANUP_TIMEOUT,
+                )
+            await self._release(kernel, reason or kernel.stop_reason or "unknown")
+
+    async def _clean_up(self, kernel: AgentKernel, reason: str | None) -> str:
+        """Stop what is left of *kernel* and remove its host state; the reason it ended."""
         record = kernel.record
         try:
             reason = reason or await self._death_reason(kernel)
@@ -808,6 +912,11 @@ class AgentService:
             await trio.to_thread.run_sync(self._registry.remove, record.kernel_id)
         except OSError as exc:
             log.error("kernel %s: cannot remove its registry entry: %s", kernel.kernel_id, exc)
+        return reason
+
+    async def _release(self, kernel: AgentKernel, reason: str) -> None:
+        """Free an ended kernel's slots and ports, remember its result, report its end."""
+        record = kernel.record
         self.allocator.free(record.kernel_id)
         self._ports.release([p for sp in record.service_ports for p in sp["host_ports"]])
         kernel.status = KernelStatus.TERMINATED
@@ -835,10 +944,14 @@ class AgentService:
                 kernel.stop_reason = reason
             kernel.restarting = False
             kernel.status = KernelStatus.TERMINATING
-            with trio.move_on_after(self.destroy_grace + CLEANUP_TIMEOUT):
+            deadline = trio.current_time() + self.destroy_grace + CLEANUP_TIMEOUT
+            # A destroy that began stops the kernel even if its caller goes away;
+            # the supervisor then releases it.
+            with trio.move_on_at(deadline, shield=True):
                 await self.backend.terminate(
                     kernel.record, kernel.process, grace=self.destroy_grace
                 )
+            with trio.move_on_at(deadline):
                 await kernel.gone.wait()
             if not kernel.gone.is_set():
                 raise KernelNotRunning(f"kernel {kernel.kernel_id} did not end in time")
@@ -856,11 +969,12 @@ class AgentService:
         occupied: ResourceSlot,
         port_map: Mapping[int, int],
         pids_max: int,
+        peers: tuple[str, ...],
     ) -> KernelLaunch:
         cpu, memory = _cpu_and_memory(occupied)
         cores = CPUPlugin.cores(allocation.get("cpu", {}))
         core_count = max(math.ceil(cpu), 1) if cpu is not None else (os.cpu_count() or 1)
-        hostname = config.cluster_hostname or f"{config.cluster_role}{config.cluster_idx}"
+        hostname = _hostname(config)
         runtime_dir = os.path.dirname(image.runtime_path)
         environ: dict[str, str] = {
             "PATH": f"{runtime_dir}:{_STANDARD_PATH}" if runtime_dir else _STANDARD_PATH,
@@ -903,6 +1017,7 @@ class AgentService:
             limits=limits,
             service_ports_label=_ports_label(image, port_map),
             hostname=hostname,
+            peers=peers,
             bootstrap_script=config.bootstrap_script,
             bootstrap_timeout=self.bootstrap_timeout,
         )
@@ -917,7 +1032,7 @@ class AgentService:
             replicas[k.cluster_role] = replicas.get(k.cluster_role, 0) + 1
         return requests.ClusterInfo(
             size=len(ordered),
-            hosts=[k.cluster_hostname or f"{k.cluster_role}{k.cluster_idx}" for k in ordered],
+            hosts=[_hostname(k) for k in ordered],
             replicas=replicas,
         )
 
@@ -944,6 +1059,7 @@ class AgentService:
                 ) from None
             plans.append((config, image, slots))
         cluster = self._cluster(req)
+        peers = tuple(_hostname(k) for k in req.kernels)
         session_id = str(req.session_id)
         # Allocate everything first, all or nothing, so a request that cannot
         # be placed changes nothing.
@@ -957,7 +1073,11 @@ class AgentService:
                 allocated.append(kid)
                 occupied = _occupied(allocation)
                 wanted = [p for service in image.service_ports for p in service.ports]
-                host_ports = self._ports.allocate(len(wanted)) if wanted else []
+                host_ports = (
+                    self._ports.allocate(len(wanted), hold=self.backend.isolates_network)
+                    if wanted
+                    else []
+                )
                 taken += host_ports
                 port_map = dict(zip(wanted, host_ports, strict=True))
                 launch = self._launch(
@@ -969,6 +1089,7 @@ class AgentService:
                     occupied,
                     port_map,
                     config.resource_opts.pids_max or self.pids_max,
+                    peers,
                 )
                 record = KernelRecord(
                     kernel_id=kid,
@@ -1165,20 +1286,28 @@ class AgentService:
             else:
                 await link.send("continue", {"run_id": run_id})
         result = await link.collect(run, flush)
-        if result["status"] == "finished" and result["exitCode"] == 137:
-            await self._explain_oom(kernel, result)
+        if result["status"] == "finished":
+            self._explain_oom(kernel, result)
         return result
 
-    async def _explain_oom(self, kernel: AgentKernel, result: dict[str, Any]) -> None:
-        """Add the out-of-memory reason to a run whose process the OOM killer ended."""
-        if not kernel.record.cgroup:
+    def _explain_oom(self, kernel: AgentKernel, result: dict[str, Any]) -> None:
+        """Tell a finished run about OOM kills in its kernel no earlier run was told about.
+
+        Every run is checked, not only those whose own process was killed: the
+        OOM killer takes user code first (see :mod:`bai.kernel.runtimes`), often
+        a child process while the run itself carries on and ends well.
+        """
+        kills = oom_kill_count(kernel.record.cgroup)
+        if kills is None or kills <= kernel.oom_kills:
             return
-        usage = (await self.backend.usage([kernel.record])).get(kernel.kernel_id)
-        if usage is None or usage.oom_kills is None or usage.oom_kills <= kernel.oom_kills:
-            return
-        kernel.oom_kills = usage.oom_kills
+        new = kills - kernel.oom_kills
+        kernel.oom_kills = kills
+        ended = "a process" if new == 1 else f"{new} processes"
         limit = f" of {kernel.memory_limit} bytes" if kernel.memory_limit else ""
-        note = f"[bai: out of memory: the run exceeded the kernel's memory limit{limit}]\n"
+        note = (
+            f"[bai: out of memory: the kernel reached its memory limit{limit};"
+            f" the OOM killer ended {ended}]\n"
+        )
         console = result["console"]
         if console and console[-1][0] == "stderr":
             console[-1][1] += note
@@ -1221,29 +1350,57 @@ class AgentService:
 
     # -------------------------------------------------------------------- files
 
+    async def _file_op(self, kernel: AgentKernel, operation: Callable[[], T]) -> T:
+        """Run the blocking file *operation* on *kernel*'s scratch, within FILE_OP_TIMEOUT.
+
+        It runs on the kernel's own limiter, not the thread pool every other
+        kernel and the agent itself share.  A thread still busy at the deadline
+        is abandoned; it keeps its limiter slot until it ends.
+        """
+        with trio.move_on_after(FILE_OP_TIMEOUT):
+            return await trio.to_thread.run_sync(
+                operation, limiter=kernel.file_ops, abandon_on_cancel=True
+            )
+        raise files.FileOperationTimeout(
+            f"the file operation did not finish within {FILE_OP_TIMEOUT:g} s"
+        )
+
+    async def _upload(
+        self, kernel_id: uuid.UUID, items: list[tuple[str, bytes]]
+    ) -> list[dict[str, Any]]:
+        kernel = self._kernel(kernel_id)
+        scratch = self.backend.scratch_dir(kernel.record)
+        owner = self.backend.kernel_owner
+        # Bad paths are refused without taking one of the kernel's threads.
+        files.split_upload_paths([path for path, _ in items])
+        return await self._file_op(
+            kernel,
+            lambda: files.write_files(
+                scratch,
+                items,
+                max_size=self.max_upload_size,
+                owner=owner,
+                # An upload abandoned at its deadline must not land after the error went out.
+                before_commit=trio.from_thread.check_cancelled,
+            ),
+        )
+
     async def rpc_upload_file(self, args: Any) -> dict[str, Any]:
         req = parse(args, requests.UploadFile)
-        kernel = self._kernel(req.kernel_id)
-        scratch = self.backend.scratch_dir(kernel.record)
-        owner = None
-        uid, gid = self.config.container.kernel_uid, self.config.container.kernel_gid
-        if uid is not None or gid is not None:
-            owner = (os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
-        parts = files.split_path(req.path)
-        size = await trio.to_thread.run_sync(
-            lambda: files.write_file(
-                scratch, req.path, req.data, max_size=self.max_upload_size, owner=owner
-            )
-        )
-        return {"path": "/".join([files.KERNEL_HOME, *parts]), "size": size}
+        (written,) = await self._upload(req.kernel_id, [(req.path, req.data)])
+        return written
+
+    async def rpc_upload_files(self, args: Any) -> list[dict[str, Any]]:
+        req = parse(args, requests.UploadFiles)
+        return await self._upload(req.kernel_id, [(item.path, item.data) for item in req.files])
 
     async def rpc_download_file(self, args: Any) -> bytes:
         req = parse(args, requests.FilePath)
         kernel = self._kernel(req.kernel_id)
         scratch = self.backend.scratch_dir(kernel.record)
         files.split_path(req.path)
-        return await trio.to_thread.run_sync(
-            lambda: files.download(scratch, req.path, max_size=self.max_download_size)
+        return await self._file_op(
+            kernel, lambda: files.download(scratch, req.path, max_size=self.max_download_size)
         )
 
     async def rpc_list_files(self, args: Any) -> dict[str, Any]:
@@ -1251,7 +1408,7 @@ class AgentService:
         kernel = self._kernel(req.kernel_id)
         scratch = self.backend.scratch_dir(kernel.record)
         files.split_path(req.path, allow_root=True)
-        return await trio.to_thread.run_sync(files.list_files, scratch, req.path)
+        return await self._file_op(kernel, lambda: files.list_files(scratch, req.path))
 
     # ----------------------------------------------------------------- services
 

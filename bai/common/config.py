@@ -533,6 +533,7 @@ class ContainerConfig(Section, frozen=True):
     scratch_type: Literal["hostdir", "memory"] = "hostdir"
     scratch_root: Path = Path("./scratches")
     scratch_size: BinarySize = BinarySize(0)
+    kernel_network: Literal["private", "outbound"] = "private"
     docker_socket: Path = Path("/var/run/docker.sock")
 
     def problems(self) -> Iterator[Problem]:

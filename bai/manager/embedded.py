@@ -9,7 +9,8 @@ same services as the distributed mode, wired with the embedded backends:
   keypairs) on the first start;
 * one agent (:class:`~bai.agent.server.AgentService`) running local kernels,
   with its registry and logs under ``DATA_DIR/agent`` and kernels' scratch
-  folders under ``DATA_DIR/scratches``;
+  folders under ``DATA_DIR/scratches``, each limited to :data:`SCRATCH_SIZE`
+  when ``bai up`` runs as root;
 * one in-process event bus both of them use, and manager-to-agent RPC over
   ``inproc://``.
 
@@ -36,6 +37,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,6 +75,8 @@ log = logging.getLogger(__name__)
 
 #: The API port ``bai up`` listens on unless told otherwise.
 DEFAULT_PORT: Final = 8081
+#: Each kernel's scratch folder limit (a sparse ext4 image: it takes only what is written).
+SCRATCH_SIZE: Final = "4G"
 #: Seconds the manager may take to register the agent from its first heartbeat.
 REGISTRATION_TIMEOUT: Final = 30.0
 #: Seconds the agent and the manager have to shut down in order before they are cut off.
@@ -154,6 +158,9 @@ service-addr = {_toml(f"{host}:{port}")}
         source="bai up (manager)",
     )
     catalog_line = f"image-catalog = {_toml(str(image_catalog))}" if image_catalog else ""
+    # Only a root agent can mount a size-limited scratch folder; elsewhere the
+    # agent logs that scratch folders are unlimited.
+    scratch_line = f"scratch-size = {_toml(SCRATCH_SIZE)}" if os.geteuid() == 0 else ""
     agent = parse_config(
         AgentConfig,
         f"""
@@ -164,6 +171,7 @@ ipc-base-path = {_toml(str(_ipc_dir(data_dir)))}
 {catalog_line}
 [container]
 scratch-root = {_toml(str(data_dir / "scratches"))}
+{scratch_line}
 [redis]
 type = "inproc"
 """,

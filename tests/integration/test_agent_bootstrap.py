@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 from test_agent_support import (
+    AS_ROOT,
     Harness,
     agent_config,
     entries,
@@ -31,7 +32,8 @@ echo bootstrap-complains >&2
 
 @pytest.fixture(params=[None, False], ids=["sandbox-if-any", "no-sandbox"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with running_agent(agent_config(tmp_path), use_bwrap=request.param) as h:
+    config = agent_config(tmp_path, container="" if request.param is None else AS_ROOT)
+    async with running_agent(config, use_bwrap=request.param) as h:
         yield h
 
 

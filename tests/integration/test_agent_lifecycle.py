@@ -22,6 +22,7 @@ from test_agent_support import (
     cgroup_pids,
     entries,
     exists,
+    fake_runner,
     running_agent,
 )
 
@@ -189,12 +190,10 @@ async def test_requests_the_agent_cannot_satisfy_change_nothing(harness: Harness
 
 
 async def test_a_kernel_that_fails_to_start_ends_with_a_reason(tmp_path: Path) -> None:
-    broken = tmp_path / "broken-python"
-    broken.write_text("#!/bin/sh\necho 'runner cannot start' >&2\nexit 3\n")
-    broken.chmod(0o755)
-    slow = tmp_path / "slow-python"
-    slow.write_text("#!/bin/sh\nexec sleep 60\n")
-    slow.chmod(0o755)
+    broken = fake_runner(
+        tmp_path, "broken-python", "#!/bin/sh\necho 'runner cannot start' >&2\nexit 3\n"
+    )
+    slow = fake_runner(tmp_path, "slow-python", "#!/bin/sh\nexec sleep 60\n")
     for runner, expected in ((broken, "runner cannot start"), (slow, "did not start within")):
         config = agent_config(tmp_path / f"agent-{runner.name}")
         async with running_agent(config, runner_python=str(runner), start_timeout=1.5) as h:
@@ -348,9 +347,7 @@ service-defs = "{defs}"
 
 
 async def test_destroying_a_kernel_while_it_starts(tmp_path: Path) -> None:
-    slow = tmp_path / "slow-python"
-    slow.write_text("#!/bin/sh\nexec sleep 60\n")
-    slow.chmod(0o755)
+    slow = fake_runner(tmp_path, "slow-python", "#!/bin/sh\nexec sleep 60\n")
     config = agent_config(tmp_path / "agent")
     async with running_agent(config, runner_python=str(slow), start_timeout=30) as h:
         kid = str(uuid.uuid4())

@@ -28,8 +28,37 @@ REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "configs" / "images.toml"
 
 
-def agent_config(tmp_path: Path, *, catalog: Path = CATALOG, extra: str = "") -> AgentConfig:
-    """A test agent's config: private folders, 1 s heartbeats, all cores and most memory."""
+#: Kernel code making, in /home/work, everything but a regular file or a folder
+#: (format it with ``outside``, a folder outside the kernel).
+HOSTILE_FILES = """
+import os, socket
+os.mkfifo('fifo')
+socket.socket(socket.AF_UNIX).bind('sock')
+os.symlink('/etc/shadow', 'shadow')
+os.symlink({outside!r}, 'outside')
+"""
+#: What each file HOSTILE_FILES makes is, as the agent's refusals say.
+HOSTILE_KINDS = {
+    "fifo": "a FIFO (named pipe)",
+    "sock": "a socket",
+    "shadow": "a symbolic link",
+    "outside": "a symbolic link",
+}
+
+
+#: ``[container]`` lines that run kernels as root: without a sandbox the kernel user
+#: runs this venv's Python at its host path, which may be under root's home here,
+#: where no other user may enter.
+AS_ROOT = "kernel-uid = 0\nkernel-gid = 0"
+
+
+def agent_config(
+    tmp_path: Path, *, catalog: Path = CATALOG, extra: str = "", container: str = ""
+) -> AgentConfig:
+    """A test agent's config: private folders, 1 s heartbeats, all cores and most memory.
+
+    *container* adds lines to its ``[container]`` section, *extra* whole sections.
+    """
     tag = uuid.uuid4().hex[:8]
     return parse_config(
         AgentConfig,
@@ -43,6 +72,7 @@ image-catalog = "{catalog}"
 allow-compute-plugins = []
 [container]
 scratch-root = "{tmp_path}/scratch"
+{container}
 [resource]
 reserved-cpu = 0
 reserved-mem = "512m"
@@ -205,6 +235,19 @@ def entries(folder: Path) -> list[str]:
 
 def read(path: str | Path) -> str:
     return Path(path).read_text()
+
+
+def fake_runner(folder: Path, name: str, script: str) -> Path:
+    """A stand-in for the runner's Python: *script* as an executable the kernel user can run.
+
+    The sandbox binds its folder read-only where it is; the kernel user needs
+    to enter that folder, which pytest makes for root alone.
+    """
+    folder.chmod(0o755)
+    runner = folder / name
+    runner.write_text(script)
+    runner.chmod(0o755)
+    return runner
 
 
 def is_root() -> bool:

@@ -38,8 +38,11 @@ import sqlalchemy as sa
 import trio
 from coredis import PureToken
 from test_agent_support import CATALOG
+from test_hostile_support import assert_contained, parse, probe_code
 
 from bai.client import APIClient, APIConfig, ComputeSession, get_config, graphql
+from bai.manager.db import create_database
+from bai.manager.models import keypairs
 
 BAI = Path(sys.executable).with_name("bai")
 STREAM = "bai:events"
@@ -440,3 +443,56 @@ async def test_manager_and_two_agents_as_separate_processes(deployment: Deployme
     assert kernel_processes(sessions) == {}
     for daemon in d.daemons:
         assert "Traceback" not in daemon.output(), daemon.output()
+
+
+async def _keys_of(pg_url: str, email: str) -> tuple[str, str]:
+    """The access and secret key of *email*'s keypair, read from the database."""
+    async with create_database(pg_url) as db:
+        row = (
+            await db.fetch(
+                sa.select(keypairs.c.access_key, keypairs.c.secret_key).where(
+                    keypairs.c.user_id == email
+                )
+            )
+        ).first()
+    assert row is not None, email
+    return row.access_key, row.secret_key
+
+
+async def test_a_users_session_reaches_nothing_of_the_deployment(
+    deployment: Deployment, pg_url: str
+) -> None:
+    d = deployment
+    await d.cli("fixture", "populate", "default")
+    admin = await _keys_of(pg_url, "admin@lablup.com")
+    user = await _keys_of(pg_url, "user@lablup.com")
+    manager = d.daemon("manager", "manager", "--config", str(d.manager_toml))
+    agent = d.daemon("agent1", "agent", "--config", str(d.agent_tomls[0]))
+    for daemon in (manager, agent):
+        await daemon.start()
+    await wait_until_serving(d.endpoint, d.daemons)
+    port = int(d.endpoint.rsplit(":", 1)[1])
+    admin_config = APIConfig(endpoint=d.endpoint, access_key=admin[0], secret_key=admin[1])
+    user_config = APIConfig(endpoint=d.endpoint, access_key=user[0], secret_key=user[1])
+    async with APIClient(admin_config) as api:
+        await wait_for_agents(api, {d.agent_ids[0]: "ALIVE"}, d.daemons)
+    ipc_base = str(d.tmp / "agent1" / "var")
+    async with APIClient(user_config) as api:
+        session = await ComputeSession.create(
+            api, "python", name="hostile", resources={"cpu": 1, "mem": "128m"}, max_wait=30
+        )
+        assert session.id is not None
+        d.session_ids.append(str(session.id))
+        paths = [
+            str(d.manager_toml),
+            str(d.agent_tomls[0]),
+            str(d.tmp / "manager.log"),
+            *(str(p) for p in (d.tmp / "agent1" / "var" / "kernels").glob("*")),
+        ]
+        code = probe_code(paths, listed=[ipc_base], ports=[port])
+        found = parse(await output_of(session, code))
+        await session.destroy()
+    assert_contained(found)
+    assert found["listings"][ipc_base] == 2  # ENOENT: the agent's state is not there
+    for daemon in (agent, manager):
+        assert await daemon.stop(signal.SIGTERM) == 0

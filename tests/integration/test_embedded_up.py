@@ -17,6 +17,7 @@ import msgspec
 import sqlalchemy as sa
 import trio
 from test_agent_support import CATALOG, alive
+from test_hostile_support import assert_contained, parse, probe_code
 
 from bai.client.envfile import read_client_env
 from bai.common.slots import BinarySize
@@ -178,3 +179,25 @@ def test_bai_up_logs_no_secret_key(tmp_path: Path) -> None:
         keypair = read_client_env(path)
         assert f"access key {keypair.access_key}  in {path}" in text
         assert keypair.secret_key not in text
+
+
+async def test_a_users_session_cannot_read_or_reach_the_cluster(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with trio.open_nursery() as nursery:
+        handle: EmbeddedHandle = await nursery.start(_service(data).serve)
+        user = next(k for k in handle.keypairs if k.role == "user")
+        port = int(handle.endpoint.rsplit(":", 1)[1])
+        secrets = [
+            data / "manager.sqlite3",
+            data / "client.env",
+            *(data / client_env_name(i, k) for i, k in enumerate(handle.keypairs)),
+            *(data / "agent").rglob("*"),
+        ]
+        code = probe_code([str(p) for p in secrets], listed=[str(data)], ports=[port])
+        _, out = await _run_code(handle.manager.ctx.registry, user.access_key, code)
+        nursery.cancel_scope.cancel()
+    found = parse(out)
+    # No database, no keys, no agent state, no manager API: nothing to become admin with.
+    assert_contained(found)
+    listing = found["listings"][str(data)]
+    assert listing == 2 or set(listing) <= {"ipc"}, listing

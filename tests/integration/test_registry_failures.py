@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 import sqlalchemy as sa
-from test_agent_support import agent_config
+from test_agent_support import agent_config, fake_runner
 from test_registry_support import eventually, running_cluster, unreadable
 
 from bai.common.config import Duration
@@ -65,9 +65,9 @@ async def test_a_lost_agent_fails_its_sessions_and_frees_their_slots(
 
 
 async def test_a_runtime_that_cannot_start_ends_in_error(db_url: str, tmp_path: Path) -> None:
-    broken = tmp_path / "broken-python"
-    broken.write_text("#!/bin/sh\necho 'runner cannot start' >&2\nexit 3\n")
-    broken.chmod(0o755)
+    broken = fake_runner(
+        tmp_path, "broken-python", "#!/bin/sh\necho 'runner cannot start' >&2\nexit 3\n"
+    )
     async with running_cluster(
         db_url, tmp_path, agent_options={"runner_python": str(broken), "start_timeout": 5.0}
     ) as cluster:
@@ -85,9 +85,7 @@ async def test_a_runtime_that_cannot_start_ends_in_error(db_url: str, tmp_path: 
 
 
 async def test_creation_past_its_deadline_ends_in_error(db_url: str, tmp_path: Path) -> None:
-    hanging = tmp_path / "hanging-python"
-    hanging.write_text("#!/bin/sh\nexec sleep 60\n")
-    hanging.chmod(0o755)
+    hanging = fake_runner(tmp_path, "hanging-python", "#!/bin/sh\nexec sleep 60\n")
     async with running_cluster(
         db_url,
         tmp_path,

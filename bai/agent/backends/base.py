@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import trio
+
 from bai.agent.cgroups import CgroupLimits, CgroupUsage
 from bai.agent.images import Image
 from bai.agent.registry import KernelRecord
@@ -57,6 +59,8 @@ class KernelLaunch:
     service_ports_label: str = ""
     #: The kernel's host name inside its sandbox (its cluster hostname).
     hostname: str = ""
+    #: Host names of the session's kernels started with this one on this agent.
+    peers: tuple[str, ...] = ()
     #: The shell script the runner runs before it serves (``bootstrap.sh`` in the
     #: kernel's ``/home/work``), and its time limit in seconds.
     bootstrap_script: str | None = None
@@ -86,6 +90,21 @@ class KernelBackend(ABC):
 
     #: ``"local"`` or ``"docker"``.
     name: str
+    #: The uid and gid kernels run as (None: the agent's own); set by :meth:`init`.
+    kernel_owner: tuple[int, int] | None = None
+
+    @property
+    def isolates_network(self) -> bool:
+        """Whether kernels have a network of their own, reached through :meth:`connect_port`.
+
+        When true the agent forwards each service port's host port into the
+        kernel; when false the service listens on the host port itself.
+        """
+        return False
+
+    async def connect_port(self, record: KernelRecord, port: int) -> trio.SocketStream:
+        """A connection to *port* inside the kernel's network (see :attr:`isolates_network`)."""
+        raise NotImplementedError(f"the {self.name} backend shares the host's network")
 
     @abstractmethod
     async def init(self) -> None:

@@ -12,11 +12,22 @@ What a kernel gets:
 * a **scratch directory** ``<scratch-root>/<kernel-id>`` as its working
   directory (the spec's ``/home/work``), holding ``bootstrap.sh`` when the
   session has a bootstrap script (the runner runs it before it serves);
-* where ``bwrap`` is installed and works, **private mount, pid, ipc and uts
-  namespaces**: the host root read-only, fresh ``/proc``, ``/dev``, ``/tmp``
-  and ``/home``, the scratch directory at ``/home/work``, the other kernels'
-  scratch, socket and registry folders hidden, all capabilities dropped, and
-  the cluster hostname.  Without it the agent logs the weaker isolation once.
+* where ``bwrap`` is installed and works, a **sandbox** built from an
+  allow-list (:mod:`bai.agent.backends.sandbox`): system folders and the
+  runtime read-only, its scratch at ``/home/work``, private ``/tmp``,
+  ``/proc`` and ``/dev``, its own pid, ipc, uts and cgroup namespaces, no
+  capabilities, ``no_new_privs``, and the cluster hostname.  Without it the
+  agent logs the weaker isolation once;
+* where the agent runs as root, the **kernel user** (``[container]
+  kernel-uid``/``kernel-gid``, by default the ``bai-kernel`` system user, or
+  ``nobody``): bwrap starts as root and ``setpriv`` switches to that user
+  before the runner runs;
+* where the agent runs as root, a **network namespace** per session
+  (:mod:`bai.agent.netns`) with loopback only, shared by the session's
+  kernels on this agent; the agent forwards each service port's host port
+  into it (:meth:`LocalBackend.connect_port`);
+* a **scratch size limit** (:mod:`bai.agent.scratch`) when ``scratch-size``
+  is set or ``scratch-type`` is ``memory``.
 
 Killing a kernel never leaves a process behind: everything in its cgroup is
 killed (frozen first on v1), then its process group, then -- hosts without
@@ -33,6 +44,7 @@ import contextlib
 import glob
 import logging
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -45,6 +57,8 @@ from typing import Final
 import trio
 
 import bai
+from bai.agent import netns, scratch
+from bai.agent.backends import sandbox
 from bai.agent.backends.base import (
     BOOTSTRAP_NAME,
     BackendError,
@@ -52,13 +66,12 @@ from bai.agent.backends.base import (
     KernelLaunch,
     KernelProcess,
 )
+from bai.agent.backends.network import SLIRP_DNS, KernelNetwork, SessionNetworks
 from bai.agent.cgroups import CgroupDriver, CgroupError, CgroupUsage, KernelCgroup, detect
 from bai.agent.registry import KernelRecord
 
 log = logging.getLogger(__name__)
 
-#: Where the scratch directory appears inside a bwrap sandbox.
-KERNEL_HOME: Final = "/home/work"
 #: The prologue that moves the shell into the kernel's cgroups, then execs the runner.
 _JOIN_CGROUPS: Final = (
     'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
@@ -146,13 +159,44 @@ class _Adopted(KernelProcess):
         return not self._ended and _start_time(self.pid) is not None
 
 
+#: The system user kernels run as when the operator names none (``.ci/bootstrap`` makes it).
+KERNEL_SYSTEM_USER: Final = "bai-kernel"
+_NOBODY: Final = 65534
+
+
+def _kernel_owner(uid: int | None, gid: int | None) -> tuple[int, int] | None:
+    """The uid and gid kernels run as (None: as the agent itself).
+
+    A root agent never runs kernels as root unless told to: unset, they run
+    as :data:`KERNEL_SYSTEM_USER`, or ``nobody`` where that user is missing.
+    """
+    if os.geteuid() != 0 and uid is None and gid is None:
+        return None
+    if uid is None:
+        try:
+            entry = pwd.getpwnam(KERNEL_SYSTEM_USER)
+        except KeyError:
+            uid, default_gid = _NOBODY, _NOBODY
+        else:
+            uid, default_gid = entry.pw_uid, entry.pw_gid
+    else:
+        try:
+            default_gid = pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            default_gid = uid
+    return uid, default_gid if gid is None else gid
+
+
 class LocalBackend(KernelBackend):
     """Kernels as local process trees; see the module docstring.
 
     *cgroup_parent* names the agent's parent cgroup (relative to the agent's
     own cgroup, or absolute from the hierarchy root); *use_bwrap* forces the
     sandbox on (failing kernels if it does not work) or off; None probes it.
-    *kernel_uid*/*kernel_gid* run kernels as that user (the agent must be root).
+    *kernel_uid*/*kernel_gid* run kernels as that user (the agent must be
+    root); unset, a root agent picks :data:`KERNEL_SYSTEM_USER` or ``nobody``.
+    *scratch_type*/*scratch_size* limit each kernel's scratch folder
+    (:mod:`bai.agent.scratch`).
     """
 
     name = "local"
@@ -169,6 +213,9 @@ class LocalBackend(KernelBackend):
         use_bwrap: bool | None = None,
         kernel_uid: int | None = None,
         kernel_gid: int | None = None,
+        scratch_type: scratch.ScratchType = "hostdir",
+        scratch_size: int = 0,
+        network: KernelNetwork = "private",
     ) -> None:
         self.agent_id = agent_id
         self.scratch_root = scratch_root.resolve()
@@ -177,12 +224,23 @@ class LocalBackend(KernelBackend):
         self.runner_python = runner_python
         self.cgroup_parent = cgroup_parent or f"bai.{agent_id}"
         self._use_bwrap = use_bwrap
-        self.kernel_uid = kernel_uid
-        self.kernel_gid = kernel_gid
+        self._kernel_uid = kernel_uid
+        self._kernel_gid = kernel_gid
+        self.kernel_owner: tuple[int, int] | None = None
+        self.scratch_type: scratch.ScratchType = scratch_type
+        self.scratch_size = scratch_size
         self.cgroups: CgroupDriver | None = None
         self.cgroup_problem = ""
         self.bwrap: str | None = None
         self.bwrap_problem = ""
+        #: Where each kernel's generated ``/etc`` files and each session's namespace live.
+        self.etc_root = self.ipc_base / "etc"
+        self.netns_root = self.ipc_base / "netns"
+        self.network_mode: KernelNetwork = network
+        self.networks: SessionNetworks | None = None
+        self.netns_problem = "not probed"
+        self._setpriv: str | None = None
+        self._nsenter: str | None = None
         self._runner_command = [runner_python, "-I", "-m", "bai.kernel"]
 
     # -- host probing ------------------------------------------------------------
@@ -193,6 +251,12 @@ class LocalBackend(KernelBackend):
             raise BackendError(
                 f"ipc-base-path {self.ipc_base} is too long for kernel sockets "
                 f"({longest} > {_IPC_PATH_MAX} bytes)"
+            )
+        self.kernel_owner = _kernel_owner(self._kernel_uid, self._kernel_gid)
+        limited = self.scratch_size > 0 or self.scratch_type == "memory"
+        if limited and os.geteuid() != 0:
+            raise BackendError(
+                f"scratch-type {self.scratch_type!r} with a size needs an agent running as root"
             )
         await trio.to_thread.run_sync(self._make_dirs)
         self.cgroups, self.cgroup_problem = await trio.to_thread.run_sync(
@@ -206,14 +270,26 @@ class LocalBackend(KernelBackend):
         else:
             log.info("kernels run in %s", self.cgroups.describe())
         await self._probe_bwrap()
+        await self._probe_netns()
+        if self.kernel_owner is None or self.kernel_owner[0] == 0:
+            log.warning("kernels run as root: set [container] kernel-uid to an unprivileged user")
+        if not limited:
+            log.warning("kernel scratch folders have no size limit ([container] scratch-size)")
         fast = await trio.to_thread.run_sync(_fast_runner_command, self.runner_python)
         if fast is not None:
             self._runner_command = fast
 
     def _make_dirs(self) -> None:
-        for directory in (self.scratch_root, self.ipc_base, self.log_dir):
+        for directory, mode in (
+            (self.scratch_root, 0o755),
+            (self.ipc_base, 0o755),
+            (self.log_dir, 0o700),
+            (self.etc_root, 0o755),
+            (self.netns_root, 0o700),
+        ):
             try:
                 directory.mkdir(parents=True, exist_ok=True)
+                os.chmod(directory, mode)
             except OSError as exc:
                 raise BackendError(f"cannot create {directory}: {exc.strerror}") from None
 
@@ -241,54 +317,120 @@ class LocalBackend(KernelBackend):
             if self._use_bwrap:
                 raise BackendError(f"bwrap was required but {self.bwrap_problem}")
             log.warning(
-                "%s: kernels share the host's mount, pid and ipc namespaces "
-                "(weaker isolation than with bubblewrap)",
+                "%s: kernels see the host's files and share its mount, pid and ipc "
+                "namespaces (weaker isolation than with bubblewrap)",
                 self.bwrap_problem,
             )
+            await self._check_runner_access()
+            return
+        owner = self.kernel_owner
+        if os.geteuid() == 0 and owner is not None and owner[0] != 0:
+            self._setpriv = shutil.which("setpriv")
+            if self._setpriv is None:
+                raise BackendError("kernels run as a user of their own, which needs setpriv")
+
+    async def _check_runner_access(self) -> None:
+        """Fail now, not at each kernel, when the kernel user cannot run the runner's Python.
+
+        Without a sandbox the kernel user reads the runtime at its host path,
+        so an interpreter under a folder only root may enter (a Python
+        installed in ``/root``) cannot start kernels.
+        """
+        owner = self.kernel_owner
+        if owner is None or os.geteuid() != 0 or owner[0] == 0:
+            return
+        argv = [self.runner_python, "-I", "-S", "-c", ""]
+        try:
+            with trio.fail_after(_BWRAP_PROBE_TIMEOUT):
+                done = await trio.run_process(
+                    argv, capture_stderr=True, check=False, user=owner[0], group=owner[1]
+                )
+        except (OSError, trio.TooSlowError) as exc:
+            detail = str(exc)
+        else:
+            if done.returncode == 0:
+                return
+            detail = done.stderr.decode(errors="replace").strip()
+        raise BackendError(
+            f"the kernel user {owner[0]}:{owner[1]} cannot run {self.runner_python} "
+            f"without a sandbox ({detail}); install bubblewrap, or set [container] kernel-uid"
+        )
+
+    async def _probe_netns(self) -> None:
+        if self.bwrap is None:
+            self.netns_problem = "no sandbox"
+        else:
+            self._nsenter = shutil.which("nsenter")
+            if self._nsenter is None:
+                self.netns_problem = "nsenter is not installed"
+            else:
+                self.netns_problem = await trio.to_thread.run_sync(netns.probe, self.netns_root)
+        if self.netns_problem:
+            log.warning(
+                "kernels share the host's network, loopback included (%s)", self.netns_problem
+            )
+            return
+        slirp4netns = None
+        if self.network_mode == "outbound":
+            slirp4netns = shutil.which("slirp4netns")
+            if slirp4netns is None:
+                raise BackendError("kernel-network 'outbound' needs slirp4netns")
+        self.networks = SessionNetworks(self.netns_root, self.network_mode, slirp4netns)
+
+    @property
+    def isolates_network(self) -> bool:
+        return self.networks is not None
 
     def describe(self) -> dict[str, object]:
+        owner = self.kernel_owner
         return {
             "backend": self.name,
             "cgroup": self.cgroups.describe() if self.cgroups else f"none ({self.cgroup_problem})",
             "sandbox": "bwrap" if self.bwrap else f"none ({self.bwrap_problem})",
+            "network": self.network_mode if self.networks else f"host ({self.netns_problem})",
+            "kernel_user": "agent" if owner is None else f"{owner[0]}:{owner[1]}",
+            "scratch": f"{self.scratch_type} ({self.scratch_size or 'unlimited'})",
         }
 
     # -- making kernels -----------------------------------------------------------
-
-    @property
-    def _owner(self) -> tuple[int, int] | None:
-        if self.kernel_uid is None and self.kernel_gid is None:
-            return None
-        uid = os.getuid() if self.kernel_uid is None else self.kernel_uid
-        gid = os.getgid() if self.kernel_gid is None else self.kernel_gid
-        return uid, gid
 
     def scratch_dir(self, record: KernelRecord) -> Path:
         return Path(record.scratch_dir)
 
     async def prepare(self, record: KernelRecord, launch: KernelLaunch) -> None:
+        if self.networks is not None:
+            try:
+                await self.networks.join(record.session_id, record.kernel_id)
+            except OSError as exc:
+                raise BackendError(f"cannot make the session's network: {exc}") from None
         await trio.to_thread.run_sync(self._prepare, record, launch)
 
     def _prepare(self, record: KernelRecord, launch: KernelLaunch) -> None:
         kid = record.kernel_id
-        scratch = self.scratch_root / kid
+        scratch_dir = self.scratch_root / kid
         sock_dir = self.ipc_base / kid
+        owner = self.kernel_owner
+        as_owner = owner or (os.getuid(), os.getgid())
         try:
-            record.scratch_dir = str(scratch)
-            scratch.mkdir(exist_ok=True)
+            record.scratch_dir = str(scratch_dir)
+            limit = scratch.limit_of(self.scratch_type, self.scratch_size, launch.limits.memory)
+            scratch.make(scratch_dir, self.scratch_type, limit, as_owner)
             record.sock_dir = str(sock_dir)
-            sock_dir.mkdir(exist_ok=True)
-            owner = self._owner
-            if owner is not None:
-                os.chown(scratch, *owner)
-                os.chown(sock_dir, *owner)
+            sock_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chown(sock_dir, *as_owner)
             record.log_path = str(self.log_dir / f"{kid}.log")
             if launch.bootstrap_script is not None:
-                script = scratch / BOOTSTRAP_NAME
+                script = scratch_dir / BOOTSTRAP_NAME
                 script.write_text(launch.bootstrap_script, encoding="utf-8")
-                if owner is not None:
-                    os.chown(script, *owner)
+                os.chown(script, *as_owner)
                 record.bootstrap = True
+            if self.bwrap is not None:
+                etc_dir = self.etc_root / kid
+                etc_dir.mkdir(mode=0o755, exist_ok=True)
+                dns = SLIRP_DNS if self.network_mode == "outbound" and self.networks else None
+                generated = sandbox.etc_files(*as_owner, launch.hostname, launch.peers, dns)
+                for name, text in generated.items():
+                    (etc_dir / name).write_text(text, encoding="utf-8")
         except OSError as exc:
             raise BackendError(f"cannot prepare the kernel's directories: {exc}") from None
         record.input_addr = f"ipc://{sock_dir}/in"
@@ -299,7 +441,8 @@ class LocalBackend(KernelBackend):
                 cgroup = self.cgroups.create(kid)
                 record.cgroup = cgroup.paths
                 unenforced = cgroup.apply(launch.limits)
-                if owner is not None:
+                if owner is not None and self.bwrap is None:
+                    # Without a sandbox the prologue that joins the cgroup runs as the user.
                     for procs in cgroup.procs_files:
                         os.chown(procs, *owner)
             except (CgroupError, OSError) as exc:
@@ -321,7 +464,7 @@ class LocalBackend(KernelBackend):
         ]
         if launch.image.service_defs is not None:
             runner += ["--service-defs", str(launch.image.service_defs)]
-        record.work_dir = KERNEL_HOME if self.bwrap is not None else str(scratch)
+        record.work_dir = sandbox.KERNEL_HOME if self.bwrap is not None else str(scratch_dir)
         if record.bootstrap:
             runner += [
                 "--bootstrap",
@@ -331,7 +474,9 @@ class LocalBackend(KernelBackend):
             ]
         environ = dict(launch.environ)
         environ["HOME"] = record.work_dir
-        command = [*self._sandbox(record, launch), *runner] if self.bwrap else runner
+        command = (
+            self._sandboxed(record, launch, runner, tuple(generated)) if self.bwrap else runner
+        )
         if cgroup is not None:
             command = [
                 "/bin/sh",
@@ -346,46 +491,57 @@ class LocalBackend(KernelBackend):
         record.environ = environ
         record.isolation = "bwrap" if self.bwrap else "process"
 
-    def _sandbox(self, record: KernelRecord, launch: KernelLaunch) -> list[str]:
+    def _sandboxed(
+        self, record: KernelRecord, launch: KernelLaunch, runner: list[str], etc: tuple[str, ...]
+    ) -> list[str]:
         assert self.bwrap is not None
-        needed = [
-            Path(os.path.realpath(self.runner_python)),
-            Path(self.runner_python).parent,
-            Path(os.path.realpath(launch.image.runtime_path)),
-            Path(bai.__file__).resolve().parent,
-        ]
+        extra = [Path(bai.__file__).resolve().parent]
         if launch.image.service_defs is not None:
-            needed.append(launch.image.service_defs)
-
-        def hideable(folder: Path) -> bool:
-            return not any(p == folder or folder in p.parents for p in needed)
-
-        argv = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        argv += ["--tmpfs", "/dev/shm"]
+            extra.append(launch.image.service_defs)
+        interpreters = [self.runner_python, launch.image.runtime_path]
+        if os.path.realpath(self.runner_python) == os.path.realpath(sys.executable):
+            interpreters += [
+                os.path.join(sys.prefix, "bin", "python"),
+                os.path.join(sys.base_prefix, "bin", "python"),
+            ]
+        devices: list[str] = []
         if launch.environ.get("CUDA_VISIBLE_DEVICES"):
-            for node in sorted(glob.glob("/dev/nvidia*")):
-                argv += ["--dev-bind-try", node, node]
-        for folder in dict.fromkeys(
-            [Path("/tmp"), Path("/home"), self.scratch_root, self.ipc_base, self.log_dir]
-        ):
-            if hideable(folder):
-                argv += ["--tmpfs", str(folder)]
-        argv += ["--bind", record.scratch_dir, KERNEL_HOME]
-        argv += ["--bind", record.sock_dir, record.sock_dir]
-        argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-        if launch.hostname:
-            argv += ["--hostname", launch.hostname]
-        if os.geteuid() == 0 and self.kernel_uid in (None, 0):
-            argv += ["--cap-drop", "ALL"]
-        argv += ["--chdir", KERNEL_HOME, "--"]
-        return argv
+            devices = sorted(glob.glob("/dev/nvidia*"))
+        owner = self.kernel_owner
+        spec = sandbox.Sandbox(
+            bwrap=self.bwrap,
+            etc_dir=self.etc_root / record.kernel_id,
+            scratch_dir=Path(record.scratch_dir),
+            sock_dir=Path(record.sock_dir),
+            runtime_paths=sandbox.runtime_paths(interpreters, extra),
+            hostname=launch.hostname,
+            devices=devices,
+            switch_user=((self._setpriv, *owner) if self._setpriv is not None and owner else None),
+            netns=(
+                (self._nsenter, self.networks.path(record.session_id))
+                if self._nsenter is not None and self.networks is not None
+                else None
+            ),
+            etc_names=etc,
+            system_links=sandbox.system_links(),
+        )
+        return sandbox.command(spec, runner)
 
     async def spawn(self, record: KernelRecord) -> KernelProcess:
         try:
             log_fd = os.open(record.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError as exc:
             raise BackendError(f"cannot open the kernel's log file: {exc}") from None
-        owner = self._owner
+        if self.kernel_owner is not None:
+            # As in a container, the kernel's processes may add to their own log
+            # (through /proc/PID/fd/2); the folder around it stays the agent's.
+            try:
+                os.fchown(log_fd, *self.kernel_owner)
+            except OSError as exc:
+                os.close(log_fd)
+                raise BackendError(f"cannot hand the kernel its log file: {exc}") from None
+        # In a sandbox bwrap starts as the agent and setpriv switches users inside.
+        owner = self.kernel_owner if self.bwrap is None else None
         try:
             process = await trio.lowlevel.open_process(
                 record.argv,
@@ -419,7 +575,20 @@ class LocalBackend(KernelBackend):
         if _start_time(pid) != record.pid_start:
             os.close(pidfd)
             return None
+        if self.networks is not None:
+            try:
+                await self.networks.join(record.session_id, record.kernel_id)
+            except OSError as exc:
+                log.error("kernel %s: cannot restore its network: %s", record.kernel_id, exc)
+                os.close(pidfd)
+                return None
         return _Adopted(pid, pidfd)
+
+    async def connect_port(self, record: KernelRecord, port: int) -> trio.SocketStream:
+        """A connection to *port* on the loopback of the kernel's network namespace."""
+        if self.networks is None:
+            return await super().connect_port(record, port)
+        return await self.networks.connect(record.session_id, port)
 
     # -- ending kernels -----------------------------------------------------------
 
@@ -478,6 +647,8 @@ class LocalBackend(KernelBackend):
 
     async def cleanup(self, record: KernelRecord) -> None:
         await trio.to_thread.run_sync(self._cleanup, record)
+        if self.networks is not None:
+            await self.networks.leave(record.session_id, record.kernel_id)
 
     def _cleanup(self, record: KernelRecord) -> None:
         cgroup = self._cgroup(record)
@@ -487,7 +658,9 @@ class LocalBackend(KernelBackend):
                 cgroup.remove()
             except CgroupError as exc:
                 log.error("kernel %s: %s", record.kernel_id, exc)
-        for folder in (record.sock_dir, record.scratch_dir):
+        if record.scratch_dir:
+            scratch.release(Path(record.scratch_dir))
+        for folder in (record.sock_dir, str(self.etc_root / record.kernel_id)):
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
         if record.log_path:
@@ -543,12 +716,16 @@ class LocalBackend(KernelBackend):
                 except CgroupError as exc:
                     log.error("cannot remove the leftover cgroup %s: %s", name, exc)
                 removed.append(name)
-        for folder in (self.scratch_root, self.ipc_base):
+        for folder in (self.scratch_root, self.ipc_base, self.etc_root):
             with contextlib.suppress(OSError):
                 for entry in os.scandir(folder):
-                    if _is_kernel_id(entry.name) and entry.name not in known:
+                    name = entry.name.removesuffix(".img")
+                    if _is_kernel_id(name) and name not in known:
+                        scratch.release(Path(folder, name))
                         shutil.rmtree(entry.path, ignore_errors=True)
-                        removed.append(entry.name)
+                        removed.append(name)
+        if self.networks is not None:
+            self.networks.sweep()
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.log_dir):
                 stem = entry.name.removesuffix(".log")
@@ -558,6 +735,8 @@ class LocalBackend(KernelBackend):
         return sorted(set(removed))
 
     async def shutdown(self) -> None:
+        if self.networks is not None:
+            await self.networks.aclose()
         if self.cgroups is not None:
             await trio.to_thread.run_sync(self.cgroups.remove_parent)
 
