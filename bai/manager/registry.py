@@ -27,7 +27,9 @@ Life of a session
    ``insufficient-resource``, ``agent-unavailable``, ``agent-error``) and
    the agent's message in ``status_data["error"]`` (for ``bootstrap-failed``
    it ends with the script's last output), and destroys whatever the agents
-   did create.  That move publishes ``session_cancelled`` with the reason
+   did create (what an agent or the database keeps it from destroying is
+   left to that agent's next kernel sync, see :mod:`bai.manager.agents`).
+   That move publishes ``session_cancelled`` with the reason
    (see :mod:`bai.manager.transitions` for the events of ERROR).
 4. A batch session then runs its ``startup_command`` in batch mode
    (``execution_started``, then ``execution_finished``, ``execution_timeout``
@@ -100,7 +102,7 @@ import re
 import secrets
 import tarfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -109,6 +111,7 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 import trio
 
+from bai.agent.files import ScratchPathError, split_path, split_upload_paths
 from bai.agent.requests import MAX_BOOTSTRAP_SCRIPT
 from bai.common.errors import BaiError, InvalidValue
 from bai.common.events import (
@@ -152,7 +155,7 @@ from bai.manager.agents import (
     publish_events,
     request_schedule,
 )
-from bai.manager.db import Connection
+from bai.manager.db import UNAVAILABLE_ERRORS, Connection
 from bai.manager.models.base import utcnow
 from bai.manager.models.identity import (
     UserRole,
@@ -706,6 +709,11 @@ def _reason_of(text: object, fallback: str) -> str:
         return fallback
 
 
+def _kernel_gone(answer: object) -> bool:
+    """Whether an agent answered that it does not have the kernel (nothing left to destroy)."""
+    return isinstance(answer, RemoteError) and answer.remote_type == "KernelNotFound"
+
+
 def _merge_status_data(current: Any, key: str, value: Any) -> dict[str, Any]:
     data = dict(current) if isinstance(current, Mapping) else {}
     data[key] = value
@@ -812,18 +820,29 @@ def _error_data(exc: BaseException, agent_id: str | None) -> dict[str, Any]:
     return {"src": "manager", "agent_id": agent_id, "name": type(exc).__name__, "repr": str(exc)}
 
 
-def _map_remote(exc: RemoteError) -> BaiError:
-    """The registry error for an error an agent answered to a kernel operation."""
+def _map_remote(exc: RemoteError, path_field: str | None = None) -> BaiError:
+    """The registry error for an error an agent answered to a kernel operation.
+
+    *path_field* names the request's field that a refused path came from.
+    """
     detail = exc.detail if isinstance(exc.detail, Mapping) else {}
     field_name = detail.get("field") if isinstance(detail.get("field"), str) else None
+    problem = detail.get("problem")
     message = exc.remote_message
     kind = exc.remote_type
+    if kind == "ScratchPathError" and path_field is not None:
+        field_name = path_field
     if kind in ("InvalidRequest", "RunError", "ScratchPathError"):
+        if isinstance(problem, str):
+            # The agent's message already names its field and value: say them once.
+            return InvalidSessionRequest(problem, value=detail.get("value"), field=field_name)
         return InvalidSessionRequest(message, value=None, field=field_name)
-    if kind == "FileTooLarge":
-        return SessionFileTooLarge(message, value=None, field="files")
+    if kind == "FileTooLarge" and isinstance(problem, str):
+        return SessionFileTooLarge(problem, value=detail.get("value"), field=path_field)
     if kind == "KernelFileError":
         return KernelFileError(message)
+    if kind == "FileOperationTimeout":
+        return AgentUnavailable(message)
     if kind in ("KernelNotFound", "KernelNotRunning", "RunnerLinkError"):
         return SessionNotRunning(f"the session's kernel is not running: {message}")
     return AgentError(f"{kind}: {message}")
@@ -1436,7 +1455,25 @@ class SessionRegistry:
         self.notify([session_id])
         await request_schedule(self._ctx)
         if leftovers:
-            await self._destroy_on_agents(leftovers, reason)
+            await self._destroy_leftovers(leftovers, reason)
+
+    async def _destroy_leftovers(self, targets: Mapping[uuid.UUID, str], reason: str) -> None:
+        """Destroy the kernels a session that went to ERROR left on *targets* (kernel -> agent).
+
+        A kernel that could not be destroyed now is left to its agent's next
+        kernel sync, which destroys whatever the database does not have alive.
+        """
+        outcome = await self._destroy_on_agents(targets, reason)
+        for kernel_id, answer in outcome.items():
+            if isinstance(answer, BaseException) and not _kernel_gone(answer):
+                agent_id = targets[kernel_id]
+                log.warning(
+                    "could not destroy kernel %s on agent %s (%s); left to its next kernel sync",
+                    kernel_id,
+                    agent_id,
+                    answer,
+                )
+                self._ctx.agents.resync(agent_id)
 
     async def _destroy_on_agents(
         self, targets: Mapping[uuid.UUID, str], reason: str
@@ -1458,7 +1495,8 @@ class SessionRegistry:
     ) -> dict[uuid.UUID, dict[str, Any] | BaseException]:
         """Call *method* for each kernel on its agent, concurrently, within *limit* seconds.
 
-        Returns the agent's answer per kernel, or the error that call met.
+        Returns the agent's answer per kernel, or the error that call met (a
+        database that fails to give the agent's address included).
         """
         outcome: dict[uuid.UUID, dict[str, Any] | BaseException] = {}
 
@@ -1472,7 +1510,13 @@ class SessionRegistry:
                         timeout=limit + 1.0,
                     )
                 outcome[kernel_id] = answer if isinstance(answer, dict) else {}
-            except (RemoteError, AgentUnavailable, AgentNotFound, trio.TooSlowError) as exc:
+            except (
+                RemoteError,
+                AgentUnavailable,
+                AgentNotFound,
+                trio.TooSlowError,
+                *UNAVAILABLE_ERRORS,
+            ) as exc:
                 outcome[kernel_id] = exc
 
         async with trio.open_nursery() as nursery:
@@ -1623,9 +1667,7 @@ class SessionRegistry:
                         values["last_stat"] = dict(last_stat)
                         if row.cluster_role == "main":
                             stats[0] = dict(last_stat)
-                elif (
-                    isinstance(answer, RemoteError) and answer.remote_type == "KernelNotFound"
-                ) or row.id in unplaced:
+                elif _kernel_gone(answer) or row.id in unplaced:
                     kernel_reason = reason
                 elif isinstance(answer, BaseException) or answer is None:
                     if not forced:
@@ -1788,12 +1830,13 @@ class SessionRegistry:
         args: Mapping[str, Any],
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - per-call deadline
+        path_field: str | None = None,
     ) -> Any:
         assert kernel.agent is not None
         try:
             return await self._ctx.agents.call(kernel.agent, method, dict(args), timeout=timeout)
         except RemoteError as exc:
-            raise _map_remote(exc) from None
+            raise _map_remote(exc, path_field) from None
         except AgentNotFound as exc:
             raise SessionNotRunning(str(exc)) from None
 
@@ -1887,8 +1930,9 @@ class SessionRegistry:
         """Write *files* (``(path, data)``) under the main kernel's ``/home/work``.
 
         At most :data:`MAX_UPLOAD_FILES` files of :data:`MAX_UPLOAD_FILE_SIZE`
-        bytes each (checked before anything is written).  Returns
-        ``[{"path": absolute path, "size": bytes}]``.
+        bytes each, with paths inside ``/home/work`` (checked before anything
+        is sent); the agent writes all of them or, when it refuses one, none.
+        Returns ``[{"path": absolute path, "size": bytes}]``.
         """
         if len(files) > MAX_UPLOAD_FILES:
             raise InvalidSessionRequest(
@@ -1903,16 +1947,18 @@ class SessionRegistry:
                     value=len(data),
                     field=path,
                 )
+        with _refused_paths():
+            split_upload_paths([path for path, _ in files], field="files")
         kernel = self._running_main(await self._resolve(session))
-        written = []
-        for path, data in files:
-            written.append(
-                await self._kernel_call(
-                    kernel,
-                    "upload_file",
-                    {"kernel_id": str(kernel.id), "path": path, "data": bytes(data)},
-                )
-            )
+        written: list[dict[str, Any]] = await self._kernel_call(
+            kernel,
+            "upload_files",
+            {
+                "kernel_id": str(kernel.id),
+                "files": [{"path": path, "data": bytes(data)} for path, data in files],
+            },
+            path_field="files",
+        )
         return written
 
     async def download_files(self, session: SessionRef, paths: Sequence[str]) -> list[bytes]:
@@ -1921,25 +1967,38 @@ class SessionRegistry:
             raise InvalidSessionRequest(
                 f"name 1 to {MAX_DOWNLOAD_FILES} files", value=len(paths), field="files"
             )
+        return await self._download(session, paths, "files")
+
+    async def download_single(self, session: SessionRef, path: str) -> bytes:
+        """The content of one regular file under the main kernel's ``/home/work``."""
+        (archive,) = await self._download(session, [path], "file")
+        return await trio.to_thread.run_sync(_single_file, archive, path)
+
+    async def _download(
+        self, session: SessionRef, paths: Sequence[str], path_field: str
+    ) -> list[bytes]:
+        with _refused_paths():
+            for path in paths:
+                split_path(path, field=path_field)
         kernel = self._running_main(await self._resolve(session))
         archives = []
         for path in paths:
             data = await self._kernel_call(
-                kernel, "download_file", {"kernel_id": str(kernel.id), "path": path}
+                kernel,
+                "download_file",
+                {"kernel_id": str(kernel.id), "path": path},
+                path_field=path_field,
             )
             archives.append(bytes(data))
         return archives
 
-    async def download_single(self, session: SessionRef, path: str) -> bytes:
-        """The content of one regular file under the main kernel's ``/home/work``."""
-        (archive,) = await self.download_files(session, [path])
-        return await trio.to_thread.run_sync(_single_file, archive, path)
-
     async def list_files(self, session: SessionRef, path: str = ".") -> dict[str, Any]:
         """The main kernel's listing of *path*: ``{"files": JSON text, "errors", "abspath"}``."""
+        with _refused_paths():
+            split_path(path, allow_root=True)
         kernel = self._running_main(await self._resolve(session))
         result: dict[str, Any] = await self._kernel_call(
-            kernel, "list_files", {"kernel_id": str(kernel.id), "path": path}
+            kernel, "list_files", {"kernel_id": str(kernel.id), "path": path}, path_field="path"
         )
         return result
 
@@ -2169,7 +2228,7 @@ class SessionRegistry:
         self.notify([session_id])
         await request_schedule(self._ctx)
         if leftovers:
-            self._spawn(self._destroy_on_agents, leftovers, reason)
+            self._spawn(self._destroy_leftovers, leftovers, reason)
 
     async def _retry_termination(self, session_id: SessionId, forced: bool) -> None:
         try:
@@ -2651,6 +2710,15 @@ def _running_values(item: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(item.get(key), Mapping):
             values[key] = dict(item[key])
     return values
+
+
+@contextlib.contextmanager
+def _refused_paths() -> Iterator[None]:
+    """Refuse a path the agent would refuse as a bad request, before asking it."""
+    try:
+        yield
+    except ScratchPathError as exc:
+        raise InvalidSessionRequest(exc.problem, value=exc.value, field=exc.field) from None
 
 
 def _single_file(archive: bytes, path: str) -> bytes:

@@ -6,19 +6,22 @@ A crashed manager is imitated by writing the statuses it would have written
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_registry_support import Cluster, running_cluster
+from test_registry_support import Cluster, eventually, running_cluster, unreadable
 
+from bai.common.slots import ResourceSlot
 from bai.common.types import KernelStatus, SessionStatus
 from bai.manager import transitions
 from bai.manager.db import Connection
-from bai.manager.models import kernels
+from bai.manager.models import agents, kernels
 from bai.manager.models.base import utcnow
+from bai.manager.models.resource import AgentStatus
 
 
 @pytest.fixture
@@ -27,10 +30,17 @@ async def cluster(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
         yield c
 
 
-async def _abandon(cluster: Cluster, statuses: list[SessionStatus], *, age: timedelta) -> uuid.UUID:
-    """A session a dead manager moved through *statuses*, the last one *age* ago."""
-    agent_id = cluster.agents[0].agent_id
-    await cluster.ctx.dispatcher.operation("exclude-agents", [agent_id])
+async def _abandon(
+    cluster: Cluster, statuses: list[SessionStatus], *, age: timedelta, agent_id: str | None = None
+) -> uuid.UUID:
+    """A session a dead manager moved through *statuses*, the last one *age* ago.
+
+    Its kernel is on *agent_id* (default: the cluster's first agent).
+    """
+    agent_id = agent_id or cluster.agents[0].agent_id
+    # No scheduling pass may place it meanwhile.
+    held = [agent.agent_id for agent in cluster.agents]
+    await cluster.ctx.dispatcher.operation("exclude-agents", held)
     info = await cluster.enqueue()
     when = utcnow() - age
 
@@ -50,7 +60,7 @@ async def _abandon(cluster: Cluster, statuses: list[SessionStatus], *, age: time
 
     # A scheduling pass may hold the agent's row: retried like the manager's own writes.
     await cluster.db.transaction(write)
-    await cluster.ctx.dispatcher.operation("include-agents", [agent_id])
+    await cluster.ctx.dispatcher.operation("include-agents", held)
     return info.id
 
 
@@ -102,3 +112,44 @@ async def test_a_session_stuck_terminating_ends(cluster: Cluster) -> None:
         sa.select(kernels.c.status).where(kernels.c.id == running.main_kernel.id)
     )
     assert rows.scalar() == "TERMINATED"
+
+
+async def test_a_database_outage_while_destroying_a_stuck_sessions_kernels_is_survived(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bai.manager")
+    async with running_cluster(db_url, tmp_path, manager={"heartbeat-timeout": "300s"}) as cluster:
+        # An agent this manager process never called yet (as after a restart): calling
+        # it starts with reading its address from the database.
+        stranger = "i-never-called"
+        async with cluster.db.begin() as conn:
+            await conn.execute(
+                sa.insert(agents).values(
+                    id=stranger,
+                    status=AgentStatus.ALIVE,
+                    status_changed=utcnow(),
+                    scaling_group="default",
+                    schedulable=False,
+                    available_slots=ResourceSlot(),
+                    addr="inproc://bai-test-never-called",
+                )
+            )
+        stuck = await _abandon(
+            cluster,
+            [SessionStatus.PREPARING, SessionStatus.CREATING],
+            age=timedelta(hours=1),
+            agent_id=stranger,
+        )
+        async with unreadable(cluster.db, "agents"):
+            await cluster.registry.reconcile()
+            await eventually(lambda: f"on agent {stranger}" in caplog.text)
+        failed = await cluster.registry.get_session_by_id(stuck)
+        assert failed.status is SessionStatus.ERROR
+        assert failed.status_info == "creation-timeout"
+        # The manager kept running through the outage.
+        later = await cluster.start()
+        assert later.status is SessionStatus.RUNNING
+        await cluster.registry.destroy_session(later)
+        assert await cluster.ctx.agents.mark_lost(stranger)
+        ended = (await cluster.registry.destroy_session(failed, forced=True)).session
+        assert ended.status is SessionStatus.TERMINATED

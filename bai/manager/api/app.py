@@ -160,6 +160,9 @@ def create_app(
     app.bai = ctx  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.url_map.strict_slashes = False
+    # A redirect to the merged path is an HTML answer a signed request cannot follow
+    # (the signature covers the path): ``/session//files`` is an unknown route instead.
+    app.url_map.merge_slashes = False
     gate = _Gate(rate_limiter or MemoryRateLimiter(), public_rate_limit, auth_cache_ttl)
     app.before_request(gate.before)
     app.after_request(gate.after)

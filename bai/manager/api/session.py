@@ -35,7 +35,11 @@ may be up to :data:`SESSION_CACHE_TTL` seconds old, see :class:`SessionCache`):
   ``multipart/mixed``, one ``application/x-tar`` part per path;
   ``GET /session/:id/download_single?file=`` -- the file's bytes;
   ``GET /session/:id/files?path=`` -- ``{"files": JSON text, "folder_path",
-  "errors"}``.
+  "errors"}``.  Only regular files and folders are read or written: a path
+  naming (or passing through) a symbolic link, FIFO, socket or device the
+  session made is refused with 400, as is a path leaving ``/home/work`` or
+  with a name longer than 255 bytes; the problem names the parameter
+  (``files``, ``file`` or ``path``) and the path.
 
 Creating a session
 ==================
