@@ -84,6 +84,15 @@ def create(path: Path) -> None:
         raise
 
 
+def ensure(path: Path) -> bool:
+    """Pin a new namespace at *path* unless one is pinned there already; whether it made one."""
+    if os.path.ismount(path):
+        return False
+    remove(path)
+    create(path)
+    return True
+
+
 def remove(path: Path) -> None:
     """Unpin the namespace at *path*; it ends when its last process does.  Idempotent."""
     unmount(path)

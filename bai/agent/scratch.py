@@ -63,8 +63,10 @@ def make(folder: Path, kind: ScratchType, limit: int | None, owner: tuple[int, i
     try:
         with open(image, "wb") as f:
             f.truncate(limit)
+        # No journal (scratch dies with its kernel) and no blocks kept for online
+        # resizing: a 4 GiB image formats in about 4 ms instead of 16.
         _run(
-            "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+            "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal,^resize_inode",
             "-E", f"lazy_itable_init=1,root_owner={uid}:{gid}", str(image),
         )  # fmt: skip
         _run("mount", "-o", "loop,nosuid,nodev", str(image), str(folder))

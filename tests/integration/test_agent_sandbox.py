@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,36 +33,34 @@ async def harness(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield h
 
 
-async def test_hostile_code_sees_and_reaches_nothing_of_the_host(
-    harness: Harness, tmp_path: Path
-) -> None:
-    # Secrets a daemon on this host keeps: a manager data directory beside the
-    # repository, the agent's own state, a file in the host's /tmp.
-    secrets = [REPO / f"bai-data-probe-{uuid.uuid4().hex[:6]}", tmp_path / "var"]
-    for folder in secrets:
-        folder.mkdir(exist_ok=True)
+@pytest.fixture
+def host_secrets(tmp_path: Path) -> Iterator[list[Path]]:
+    """Secret files a host keeps: a data directory beside the repository, one in /tmp."""
+    folders = [REPO / f"bai-data-probe-{uuid.uuid4().hex[:6]}", Path("/tmp") / uuid.uuid4().hex]
+    for folder in folders:
+        folder.mkdir()
         (folder / "secret.txt").write_text("host secret")
-    host_tmp = trio.Path("/tmp", f"bai-secret-{uuid.uuid4().hex[:6]}")
-    await host_tmp.write_text("host secret")
+    yield [folder / "secret.txt" for folder in folders]
+    for folder in folders:
+        shutil.rmtree(folder)
+
+
+async def test_hostile_code_sees_and_reaches_nothing_of_the_host(
+    harness: Harness, tmp_path: Path, host_secrets: list[Path]
+) -> None:
+    # Besides the host's own: the agent's state.
+    secrets = [*host_secrets, tmp_path / "var" / "secret.txt"]
+    await trio.Path(secrets[-1]).write_text("agent secret")
     other = await harness.create()
     kernel = await harness.create()
     kid = kernel["kernel_id"]
     listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
     host_port = listener.socket.getsockname()[1]
-    paths = [
-        "/etc/passwd",
-        *(str(f / "secret.txt") for f in secrets),
-        str(host_tmp),
-        str(Path(other["scratch_dir"])),
-    ]
+    paths = ["/etc/passwd", *map(str, secrets), str(Path(other["scratch_dir"]))]
     ipc_base = str(harness.agent.config.agent.ipc_base_path)
     listed = ["/", "/root", "/home", "/tmp", str(REPO), ipc_base, "/etc", "/home/work"]
-    try:
+    async with listener:
         out = await harness.output(kid, probe_code(paths, listed, [host_port]))
-    finally:
-        await listener.aclose()
-        await host_tmp.unlink()
-        shutil.rmtree(secrets[0])
     found = parse(out)
     # Only the generated account list is there; nothing else of the host.
     assert_contained(found, readable=["/etc/passwd"])

@@ -10,6 +10,7 @@ from bai.agent.backends import sandbox
 def _spec(**changes: object) -> sandbox.Sandbox:
     base: dict[str, object] = {
         "bwrap": "/usr/bin/bwrap",
+        "etc_base": Path("/tmp/ipc/etc/_common"),
         "etc_dir": Path("/tmp/ipc/etc/k1"),
         "scratch_dir": Path("/srv/scratch/k1"),
         "sock_dir": Path("/tmp/ipc/k1"),
@@ -37,7 +38,8 @@ def test_the_root_holds_only_what_the_allow_list_names() -> None:
     assert ("--ro-bind", "/root/.pyenv/versions/3.11.7", "/root/.pyenv/versions/3.11.7") in binds
     assert ("--bind", "/srv/scratch/k1", "/home/work") in binds
     assert ("--bind", "/tmp/ipc/k1", "/tmp/ipc/k1") in binds
-    assert ("--ro-bind", "/tmp/ipc/etc/k1/passwd", "/etc/passwd") in binds
+    assert ("--ro-bind", "/tmp/ipc/etc/_common", "/etc") in binds
+    assert ("--ro-bind", "/tmp/ipc/etc/k1/hosts", "/etc/hosts") in binds
     assert not any(dest in ("/etc/shadow", "/etc/ssl/private") for _, _, dest in binds)
     # Read-write only the scratch and socket folders.
     assert {dest for kind, _, dest in binds if kind == "--bind"} == {"/home/work", "/tmp/ipc/k1"}
@@ -83,10 +85,13 @@ def test_runtime_paths_keep_prefixes_outside_system_folders_once() -> None:
 
 
 def test_generated_accounts_and_hosts() -> None:
-    files = sandbox.etc_files(999, 995, "main1", ["main1", "sub1"])
-    assert "work:x:999:995:work:/home/work:/bin/sh" in files["passwd"]
-    assert "work:x:995:" in files["group"]
+    accounts = sandbox.account_files(999, 995)
+    assert "work:x:999:995:work:/home/work:/bin/sh" in accounts["passwd"]
+    assert "work:x:995:" in accounts["group"]
+    assert "resolv.conf" not in accounts
+    assert "work:" not in sandbox.account_files(0, 0)["passwd"]
+    assert sandbox.account_files(999, 995, "10.0.2.3")["resolv.conf"] == "nameserver 10.0.2.3\n"
+    files = sandbox.host_files("main1", ["main1", "sub1"])
     assert "127.0.1.1\tmain1 sub1\n" in files["hosts"]
     assert files["hostname"] == "main1\n"
-    as_root = sandbox.etc_files(0, 0, "", [])
-    assert "work:" not in as_root["passwd"] and "127.0.1.1" not in as_root["hosts"]
+    assert "127.0.1.1" not in sandbox.host_files("", [])["hosts"]

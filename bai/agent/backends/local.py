@@ -50,7 +50,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -68,7 +68,9 @@ from bai.agent.backends.base import (
 )
 from bai.agent.backends.network import SLIRP_DNS, KernelNetwork, SessionNetworks
 from bai.agent.cgroups import CgroupDriver, CgroupError, CgroupUsage, KernelCgroup, detect
+from bai.agent.images import Image
 from bai.agent.registry import KernelRecord
+from bai.common.errors import sole_exception
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ _JOIN_CGROUPS: Final = (
     'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 )
 _BWRAP_PROBE_TIMEOUT: Final = 10.0
+#: The folder under ``etc_root`` every kernel gets as its ``/etc``.
+_ETC_BASE: Final = "_common"
 _IPC_PATH_MAX: Final = 107
 
 
@@ -241,6 +245,8 @@ class LocalBackend(KernelBackend):
         self.netns_problem = "not probed"
         self._setpriv: str | None = None
         self._nsenter: str | None = None
+        self._system_links = sandbox.system_links()
+        self._runtime_cache: dict[tuple[str, Path | None], list[Path]] = {}
         self._runner_command = [runner_python, "-I", "-m", "bai.kernel"]
 
     # -- host probing ------------------------------------------------------------
@@ -271,6 +277,11 @@ class LocalBackend(KernelBackend):
             log.info("kernels run in %s", self.cgroups.describe())
         await self._probe_bwrap()
         await self._probe_netns()
+        if self.bwrap is not None:
+            owner = self.kernel_owner or (os.getuid(), os.getgid())
+            dns = SLIRP_DNS if self.network_mode == "outbound" and self.networks else None
+            accounts = sandbox.account_files(*owner, dns)
+            await trio.to_thread.run_sync(_refresh_etc, self.etc_root / _ETC_BASE, accounts)
         if self.kernel_owner is None or self.kernel_owner[0] == 0:
             log.warning("kernels run as root: set [container] kernel-uid to an unprivileged user")
         if not limited:
@@ -398,12 +409,24 @@ class LocalBackend(KernelBackend):
         return Path(record.scratch_dir)
 
     async def prepare(self, record: KernelRecord, launch: KernelLaunch) -> None:
-        if self.networks is not None:
+        networks = self.networks
+        if networks is None:
+            await trio.to_thread.run_sync(self._prepare, record, launch)
+            return
+
+        async def join() -> None:
             try:
-                await self.networks.join(record.session_id, record.kernel_id)
+                await networks.join(record.session_id, record.kernel_id)
             except OSError as exc:
                 raise BackendError(f"cannot make the session's network: {exc}") from None
-        await trio.to_thread.run_sync(self._prepare, record, launch)
+
+        # The namespace is needed only when the kernel spawns: make both at once.
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(join)
+                nursery.start_soon(trio.to_thread.run_sync, self._prepare, record, launch)
+        except BaseExceptionGroup as group:
+            raise sole_exception(group) from None
 
     def _prepare(self, record: KernelRecord, launch: KernelLaunch) -> None:
         kid = record.kernel_id
@@ -427,9 +450,7 @@ class LocalBackend(KernelBackend):
             if self.bwrap is not None:
                 etc_dir = self.etc_root / kid
                 etc_dir.mkdir(mode=0o755, exist_ok=True)
-                dns = SLIRP_DNS if self.network_mode == "outbound" and self.networks else None
-                generated = sandbox.etc_files(*as_owner, launch.hostname, launch.peers, dns)
-                for name, text in generated.items():
+                for name, text in sandbox.host_files(launch.hostname, launch.peers).items():
                     (etc_dir / name).write_text(text, encoding="utf-8")
         except OSError as exc:
             raise BackendError(f"cannot prepare the kernel's directories: {exc}") from None
@@ -474,9 +495,7 @@ class LocalBackend(KernelBackend):
             ]
         environ = dict(launch.environ)
         environ["HOME"] = record.work_dir
-        command = (
-            self._sandboxed(record, launch, runner, tuple(generated)) if self.bwrap else runner
-        )
+        command = self._sandboxed(record, launch, runner) if self.bwrap else runner
         if cgroup is not None:
             command = [
                 "/bin/sh",
@@ -491,29 +510,38 @@ class LocalBackend(KernelBackend):
         record.environ = environ
         record.isolation = "bwrap" if self.bwrap else "process"
 
+    def _runtime_paths(self, image: Image) -> list[Path]:
+        """The host folders *image*'s kernels need read-only (worked out once per image)."""
+        key = (image.runtime_path, image.service_defs)
+        found = self._runtime_cache.get(key)
+        if found is None:
+            extra = [Path(bai.__file__).resolve().parent]
+            if image.service_defs is not None:
+                extra.append(image.service_defs)
+            interpreters = [self.runner_python, image.runtime_path]
+            if os.path.realpath(self.runner_python) == os.path.realpath(sys.executable):
+                interpreters += [
+                    os.path.join(sys.prefix, "bin", "python"),
+                    os.path.join(sys.base_prefix, "bin", "python"),
+                ]
+            found = self._runtime_cache[key] = sandbox.runtime_paths(interpreters, extra)
+        return found
+
     def _sandboxed(
-        self, record: KernelRecord, launch: KernelLaunch, runner: list[str], etc: tuple[str, ...]
+        self, record: KernelRecord, launch: KernelLaunch, runner: list[str]
     ) -> list[str]:
         assert self.bwrap is not None
-        extra = [Path(bai.__file__).resolve().parent]
-        if launch.image.service_defs is not None:
-            extra.append(launch.image.service_defs)
-        interpreters = [self.runner_python, launch.image.runtime_path]
-        if os.path.realpath(self.runner_python) == os.path.realpath(sys.executable):
-            interpreters += [
-                os.path.join(sys.prefix, "bin", "python"),
-                os.path.join(sys.base_prefix, "bin", "python"),
-            ]
         devices: list[str] = []
         if launch.environ.get("CUDA_VISIBLE_DEVICES"):
             devices = sorted(glob.glob("/dev/nvidia*"))
         owner = self.kernel_owner
         spec = sandbox.Sandbox(
             bwrap=self.bwrap,
+            etc_base=self.etc_root / _ETC_BASE,
             etc_dir=self.etc_root / record.kernel_id,
             scratch_dir=Path(record.scratch_dir),
             sock_dir=Path(record.sock_dir),
-            runtime_paths=sandbox.runtime_paths(interpreters, extra),
+            runtime_paths=self._runtime_paths(launch.image),
             hostname=launch.hostname,
             devices=devices,
             switch_user=((self._setpriv, *owner) if self._setpriv is not None and owner else None),
@@ -522,8 +550,7 @@ class LocalBackend(KernelBackend):
                 if self._nsenter is not None and self.networks is not None
                 else None
             ),
-            etc_names=etc,
-            system_links=sandbox.system_links(),
+            system_links=self._system_links,
         )
         return sandbox.command(spec, runner)
 
@@ -767,6 +794,50 @@ def _fast_runner_command(runner_python: str) -> list[str] | None:
         "from bai.kernel.runner import main; raise SystemExit(main())"
     )
     return [sys.executable, "-I", "-S", "-c", bootstrap]
+
+
+def _refresh_etc(base: Path, generated: Mapping[str, str]) -> None:
+    """Make *base* hold copies of the host's allowed ``/etc`` entries and *generated* files.
+
+    Each entry is replaced by a rename, so kernels still running from an
+    earlier agent (their ``/etc`` is *base*) see the new entries and never a
+    missing one.  Links are copied as links: they point into ``/usr``, which
+    the kernels have too.
+    """
+    base.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(base, 0o755)
+    for name in sandbox.ETC_ALLOWED:
+        source = Path("/etc", name)
+        if not os.path.lexists(source):
+            continue
+        target = base / name
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fresh = target.with_name(f".{target.name}.new")
+        shutil.rmtree(fresh, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            fresh.unlink()
+        if source.is_symlink():
+            os.symlink(os.readlink(source), fresh)
+        elif source.is_dir():
+            shutil.copytree(source, fresh, symlinks=True)
+        else:
+            shutil.copy2(source, fresh)
+        if target.is_dir() and not target.is_symlink():
+            stale = target.with_name(f".{target.name}.old")
+            shutil.rmtree(stale, ignore_errors=True)
+            os.rename(target, stale)
+            os.rename(fresh, target)
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.replace(fresh, target)
+    for name, text in generated.items():
+        fresh = base / f".{name}.new"
+        fresh.write_text(text, encoding="utf-8")
+        os.chmod(fresh, 0o644)
+        os.replace(fresh, base / name)
+    for name in sandbox.HOST_FILES:
+        # Mount points for each kernel's own copy: /etc is read-only by then.
+        (base / name).touch(mode=0o644)
 
 
 def _is_kernel_id(name: str) -> bool:

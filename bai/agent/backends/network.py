@@ -50,7 +50,8 @@ class SessionNetworks:
         self._slirp4netns = slirp4netns
         self._members: dict[str, set[str]] = {}
         self._outbound: dict[str, _Outbound] = {}
-        self._lock = trio.Lock()
+        #: One lock per session, so sessions get their networks in parallel.
+        self._locks: dict[str, trio.Lock] = {}
 
     def path(self, session_id: str) -> Path:
         """Where the session's namespace is pinned."""
@@ -59,11 +60,9 @@ class SessionNetworks:
     async def join(self, session_id: str, kernel_id: str) -> None:
         """Count *kernel_id* in its session, making the session's network if it has none."""
         self._members.setdefault(session_id, set()).add(kernel_id)
-        async with self._lock:
+        async with self._locks.setdefault(session_id, trio.Lock()):
             pinned = self.path(session_id)
-            if not await trio.to_thread.run_sync(os.path.ismount, pinned):
-                await trio.to_thread.run_sync(netns.remove, pinned)
-                await trio.to_thread.run_sync(netns.create, pinned)
+            await trio.to_thread.run_sync(netns.ensure, pinned)
             if self.mode == "outbound" and session_id not in self._outbound:
                 self._outbound[session_id] = await self._start_slirp(pinned)
 
@@ -76,11 +75,14 @@ class SessionNetworks:
         if members:
             return
         del self._members[session_id]
-        async with self._lock:
+        lock = self._locks.setdefault(session_id, trio.Lock())
+        async with lock:
             outbound = self._outbound.pop(session_id, None)
             if outbound is not None:
                 await _stop_slirp(outbound)
             await trio.to_thread.run_sync(netns.remove, self.path(session_id))
+        if session_id not in self._members and not lock.statistics().tasks_waiting:
+            self._locks.pop(session_id, None)
 
     async def connect(self, session_id: str, port: int) -> trio.SocketStream:
         """A connection to *port* on the session network's loopback."""
@@ -149,10 +151,9 @@ class SessionNetworks:
 
     async def aclose(self) -> None:
         """Stop every outbound stack (the namespaces stay for a restarted agent)."""
-        async with self._lock:
-            for outbound in self._outbound.values():
-                await _stop_slirp(outbound)
-            self._outbound.clear()
+        while self._outbound:
+            _, outbound = self._outbound.popitem()
+            await _stop_slirp(outbound)
 
 
 async def _stop_slirp(outbound: _Outbound) -> None:

@@ -3,11 +3,13 @@
 The sandbox's root starts empty and gets only what is named here:
 
 * the host's system folders (``/usr`` and the ``/bin``, ``/lib*``, ``/sbin``
-  links or folders beside it) and a short list of ``/etc`` entries programs
-  need to run (the loader cache, time zone, TLS roots, fonts), all read-only;
-* ``/etc/passwd``, ``/etc/group``, ``/etc/hosts`` and ``/etc/hostname``
-  written for the kernel (:func:`etc_files`), so the host's accounts are not
-  listed and the session's cluster host names resolve;
+  links or folders beside it), read-only;
+* an ``/etc`` of the agent's making, read-only: copies of the few host
+  entries programs need to run (:data:`ETC_ALLOWED`: the loader cache, time
+  zone, TLS roots, fonts) beside a ``passwd`` and ``group`` that list only
+  the kernel user (:func:`account_files`), so the host's accounts are not
+  there; ``/etc/hosts`` and ``/etc/hostname`` are the kernel's own
+  (:func:`host_files`), so the session's cluster host names resolve;
 * the runtime the kernel runs on (the interpreters' prefixes, the bai
   package, the image's service definitions), read-only at their host paths;
 * private ``/proc``, ``/dev``, ``/dev/shm``, ``/tmp``, ``/var/tmp`` and ``/run``;
@@ -34,7 +36,8 @@ KERNEL_HOME: Final = "/home/work"
 KERNEL_USER: Final = "work"
 #: Host folders a program needs to run, bound read-only (or re-made as the links they are).
 SYSTEM_PATHS: Final = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-#: ``/etc`` entries bound read-only when the host has them; nothing in them is a secret.
+#: ``/etc`` entries copied into the kernels' ``/etc`` when the host has them; nothing
+#: in them is a secret.
 ETC_ALLOWED: Final = (
     "alternatives",
     "bash.bashrc",
@@ -71,7 +74,9 @@ class Sandbox:
     """One kernel's sandbox, as the backend decided it."""
 
     bwrap: str
-    #: Host folder holding this kernel's generated ``/etc`` files (:func:`etc_files`).
+    #: Host folder bound at ``/etc``: the agent's copies and :func:`account_files`.
+    etc_base: Path
+    #: Host folder holding this kernel's :func:`host_files`.
     etc_dir: Path
     scratch_dir: Path
     sock_dir: Path
@@ -86,8 +91,6 @@ class Sandbox:
     netns: tuple[str, Path] | None = None
     #: Which of :data:`SYSTEM_PATHS` are links on this host, and to what.
     system_links: dict[str, str] = field(default_factory=dict)
-    #: The names of the files in *etc_dir*.
-    etc_names: Sequence[str] = ("passwd", "group", "hosts", "hostname")
 
 
 def system_links(paths: Iterable[str] = SYSTEM_PATHS) -> dict[str, str]:
@@ -122,19 +125,11 @@ def runtime_paths(interpreters: Iterable[str], extra: Iterable[Path]) -> list[Pa
     return kept
 
 
-def etc_files(
-    uid: int, gid: int, hostname: str, peers: Iterable[str], nameserver: str | None = None
-) -> dict[str, str]:
-    """The generated ``/etc`` files: the kernel user, its group, and the session's host names.
+def account_files(uid: int, gid: int, nameserver: str | None = None) -> dict[str, str]:
+    """``/etc`` files common to an agent's kernels: the kernel user, its group, DNS.
 
-    *peers* are the host names of the session's kernels that share this
-    kernel's network namespace; they all answer on loopback.  With a
-    *nameserver* (a network with a way out) there is a ``resolv.conf`` too.
+    With a *nameserver* (a network with a way out) there is a ``resolv.conf``.
     """
-    names = " ".join(dict.fromkeys(n for n in (hostname, *peers) if n))
-    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    if names:
-        hosts += f"127.0.1.1\t{names}\n"
     passwd = "root:x:0:0:root:/root:/usr/sbin/nologin\n"
     group = "root:x:0:\n"
     if uid != 0:
@@ -143,15 +138,27 @@ def etc_files(
         group += f"{KERNEL_USER}:x:{gid}:\n"
     passwd += "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
     group += "nogroup:x:65534:\n"
-    files = {
-        "passwd": passwd,
-        "group": group,
-        "hosts": hosts,
-        "hostname": f"{hostname or 'localhost'}\n",
-    }
+    files = {"passwd": passwd, "group": group}
     if nameserver is not None:
         files["resolv.conf"] = f"nameserver {nameserver}\n"
     return files
+
+
+#: The files :func:`host_files` writes for each kernel.
+HOST_FILES: Final = ("hosts", "hostname")
+
+
+def host_files(hostname: str, peers: Iterable[str]) -> dict[str, str]:
+    """One kernel's ``/etc/hosts`` and ``/etc/hostname``.
+
+    *peers* are the host names of the session's kernels that share this
+    kernel's network namespace; they all answer on loopback.
+    """
+    names = " ".join(dict.fromkeys(n for n in (hostname, *peers) if n))
+    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    if names:
+        hosts += f"127.0.1.1\t{names}\n"
+    return {"hosts": hosts, "hostname": f"{hostname or 'localhost'}\n"}
 
 
 class _Builder:
@@ -173,6 +180,7 @@ class _Builder:
 
     def mount(self, option: str, source: str, dest: str) -> None:
         self._parents(dest)
+        self._folders.add(dest)
         self.argv += [option, source, dest]
 
     def fresh(self, option: str, dest: str) -> None:
@@ -194,9 +202,8 @@ def command(sandbox: Sandbox, runner: Sequence[str]) -> list[str]:
             root.mount("--symlink", target, path)
         else:
             root.mount("--ro-bind-try", path, path)
-    for name in ETC_ALLOWED:
-        root.mount("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")
-    for name in sandbox.etc_names:
+    root.mount("--ro-bind", str(sandbox.etc_base), "/etc")
+    for name in HOST_FILES:
         root.mount("--ro-bind", str(sandbox.etc_dir / name), f"/etc/{name}")
     root.fresh("--proc", "/proc")
     root.fresh("--dev", "/dev")
