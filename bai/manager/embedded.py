@@ -242,7 +242,9 @@ class EmbeddedService:
         finally:
             ipc = self.agent_config.agent.ipc_base_path
             if ipc != self.data_dir / "ipc":
-                await trio.to_thread.run_sync(_remove_empty_dir, ipc)
+                # Shielded: this runs while the service is being cancelled.
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_remove_empty_dir, ipc)
 
     async def _run(
         self,

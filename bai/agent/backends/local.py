@@ -766,6 +766,16 @@ class LocalBackend(KernelBackend):
             await self.networks.aclose()
         if self.cgroups is not None:
             await trio.to_thread.run_sync(self.cgroups.remove_parent)
+        await trio.to_thread.run_sync(self._remove_shared_folders)
+
+    def _remove_shared_folders(self) -> None:
+        """Remove the common ``/etc`` and the namespace folder once no kernel needs them."""
+        with contextlib.suppress(OSError):
+            if any(_is_kernel_id(name) for name in os.listdir(self.etc_root)):
+                return
+        shutil.rmtree(self.etc_root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.netns_root.rmdir()
 
 
 def _fast_runner_command(runner_python: str) -> list[str] | None:
