@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,16 +72,23 @@ async def test_hostile_code_sees_and_reaches_nothing_of_the_host(
     assert found["cwd"] == "/home/work"
     listings = found["listings"]
     assert listings["/home"] == ["work"]
-    assert listings["/tmp"] == [Path(ipc_base).name]
+    # The sandbox's folders hold only what leads to the runtime and the sockets.
+    bound = [Path(ipc_base), REPO, Path(sys.prefix), Path(sys.base_prefix)]
+    assert set(listings["/tmp"]) == _names_below(Path("/tmp"), bound)
     assert listings[ipc_base] == [kid]
     assert set(listings[str(REPO)]) <= {"bai", ".venv", "configs"}
     assert "shadow" not in listings["/etc"] and "postgresql" not in listings["/etc"]
     assert set(listings["/"]) <= {
-        "bin", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "proc", "root",
-        "run", "sbin", "sys", "tmp", "usr", "var", REPO.parts[1],
-    }  # fmt: skip
+        "bin", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "proc",
+        "run", "sbin", "sys", "tmp", "usr", "var",
+    } | _names_below(Path("/"), bound)  # fmt: skip
     assert found["pids"][0] == 1 and max(found["pids"]) < 100
     assert found["hostname"] == "main1"
+
+
+def _names_below(folder: Path, paths: list[Path]) -> set[str]:
+    """The names directly in *folder* on the way to each of *paths* below it."""
+    return {p.relative_to(folder).parts[0] for p in paths if folder in p.parents}
 
 
 async def test_kernels_of_one_session_share_a_private_network(harness: Harness) -> None:

@@ -71,6 +71,7 @@ from bai.agent.cgroups import CgroupDriver, CgroupError, CgroupUsage, KernelCgro
 from bai.agent.images import Image
 from bai.agent.registry import KernelRecord
 from bai.common.errors import sole_exception
+from bai.common.slots import BinarySize
 
 log = logging.getLogger(__name__)
 
@@ -400,8 +401,15 @@ class LocalBackend(KernelBackend):
             "sandbox": "bwrap" if self.bwrap else f"none ({self.bwrap_problem})",
             "network": self.network_mode if self.networks else f"host ({self.netns_problem})",
             "kernel_user": "agent" if owner is None else f"{owner[0]}:{owner[1]}",
-            "scratch": f"{self.scratch_type} ({self.scratch_size or 'unlimited'})",
+            "scratch": f"{self.scratch_type}, {self._scratch_limit()}",
         }
+
+    def _scratch_limit(self) -> str:
+        if self.scratch_size:
+            return f"{BinarySize(self.scratch_size)} each"
+        if self.scratch_type == "memory":
+            return "each the kernel's memory limit"
+        return "no size limit"
 
     # -- making kernels -----------------------------------------------------------
 
