@@ -128,17 +128,50 @@ def _keyed(text: str | None, key: str) -> int | None:
     return None
 
 
+def _oom_file(paths: Mapping[str, str]) -> Path | None:
+    """The file that counts OOM kills in the cgroup of these :attr:`KernelCgroup.paths`."""
+    if "memory" in paths:
+        return Path(paths["memory"], "memory.oom_control")
+    if "unified" in paths:
+        return Path(paths["unified"], "memory.events")
+    return None
+
+
 def oom_kill_count(paths: Mapping[str, str]) -> int | None:
     """How many processes the OOM killer ended in the cgroup of these :attr:`KernelCgroup.paths`.
 
-    None where the host does not count them.  One small file: cheap enough
-    to read after every run.
+    None where the host does not count them.
     """
-    if "memory" in paths:
-        return _keyed(_read(Path(paths["memory"], "memory.oom_control")), "oom_kill")
-    if "unified" in paths:
-        return _keyed(_read(Path(paths["unified"], "memory.events")), "oom_kill")
-    return None
+    found = _oom_file(paths)
+    return _keyed(_read(found), "oom_kill") if found is not None else None
+
+
+class OomKillCounter:
+    """:func:`oom_kill_count` of one cgroup, read through a descriptor kept open.
+
+    One ``pread`` instead of an open, read and close: cheap enough to ask
+    after every run.  :meth:`close` before the cgroup is removed.
+    """
+
+    def __init__(self, paths: Mapping[str, str]) -> None:
+        self._file = _oom_file(paths)
+        self._fd: int | None = None
+
+    def read(self) -> int | None:
+        if self._file is None:
+            return None
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._file, os.O_RDONLY | os.O_CLOEXEC)
+            data = os.pread(self._fd, 4096, 0)
+        except OSError:
+            return None
+        return _keyed(data.decode(errors="replace"), "oom_kill")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _procs(directory: Path) -> set[int]:

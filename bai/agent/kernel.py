@@ -17,7 +17,7 @@ from typing import Any, Final
 import trio
 
 from bai.agent.backends.base import KernelProcess
-from bai.agent.cgroups import CgroupUsage
+from bai.agent.cgroups import CgroupUsage, OomKillCounter
 from bai.agent.registry import KernelRecord
 from bai.agent.runnerlink import RunnerLink
 from bai.common.types import KernelStatus
@@ -55,6 +55,8 @@ class AgentKernel:
     #: The cgroup's OOM kills a run was told about (stats samples leave it alone:
     #: a sample between a kill and the end of its run would hide the kill).
     oom_kills: int = 0
+    #: Reads that count, opened at the first run's end.
+    oom_counter: OomKillCounter | None = None
     last_stat: dict[str, Any] | None = None
     _previous: tuple[int, float] | None = None
     #: What ``destroy_kernel`` answers once the kernel is gone.

@@ -150,7 +150,7 @@ from bai.agent.backends.base import (
     KernelProcess,
 )
 from bai.agent.backends.local import LocalBackend
-from bai.agent.cgroups import CgroupLimits, oom_kill_count
+from bai.agent.cgroups import CgroupLimits, OomKillCounter
 from bai.agent.images import Image, ImageCatalog, host_architecture, load_catalog
 from bai.agent.kernel import AgentKernel
 from bai.agent.plugins import ComputePlugin, create_allocator, load_plugins
@@ -878,6 +878,8 @@ class AgentService:
         cleanup leaves, registry entry included, goes at the agent's next start).
         """
         record = kernel.record
+        if kernel.oom_counter is not None:
+            kernel.oom_counter.close()
         with trio.CancelScope(shield=True):
             with trio.move_on_after(CLEANUP_TIMEOUT) as cleanup:
                 reason = await self._clean_up(kernel, reason)
@@ -1297,7 +1299,9 @@ class AgentService:
         OOM killer takes user code first (see :mod:`bai.kernel.runtimes`), often
         a child process while the run itself carries on and ends well.
         """
-        kills = oom_kill_count(kernel.record.cgroup)
+        if kernel.oom_counter is None:
+            kernel.oom_counter = OomKillCounter(kernel.record.cgroup)
+        kills = kernel.oom_counter.read()
         if kills is None or kills <= kernel.oom_kills:
             return
         new = kills - kernel.oom_kills
