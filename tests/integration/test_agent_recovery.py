@@ -178,3 +178,39 @@ async def test_kill_9_of_the_agent_then_restart(tmp_path: Path) -> None:
         driver.remove_parent()
         stray_process.kill()
         await stray_process.wait()
+
+
+@pytest.mark.skipif(not is_root(), reason="the recovery check looks at cgroups, which need root")
+async def test_a_readopted_kernel_is_destroyed_whole(tmp_path: Path) -> None:
+    config_path, rpc = _write_config(tmp_path)
+    config = load_config(AgentConfig, config_path).config
+    process = await _start_agent_process(config_path, rpc, tmp_path / "agent.log")
+    kid = str(uuid.uuid4())
+    try:
+        async with RPCClient(rpc, timeout=60) as client:
+            await client.call(
+                "create_kernels",
+                {"session_id": str(uuid.uuid4()), "kernels": [{"kernel_id": kid, "image": "sh"}]},
+            )
+            # A process of the kernel's that ignores SIGTERM and left its session.
+            code = "setsid sh -c 'trap \"\" TERM; exec sleep 1000' >/dev/null 2>&1 &"
+            result = await client.call(
+                "execute", {"kernel_id": kid, "run_id": "r1", "mode": "query", "code": code}
+            )
+            assert result["status"] == "finished"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        await trio.Path(rpc.removeprefix("ipc://")).unlink(missing_ok=True)
+
+    record = json.loads(read(config.agent.var_base_path / "kernels" / f"{kid}.json"))
+    pids = cgroup_pids(record["cgroup"])
+    assert len(pids) >= 2
+    async with running_agent(config) as h:
+        assert set(h.agent.kernels) == {kid}
+        with trio.fail_after(60):
+            ended = await h.client.call("destroy_kernel", {"kernel_id": kid}, timeout=60)
+        assert ended["reason"] == "user-requested"
+        assert h.agent.kernels == {}
+    assert not [pid for pid in pids if alive(pid)]
+    assert not exists(*record["cgroup"].values(), record["scratch_dir"])

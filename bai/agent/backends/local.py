@@ -145,23 +145,31 @@ class _Child(KernelProcess):
 
 
 class _Adopted(KernelProcess):
-    """A kernel process found again after an agent restart, watched through a pidfd."""
+    """A kernel process found again after an agent restart, watched through a pidfd.
+
+    Any number of tasks may wait at once (the supervisor and a destroy, say):
+    each waits on a duplicate of the pidfd, since Trio lets one task wait on
+    one descriptor.
+    """
 
     def __init__(self, pid: int, pidfd: int) -> None:
         self.pid = pid
-        self._pidfd = pidfd
-        self._ended = False
+        self._pidfd: int | None = pidfd
 
     async def wait(self) -> int | None:
-        if not self._ended:
-            await trio.lowlevel.wait_readable(self._pidfd)
-            if not self._ended:
-                self._ended = True
+        if self._pidfd is not None:
+            fd = os.dup(self._pidfd)
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            finally:
+                os.close(fd)
+            if self._pidfd is not None:
                 os.close(self._pidfd)
+                self._pidfd = None
         return None
 
     def alive(self) -> bool:
-        return not self._ended and _start_time(self.pid) is not None
+        return self._pidfd is not None and _start_time(self.pid) is not None
 
 
 #: The system user kernels run as when the operator names none (``.ci/bootstrap`` makes it).
