@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from bai.agent.backends.sandbox import KERNEL_HOME
 from bai.common.errors import BaiError, InvalidValue
 
-#: The scratch directory as kernels see it.
-KERNEL_HOME: Final = "/home/work"
 #: Longest path accepted.
 MAX_PATH: Final = 4096
 #: Longest path component accepted, in bytes (``NAME_MAX`` of Linux file systems).
