@@ -200,6 +200,12 @@ class GetStats(_Args, frozen=True):
     kernel_ids: list[uuid.UUID] | None = None
 
 
+class DescribeKernels(_Args, frozen=True):
+    """``describe_kernels``: these kernels as ``create_kernels`` described them."""
+
+    kernel_ids: list[uuid.UUID]
+
+
 class NoArgs(_Args, frozen=True):
     """Methods without arguments (``args`` may also be nil)."""
 

@@ -22,7 +22,9 @@ Memory stays bounded whatever a kernel prints: the runner forwards at most
 ``OUTPUT_LIMIT`` characters per stream per output window, and each run's
 buffer here keeps at most :data:`RUN_BUFFER_LIMIT` bytes of console records
 (later ones are dropped, with a notice, until the next collect); at most
-:data:`MAX_RUNS` runs are remembered per kernel.
+:data:`MAX_RUNS` runs are remembered per kernel, and the exit codes of at most
+:data:`MAX_RUNS` finished ones (a ``continue`` on a run collected to its end
+answers ``finished`` with its exit code again).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import itertools
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -175,6 +177,9 @@ class RunnerLink:
         self._push: _nng.FrameStream | None = None
         self._pull: _nng.FrameStream | None = None
         self._runs: dict[str, Run] = {}
+        # Exit codes of runs collected to their end, newest last: a caller that
+        # died before it read that answer (a manager resuming a batch job) asks again.
+        self._finished: OrderedDict[str, int | None] = OrderedDict()
         # Runs sent to the runner and not finished, oldest first: the runner runs them FIFO.
         self._order: deque[str] = deque()
         self._waiters: dict[str, tuple[trio.Event, list[dict[str, Any]]]] = {}
@@ -351,6 +356,17 @@ class RunnerLink:
         """The run called *run_id*, if the agent knows it."""
         return self._runs.get(run_id)
 
+    def finished_run(self, run_id: str) -> Run | None:
+        """A run that says ``finished`` again if *run_id* was collected to its end.
+
+        It carries the run's exit code and no console.
+        """
+        if run_id not in self._finished:
+            return None
+        run = Run(run_id)
+        run.push("finished", {"run_id": run_id, "exit_code": self._finished[run_id]})
+        return run
+
     def adopt_runs(self, status: dict[str, Any]) -> None:
         """Take over the runs a ``status`` reply names (after an agent restart).
 
@@ -374,6 +390,7 @@ class RunnerLink:
         if existing is not None and not existing.done:
             raise RunError(f"run {run_id!r} is already in progress in this kernel")
         self._runs.pop(run_id, None)
+        self._finished.pop(run_id, None)
         run = self._new_run(run_id)
         self._order.append(run_id)
         try:
@@ -442,6 +459,10 @@ class RunnerLink:
             run.done = True
             self._runs.pop(run.run_id, None)
             self._retire(run.run_id)
+            self._finished[run.run_id] = exit_code
+            self._finished.move_to_end(run.run_id)
+            if len(self._finished) > MAX_RUNS:
+                self._finished.popitem(last=False)
         return {
             "runId": run.run_id,
             "status": status,

@@ -54,7 +54,8 @@ link or special file), ``KernelFileError``, ``FileTooLarge`` and
     ``input`` (*code* answers a ``waiting-input``), ``continue``.  Returns
     the Execution Result Object ``{runId, status, exitCode, console,
     options}`` after the run finishes a step or after *flush_timeout* (2 s by
-    default) with status ``continued``.
+    default) with status ``continued``.  ``continue`` on a run already
+    collected to its end answers ``finished`` with its exit code again.
 ``interrupt_kernel {kernel_id}`` -> nil
 ``get_completions {kernel_id, code, options}`` -> ``[str]``
 ``get_logs {kernel_id}`` -> ``{"logs": str}``
@@ -77,6 +78,9 @@ link or special file), ``KernelFileError``, ``FileTooLarge`` and
     does not list are reported, and destroyed (``not-found-in-manager``) with
     *terminate_unknown*.
 ``get_stats {kernel_ids=None}`` -> ``{kernel_id: last_stat}``
+``describe_kernels {kernel_ids}`` -> ``[description]``: those of the named
+    kernels the agent has RUNNING, each as one kernel of ``create_kernels``
+    answers it (a manager restarted while it created them records them so).
 
 Events
 ======
@@ -85,14 +89,18 @@ Events
 ``heartbeat-interval`` (``agent_info``: ``id``, ``addr``, ``region``,
 ``scaling_group``, ``architecture``, ``version``, ``available_slots`` (the
 capacity), ``occupied_slots``, ``slot_types``, ``compute_plugins``,
-``images``, ``backend``, ``kernels``), ``agent_terminated`` at shutdown;
+``images``, ``backend``, ``kernels`` (their number), ``kernel_statuses`` (the
+status of each kernel the agent has, by id, which the manager checks its
+running kernels against)), ``agent_terminated`` at shutdown;
 and ``agent_kernel_terminated`` when a kernel is gone, with its reason
 (``user-requested``, ``self-terminated``, ``oom-killed``,
 ``failed-to-start``, ``bootstrap-failed``, ``cluster-peer-failed``,
 ``agent-termination``, ...) and exit code.  That report is for the manager,
 which moves the kernel on and publishes the public ``kernel_*`` events; the
 agent's progress while creating, restarting or destroying a kernel reaches
-the manager as the answers of its RPC calls.
+the manager as the answers of its RPC calls.  A kernel-end report the bus
+did not take is kept in an outbox and sent again, oldest first, until it is
+delivered (the manager handles a report twice as once).
 
 Guarantees
 ==========
@@ -126,7 +134,7 @@ import socket
 import sys
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final, TypeVar
@@ -191,6 +199,11 @@ PUBLISH_TIMEOUT: Final = 5.0
 CLEANUP_TIMEOUT: Final = 30.0
 #: How long a runner that dropped its link may take to exit before it counts as hung.
 EXIT_GRACE: Final = 2.0
+#: Kernel-end reports kept for another try while the bus fails; past this the
+#: oldest goes (the manager's heartbeat check still ends its kernel).
+OUTBOX_LIMIT: Final = 10_000
+#: Longest wait between two tries of delivering the outbox.
+OUTBOX_RETRY_MAX: Final = 2.0
 #: Ended kernels whose destroy result is remembered.
 TERMINATED_KEPT: Final = 1024
 #: Bound on one file operation (upload, download, list), waiting for a thread included.
@@ -391,6 +404,8 @@ class AgentService:
         self.catalog = catalog or ImageCatalog([])
         self.kernels: dict[str, AgentKernel] = {}
         self._terminated: OrderedDict[str, AgentKernel] = OrderedDict()
+        self._outbox: deque[AgentKernelTerminated] = deque()
+        self._outbox_filled = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.rpc_urls: list[str] = []
         self.architecture = host_architecture()
@@ -424,6 +439,8 @@ class AgentService:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    # Before the recovery, which reports the kernels that did not survive.
+                    nursery.start_soon(self._deliver_outbox)
                     await self._recover()
                     server = RPCServer(self._listen, self._handlers())
                     self.rpc_urls = await nursery.start(server.serve)
@@ -456,35 +473,64 @@ class AgentService:
                         except Exception:
                             log.exception("compute plugin %s failed to clean up", plugin.name)
 
-    async def _publish(self, event: Event) -> None:
+    async def _publish(self, event: Event) -> bool:
         """Publish *event*, bounded by :data:`PUBLISH_TIMEOUT`; never raises.
 
         Events are reports: the cleanup that follows one (a kernel's end, the
-        agent's shutdown) must happen even when the bus fails.
+        agent's shutdown) must happen even when the bus fails.  Returns
+        whether the bus took the event.
         """
         with trio.move_on_after(PUBLISH_TIMEOUT) as scope:
             try:
                 await self._bus.publish(event)
+                return True
             except (EventBusError, trio.ClosedResourceError) as exc:
                 log.warning("could not publish %s: %s", event.name, exc)
             except Exception:
                 log.exception("publishing %s failed", event.name)
         if scope.cancelled_caught:
             log.warning("publishing %s timed out", event.name)
+        return False
 
     async def _report_end(
         self, kernel_id: str, session_id: str, reason: str, exit_code: int | None = None
     ) -> None:
-        """Tell the manager that a kernel is gone (see the module docstring's events)."""
-        await self._publish(
-            AgentKernelTerminated(
-                agent_id=AgentId(self.agent_id),
-                kernel_id=KernelId(uuid.UUID(kernel_id)),
-                session_id=SessionId(uuid.UUID(session_id)),
-                reason=reason,
-                exit_code=exit_code,
-            )
+        """Tell the manager that a kernel is gone (see the module docstring's events).
+
+        A report the bus does not take goes to the outbox: without it the
+        manager would keep the kernel's session running and its slots held.
+        """
+        event = AgentKernelTerminated(
+            agent_id=AgentId(self.agent_id),
+            kernel_id=KernelId(uuid.UUID(kernel_id)),
+            session_id=SessionId(uuid.UUID(session_id)),
+            reason=reason,
+            exit_code=exit_code,
         )
+        if not await self._publish(event):
+            if len(self._outbox) >= OUTBOX_LIMIT:
+                dropped = self._outbox.popleft()
+                log.warning("outbox full: dropped the end report of kernel %s", dropped.kernel_id)
+            self._outbox.append(event)
+            self._outbox_filled.set()
+
+    async def _deliver_outbox(self) -> None:
+        """Send the outbox's reports, oldest first, until the bus takes each of them."""
+        delay = 0.0
+        while True:
+            await self._outbox_filled.wait()
+            while self._outbox:
+                event = self._outbox[0]
+                if await self._publish(event):
+                    # Unless a full outbox dropped it while it was being published.
+                    if self._outbox and self._outbox[0] is event:
+                        self._outbox.popleft()
+                    delay = 0.0
+                else:
+                    delay = min(max(2 * delay, 0.1), OUTBOX_RETRY_MAX)
+                    await trio.sleep(delay)
+            # No checkpoint since the outbox was seen empty: nothing was added unseen.
+            self._outbox_filled = trio.Event()
 
     def _handlers(self) -> dict[str, Handler]:
         return {
@@ -506,6 +552,7 @@ class AgentService:
             "gather_hwinfo": self.rpc_gather_hwinfo,
             "sync_kernel_registry": self.rpc_sync_kernel_registry,
             "get_stats": self.rpc_get_stats,
+            "describe_kernels": self.rpc_describe_kernels,
         }
 
     # ------------------------------------------------------------- heartbeats
@@ -527,6 +574,7 @@ class AgentService:
             "images": [image.to_json() for image in self.catalog.images],
             "backend": self.backend.describe(),
             "kernels": len(self.kernels),
+            "kernel_statuses": {kid: kernel.status.value for kid, kernel in self.kernels.items()},
         }
 
     async def _heartbeats(self) -> None:
@@ -1267,7 +1315,9 @@ class AgentService:
                 ],
             )
         else:
-            known = link.run(run_id)
+            # A run already collected to its end answers its exit code again: the
+            # manager that collected it may have died before it read the answer.
+            known = link.run(run_id) or link.finished_run(run_id)
             if known is None:
                 raise RunError(f"no run {run_id!r} in progress in this kernel")
             run = known
@@ -1472,6 +1522,16 @@ class AgentService:
             [str(k) for k in req.kernel_ids] if req.kernel_ids is not None else list(self.kernels)
         )
         return {kid: self.kernels[kid].last_stat for kid in wanted if kid in self.kernels}
+
+    async def rpc_describe_kernels(self, args: Any) -> list[dict[str, Any]]:
+        req = parse(args, requests.DescribeKernels)
+        await trio.lowlevel.checkpoint()
+        found = (self.kernels.get(str(kid)) for kid in req.kernel_ids)
+        return [
+            self._describe(kernel)
+            for kernel in found
+            if kernel is not None and kernel.status is KernelStatus.RUNNING
+        ]
 
 
 def _occupied(allocation: Mapping[str, Mapping[str, Mapping[str, Decimal]]]) -> ResourceSlot:

@@ -304,6 +304,10 @@ async def test_sync_kernel_registry_and_stats(harness: Harness) -> None:
             if stat is not None and "cpu_util" in stat:
                 break
             await trio.sleep(0.2)
+    # The running kernels named, as create_kernels described them; others are left out.
+    described = await harness.client.call("describe_kernels", {"kernel_ids": [kept, ghost]})
+    assert [(d["kernel_id"], d["status"]) for d in described] == [(kept, "RUNNING")]
+    assert described[0]["repl_in"] == harness.agent.kernels[kept].record.input_addr
     assert int(stat["cpu_used"]["current"]) > 0
     assert stat["cpu_util"]["capacity"] == "100.00"
     assert int(stat["mem"]["current"]) > 0

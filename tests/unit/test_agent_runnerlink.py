@@ -217,3 +217,26 @@ def test_wire_messages_are_plain_msgpack() -> None:
         "status",
         {"request_id": "x"},
     ]
+
+
+async def test_a_finished_run_answers_its_exit_code_again() -> None:
+    # The manager that collected the end may have died before reading it.
+    async with fake_runner() as runner:
+        run = await runner.link.start_run("batch-1", [])
+        await runner.send("stdout", run_id="batch-1", text="out\n")
+        await runner.send("finished", run_id="batch-1", exit_code=3)
+        assert (await runner.link.collect(run, 1))["exitCode"] == 3
+        assert runner.link.run("batch-1") is None
+        again = runner.link.finished_run("batch-1")
+        assert again is not None
+        assert await runner.link.collect(again, 0.1) == {
+            "runId": "batch-1",
+            "status": "finished",
+            "exitCode": 3,
+            "console": [],
+            "options": None,
+        }
+        # Starting the run anew forgets the old end.
+        await runner.link.start_run("batch-1", [])
+        assert runner.link.finished_run("batch-1") is None
+        assert runner.link.finished_run("never") is None
