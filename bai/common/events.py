@@ -49,10 +49,12 @@ from __future__ import annotations
 import abc
 import functools
 import logging
+import math
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, Union
 
 import msgspec
@@ -79,6 +81,7 @@ __all__ = [
     "BgtaskFailed",
     "BgtaskUpdated",
     "Broadcaster",
+    "BusReadHealth",
     "Consumer",
     "Delivery",
     "DoSchedule",
@@ -662,6 +665,19 @@ class Consumer(abc.ABC):
             raise StopAsyncIteration from None
 
 
+@dataclass(frozen=True, slots=True)
+class BusReadHealth:
+    """How well this process has been reading its bus, on the Trio clock.
+
+    *since* is when the current unbroken run of successful reads began (after
+    the bus started, or after the last failed read); *last* is when the latest
+    read succeeded, so every event published before it has been read.
+    """
+
+    since: float
+    last: float
+
+
 class EventBus(trio.abc.AsyncResource):
     """Publishes events and delivers them by broadcast and by anycast.
 
@@ -715,6 +731,15 @@ class EventBus(trio.abc.AsyncResource):
         same *types*.  When the block exits, every delivery not yet
         acknowledged goes back to the group for another consumer.
         """
+
+    def read_health(self) -> BusReadHealth | None:
+        """This process's reads of the bus (see :class:`BusReadHealth`); ``None`` while they fail.
+
+        What a silence on the bus proves depends on it: nothing was heard
+        only if the bus was being read.  A bus in this process's memory
+        cannot fail to be read, which is this default.
+        """
+        return BusReadHealth(since=-math.inf, last=trio.current_time())
 
 
 # --------------------------------------------------------------------------

@@ -65,6 +65,7 @@ from bai.common.events import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_SUBSCRIBER_BUFFER,
     Broadcaster,
+    BusReadHealth,
     Consumer,
     Delivery,
     Event,
@@ -215,6 +216,10 @@ class RedisEventBus(EventBus):
         self._reader_lock = trio.Lock()
         self._reader_running = False
         self._consumers: set[_RedisConsumer] = set()
+        # When the current run of successful reads began (None while reads
+        # fail) and when the latest read succeeded: see read_health().
+        self._reads_ok_since: float | None = None
+        self._last_read_ok = 0.0
 
     @property
     def stream_key(self) -> str:
@@ -243,6 +248,7 @@ class RedisEventBus(EventBus):
                         # caller gets the error itself rather than a group of it.
                         failure = exc
                     else:
+                        self._read_succeeded()
                         try:
                             async with trio.open_nursery() as nursery:
                                 self._nursery = nursery
@@ -320,7 +326,26 @@ class RedisEventBus(EventBus):
             with trio.move_on_after(2 * self._op_timeout, shield=True):
                 await consumer.close()
 
+    def read_health(self) -> BusReadHealth | None:
+        """Broadcast and consumer reads, which retry on their own after a failure.
+
+        A read that hangs instead of failing is noticed within ``op_timeout``
+        (plus the block time), when its deadline fails it.
+        """
+        if self._reads_ok_since is None:
+            return None
+        return BusReadHealth(since=self._reads_ok_since, last=self._last_read_ok)
+
     # -- plumbing ------------------------------------------------------------
+
+    def _read_succeeded(self) -> None:
+        now = trio.current_time()
+        if self._reads_ok_since is None:
+            self._reads_ok_since = now
+        self._last_read_ok = now
+
+    def _read_failed(self) -> None:
+        self._reads_ok_since = None
 
     def _running_nursery(self) -> trio.Nursery:
         self._redis()
@@ -398,8 +423,10 @@ class RedisEventBus(EventBus):
             except trio.ClosedResourceError:
                 return
             except EventBusError as exc:
+                self._read_failed()
                 await backoff.wait("broadcast read", exc)
                 continue
+            self._read_succeeded()
             backoff.reset()
             for entries in (reply or {}).values():
                 for entry in entries:
@@ -465,6 +492,7 @@ class _RedisConsumer(Consumer):
             except EventBusError as exc:
                 if self._bus._closed:
                     raise trio.EndOfChannel from None
+                self._bus._read_failed()
                 if _is_missing_group(exc):
                     # The stream was deleted under us: recreate the group and
                     # read the new stream from its start.
@@ -472,6 +500,7 @@ class _RedisConsumer(Consumer):
                 else:
                     await self._backoff.wait(f"consumer {self.name} read", exc)
                 continue
+            self._bus._read_succeeded()
             self._backoff.reset()
             if entry is None:
                 continue

@@ -12,12 +12,16 @@ nursery.start(pool.serve)``).  It
   and architecture that already exist, and aliases already taken, are left
   alone).  A heartbeat identical to the last one written causes no write;
 * declares an agent LOST when no heartbeat came for ``manager.heartbeat-timeout``
-  seconds (counted from this process's start for an agent it never heard
-  from).  In the same transaction the agent's kernels that may hold
-  resources move on through :mod:`bai.manager.transitions` with reason
-  ``agent-lost``: TERMINATING ones to TERMINATED, all others to ERROR, so
-  their sessions follow (ERROR or TERMINATED) and the slots they held are
-  free at once, occupancy being derived from kernels;
+  seconds while this process was reading the bus (counted from this
+  process's start for an agent it never heard from, and from the end of the
+  manager's own bus outage: a silence it could not have heard proves
+  nothing, and after an outage every agent gets a full timeout to be heard
+  again; see :func:`silent_too_long`).  In the same transaction the agent's
+  kernels that may hold resources move on through
+  :mod:`bai.manager.transitions` with reason ``agent-lost``: TERMINATING
+  ones to TERMINATED, all others to ERROR, so their sessions follow (ERROR
+  or TERMINATED) and the slots they held are free at once, occupancy being
+  derived from kernels;
 * treats an agent that announced its own shutdown (``agent_terminated``) the
   same way after a grace period in which the agent's own
   ``agent_kernel_terminated`` reports normally arrive first (reason
@@ -29,6 +33,12 @@ nursery.start(pool.serve)``).  It
   runs that the database does not know as alive are destroyed
   (``not-found-in-manager``).  A sync the agent or the database failed is
   run again at the agent's next heartbeat;
+* after that sync, checks each heartbeat's ``kernel_statuses`` (the kernels
+  the agent has) against the agent's RUNNING kernels in the database, for
+  the case where the agent's ``agent_kernel_terminated`` report was lost:
+  when two heartbeats in a row lack a kernel, the sync runs again and the
+  agent reports that kernel's end anew, so its session ends and its slots
+  are freed within a heartbeat or two;
 * asks every manager for a scheduling pass (:func:`request_schedule`) when
   an agent's capacity appears or disappears;
 * keeps one :class:`~bai.common.rpc.RPCClient` per agent address for
@@ -60,6 +70,7 @@ from bai.common.events import (
     AgentHeartbeat,
     AgentStarted,
     AgentTerminated,
+    BusReadHealth,
     DoSchedule,
     Event,
     EventBus,
@@ -87,6 +98,7 @@ __all__ = [
     "AgentUnavailable",
     "publish_events",
     "request_schedule",
+    "silent_too_long",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,6 +127,12 @@ STARTED_KERNEL_STATUSES: Final = frozenset(
         KernelStatus.RUNNING_DEGRADED,
         KernelStatus.TERMINATING,
     }
+)
+#: Kernel statuses checked against heartbeats: the kernel must exist on its agent.
+REPORTED_KERNEL_STATUSES: Final = frozenset({KernelStatus.RUNNING, KernelStatus.RUNNING_DEGRADED})
+#: Kernel statuses in a heartbeat that mean the agent no longer has the kernel.
+_ENDED_KERNEL_STATUSES: Final = frozenset(
+    {KernelStatus.TERMINATED.value, KernelStatus.ERROR.value, KernelStatus.CANCELLED.value}
 )
 #: Seconds an agent that announced its shutdown has to report its kernels ended.
 SHUTDOWN_GRACE: Final = 5.0
@@ -167,6 +185,20 @@ async def request_schedule(ctx: ManagerContext) -> None:
     await publish_events(ctx.bus, [DoSchedule(origin=origin)])
 
 
+def silent_too_long(last_heard: float, health: BusReadHealth | None, timeout: float) -> bool:
+    """Whether an agent last heard at *last_heard* was silent for *timeout* seconds of evidence.
+
+    Only a stretch in which the manager read its bus without a failure
+    counts, from the later of *last_heard* and the start of the current run of
+    successful reads up to the latest of them (*health*, ``None`` while reads
+    fail).  So a manager that cannot read its bus never blames the agents,
+    and after it recovers every agent has a full *timeout* to be heard.
+    """
+    if health is None:
+        return False
+    return health.last - max(last_heard, health.since) > timeout
+
+
 @dataclass(frozen=True, slots=True)
 class _Beat:
     """What a heartbeat says about an agent, in the form the agents row stores."""
@@ -181,6 +213,8 @@ class _Beat:
     compute_plugins: str  # canonical JSON text, so that equal reports compare equal
     images: tuple[Mapping[str, Any], ...]
     images_digest: str
+    # The kernels the agent has and has not ended; None from an agent that does not say.
+    live_kernels: frozenset[uuid.UUID] | None
 
     def row(self) -> dict[str, Any]:
         return {
@@ -239,6 +273,8 @@ def _parse_beat(info: Mapping[str, Any]) -> _Beat:
         digest = hashlib.sha256(
             json.dumps(raw_images, sort_keys=True, default=str).encode()
         ).hexdigest()
+        key = "kernel_statuses"
+        live_kernels = _live_kernels(info.get(key))
     except InvalidValue as exc:
         raise InvalidValue(exc.problem, value=exc.value, field=f"agent_info.{key}") from None
     return _Beat(
@@ -252,7 +288,25 @@ def _parse_beat(info: Mapping[str, Any]) -> _Beat:
         compute_plugins=plugins_text,
         images=image_list,
         images_digest=digest,
+        live_kernels=live_kernels,
     )
+
+
+def _live_kernels(statuses: object) -> frozenset[uuid.UUID] | None:
+    """The ids of a heartbeat's ``kernel_statuses`` whose status is not an end."""
+    if statuses is None:
+        return None
+    if not isinstance(statuses, Mapping):
+        raise InvalidValue("must be a map", value=statuses)
+    live: set[uuid.UUID] = set()
+    for kid, status in statuses.items():
+        if status in _ENDED_KERNEL_STATUSES:
+            continue
+        try:
+            live.add(uuid.UUID(str(kid)))
+        except ValueError:
+            raise InvalidValue("must be keyed by kernel ids", value=kid) from None
+    return frozenset(live)
 
 
 def _split_image_name(name: str) -> tuple[str, str, str]:
@@ -299,6 +353,8 @@ class AgentPool:
         self._written: dict[str, _Beat] = {}
         self._images_seen: dict[str, str] = {}
         self._synced: set[str] = set()
+        # Running kernels the agent's latest heartbeat lacked, by agent.
+        self._absent: dict[str, set[uuid.UUID]] = {}
         self._bad_groups: set[tuple[str, str]] = set()
         self._clients: dict[str, _Client] = {}
         self._client_lock = trio.Lock()
@@ -348,6 +404,7 @@ class AgentPool:
             # The agent (re)started: what it runs may have changed behind our back.
             self._synced.discard(event.agent_id)
             self._written.pop(event.agent_id, None)
+            self._absent.pop(event.agent_id, None)
         elif isinstance(event, AgentTerminated) and event.reason != "agent-lost":
             await self._mark(event.agent_id, AgentStatus.TERMINATED)
 
@@ -373,7 +430,10 @@ class AgentPool:
             self._images_seen[agent_id] = beat.images_digest
             if previous is None or previous.available_slots != beat.available_slots:
                 await request_schedule(self._ctx)
-        if agent_id not in self._synced and self._nursery is not None:
+        if agent_id in self._synced:
+            if beat.live_kernels is not None:
+                await self._repair_kernels(agent_id, beat.live_kernels)
+        elif self._nursery is not None:
             self._synced.add(agent_id)
             self._nursery.start_soon(self._sync_kernels, agent_id)
 
@@ -435,10 +495,11 @@ class AgentPool:
     async def check_liveness(self) -> list[str]:
         """Declare LOST every ALIVE agent silent for ``heartbeat-timeout``; return their ids.
 
+        Silent as :func:`silent_too_long` judges it, from this bus's read health.
+
         Also ends the leftover kernels of agents that shut down more than
         :data:`SHUTDOWN_GRACE` seconds ago.
         """
-        now = trio.current_time()
         alive = await self._db.fetch(sa.select(agents.c.id).where(agents.c.status == "ALIVE"))
         alive_ids = set(alive.scalars())
         for agent_id in list(self._written):
@@ -448,7 +509,8 @@ class AgentPool:
         lost: list[str] = []
         for agent_id in sorted(alive_ids):
             last = self._last_seen.get(agent_id, self._started_at)
-            if now - last > self.heartbeat_timeout and await self._mark(agent_id, AgentStatus.LOST):
+            silent = silent_too_long(last, self._bus.read_health(), self.heartbeat_timeout)
+            if silent and await self._mark(agent_id, AgentStatus.LOST):
                 lost.append(agent_id)
         await self._reap_departed()
         return lost
@@ -483,6 +545,7 @@ class AgentPool:
         changed = await self._db.transaction(write)
         self._written.pop(agent_id, None)
         self._synced.discard(agent_id)
+        self._absent.pop(agent_id, None)
         if not changed:
             return False
         log.warning("agent %s is %s", agent_id, status.value)
@@ -571,6 +634,35 @@ class AgentPool:
             except (AgentUnavailable, AgentNotFound, RemoteError, *UNAVAILABLE_ERRORS) as exc:
                 log.warning("could not destroy kernel %s on agent %s: %s", kid, agent_id, exc)
                 self.resync(agent_id)
+
+    async def _repair_kernels(self, agent_id: str, live: frozenset[uuid.UUID]) -> None:
+        """Reconcile *agent_id* again when this heartbeat and the one before lack a running kernel.
+
+        The heartbeats only raise the suspicion: they may have been sent
+        before a kernel was created and read after.  The sync asks the agent
+        itself, which reports the kernels it does not have through
+        ``agent_kernel_terminated`` (with the real reason and exit code of a
+        kernel it still remembers), so a late copy of a lost report, or
+        another manager doing the same, changes nothing.
+        """
+        rows = await self._db.fetch(
+            sa.select(kernels.c.id).where(
+                kernels.c.agent == agent_id,
+                kernels.c.status.in_(sorted(s.value for s in REPORTED_KERNEL_STATUSES)),
+            )
+        )
+        absent = {kid for kid in rows.scalars() if kid not in live}
+        gone = absent & self._absent.get(agent_id, set())
+        if gone and self._nursery is not None:
+            log.warning(
+                "agent %s no longer reports kernels %s; reconciling",
+                agent_id,
+                ", ".join(sorted(str(kid) for kid in gone)),
+            )
+            # Two more heartbeats before the next try: the sync's reports take a moment.
+            absent.clear()
+            self._nursery.start_soon(self._sync_kernels, agent_id)
+        self._absent[agent_id] = absent
 
     async def _strays(self, agent_id: str, limit: float) -> list[str]:
         """The kernels *agent_id* runs that the database does not have alive.
