@@ -38,7 +38,18 @@ Life of a session
    reason ``task-finished``) or FAILURE (reason ``task-failed``, or
    ``batch-timeout`` after ``batch_timeout`` seconds), so the
    ``session_success``/``session_failure`` events come before
-   ``session_terminated``.
+   ``session_terminated``.  The job's driver is recoverable from the
+   database alone: before it starts the job, a manager claims it
+   (``sessions.batch_driver``, a lease in ``batch_lease`` renewed every
+   third of :data:`BATCH_LEASE`, taken under the session's row lock) and
+   records ``batch_deadline`` (start + ``batch_timeout``).  A RUNNING batch
+   session whose lease ran out (its manager died) is claimed by the next
+   reconcile pass of any manager, which asks the agent for the run with
+   ``continue`` (the run id is ``batch-<session hex>``; the agent answers
+   ``finished`` with the exit code again for a run already collected) and
+   ends it like the first driver would, or with ``batch-timeout`` at the
+   recorded deadline.  The job is never sent twice: a resumed run the agent
+   does not know fails the session (``task-failed``, exit code -1).
 5. :meth:`SessionRegistry.destroy_session` cancels a session that has not
    started and otherwise moves it to TERMINATING, calls ``destroy_kernel`` for
    each kernel under ``manager.kernel-termination-timeout`` and moves the
@@ -51,13 +62,19 @@ Life of a session
    later report.
 
 Deadlines: a reconcile loop (every few seconds) starts SCHEDULED sessions
-nobody started (a manager that died mid-way), moves sessions stuck in
-PREPARING/CREATING for longer than the creation deadline (plus the RPC
-deadline) to ERROR ``creation-timeout``, retries the destruction of sessions
+nobody started (a manager that died mid-way), records RUNNING the sessions
+in CREATING that no task of its own is starting once their agents say (the
+``describe_kernels`` RPC, after :data:`ADOPT_GRACE`) that all their kernels
+are up, as their creator would have (a creator still alive leaves kernels
+so recorded as they are), moves sessions stuck in PREPARING/CREATING for
+longer than the creation deadline (plus the RPC deadline) to ERROR
+``creation-timeout``, retries the destruction of sessions
 TERMINATING for longer than the termination deadline and, after twice that,
-ends them ``termination-timeout``, and moves sessions stuck RESTARTING to
-ERROR ``restart-timeout``.  So no session stays PREPARING, CREATING,
-TERMINATING or RESTARTING forever.
+ends them ``termination-timeout``, moves sessions stuck RESTARTING to
+ERROR ``restart-timeout``, and resumes the batch jobs no manager holds (see
+4. above).  So no session stays PREPARING, CREATING, TERMINATING or
+RESTARTING forever, nor a batch session RUNNING past its deadline.  Its
+first pass comes as the registry starts.
 
 Whenever a pending session may now fit (one was enqueued, or a session
 ended and freed its slots) the registry asks for a scheduling pass with
@@ -261,10 +278,23 @@ _HEX_PREFIX_RE: Final = re.compile(r"[0-9a-fA-F-]{4,36}\Z", re.ASCII)
 _RUN_ID_MAX: Final = 256
 #: How long one batch-mode execute call waits before answering ``continued``.
 BATCH_FLUSH_TIMEOUT: Final = 30.0
+#: Seconds a manager's claim on a batch job holds unless renewed (it renews every third of it).
+BATCH_LEASE: Final = 15.0
+#: Seconds between two tries to resume a batch job whose run a dead driver's call still holds.
+BATCH_RESUME_RETRY: Final = 1.0
+# What the agent's refusals of a ``continue`` say (bai.agent.server, bai.agent.runnerlink).
+_RUN_BUSY: Final = "another execute call is already waiting"
+_RUN_UNKNOWN: Final = "no run "
 #: How often counted queries are written to ``sessions.num_queries``.
 QUERY_COUNT_FLUSH: Final = 1.0
 #: Seconds a SCHEDULED session may wait for the manager that scheduled it.
 SCHEDULED_GRACE: Final = 2.0
+#: Seconds a session may be PREPARING/CREATING before a manager that is not starting it asks
+#: its agents whether its kernels are up (its creator may have died).
+ADOPT_GRACE: Final = 2.0
+#: Bound on that question (a trivial call): an agent too slow to answer is asked again next pass,
+#: and one pass of the reconcile loop is not held up for long by an agent that is down.
+ADOPT_ASK_TIMEOUT: Final = 2.0
 #: Seconds between two polls of a waiter, in case an event was missed.
 WAIT_POLL: Final = 2.0
 
@@ -525,6 +555,15 @@ class DestroyResult:
 
 
 SessionRef = SessionInfo | uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchClaim:
+    """A batch job this manager now drives."""
+
+    #: Whether an earlier driver already started it (this one resumes it).
+    started: bool
+    deadline: datetime | None
 
 
 @dataclass(slots=True)
@@ -875,6 +914,9 @@ class SessionRegistry:
         self._terminating: set[SessionId] = set()
         self._restarting: set[SessionId] = set()
         self._batches: set[SessionId] = set()
+        # Names this registry in the batch jobs it drives (sessions.batch_driver).
+        self._driver_id = secrets.token_hex(16)
+        self.batch_lease = BATCH_LEASE
         self._waiters: dict[SessionId, trio.Event] = {}
         # Kernel-end reports about sessions this process is starting, applied after.
         self._deferred: dict[SessionId, list[AgentKernelTerminated]] = {}
@@ -1396,7 +1438,9 @@ class SessionRegistry:
                         values=_running_values(item),
                     )
                 except InvalidTransition:
-                    stale[row.id] = row.agent
+                    # Recorded by a reconcile pass that found it up (see _adopt_started).
+                    if await _kernel_status(conn, row.id) is not KernelStatus.RUNNING:
+                        stale[row.id] = row.agent
                     continue
                 events.extend(result.events)
                 status = result.session_status
@@ -2042,28 +2086,114 @@ class SessionRegistry:
             return
         self._batches.add(session_id)
         try:
-            await self._run_batch(session_id)
+            claim = await self._claim_batch(session_id)
+            if claim is None:
+                return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._renew_batch_lease, session_id, nursery.cancel_scope)
+                await self._run_batch(session_id, claim)
+                nursery.cancel_scope.cancel()
         except Exception:
             log.exception("the batch job of session %s failed", session_id)
         finally:
             self._batches.discard(session_id)
 
-    async def _run_batch(self, session_id: SessionId) -> None:
+    async def _claim_batch(self, session_id: SessionId) -> _BatchClaim | None:
+        """Make this manager the driver of a RUNNING batch job, unless another one holds it.
+
+        The first claim starts the job: it records the deadline.  The row lock
+        (the write transaction on SQLite) puts two managers' claims one after
+        the other, so only one of them finds the job free.
+        """
+
+        async def write(conn: Connection) -> _BatchClaim | None:
+            row = (
+                await conn.execute(
+                    sa.select(
+                        sessions.c.status,
+                        sessions.c.session_type,
+                        sessions.c.batch_timeout,
+                        sessions.c.batch_deadline,
+                        sessions.c.batch_driver,
+                        sessions.c.batch_lease,
+                    )
+                    .where(sessions.c.id == session_id)
+                    .with_for_update()
+                )
+            ).first()
+            if (
+                row is None
+                or SessionStatus(row.status) not in _RUNNING
+                or row.session_type != SessionTypes.BATCH
+            ):
+                return None
+            now = utcnow()
+            held = row.batch_lease is not None and row.batch_lease > now
+            if row.batch_driver not in (None, self._driver_id) and held:
+                return None
+            started = row.batch_driver is not None
+            deadline = row.batch_deadline
+            if not started and row.batch_timeout:
+                deadline = now + timedelta(seconds=row.batch_timeout)
+            await conn.execute(
+                sa.update(sessions)
+                .where(sessions.c.id == session_id)
+                .values(
+                    batch_driver=self._driver_id,
+                    batch_lease=now + timedelta(seconds=self.batch_lease),
+                    batch_deadline=deadline,
+                )
+            )
+            return _BatchClaim(started=started, deadline=deadline)
+
+        return await self._db.transaction(write)
+
+    async def _renew_batch_lease(self, session_id: SessionId, driver: trio.CancelScope) -> None:
+        """Extend this manager's claim on a batch job; stop the driver once it lost the claim."""
+
+        async def write(conn: Connection) -> bool:
+            moved = await conn.execute(
+                sa.update(sessions)
+                .where(sessions.c.id == session_id, sessions.c.batch_driver == self._driver_id)
+                .values(batch_lease=utcnow() + timedelta(seconds=self.batch_lease))
+            )
+            return moved.rowcount > 0
+
+        while True:
+            await trio.sleep(self.batch_lease / 3)
+            try:
+                held = await self._db.transaction(write)
+            except UNAVAILABLE_ERRORS as exc:
+                # Two more tries before the lease runs out and another manager may resume it.
+                log.warning("could not renew the batch lease of session %s: %s", session_id, exc)
+                continue
+            if not held:
+                log.warning("another manager took over the batch job of session %s", session_id)
+                driver.cancel()
+                return
+
+    async def _run_batch(self, session_id: SessionId, claim: _BatchClaim) -> None:
         info = await self.get_session_by_id(session_id)
         command = info.startup_command or ""
         run_id = f"batch-{session_id.hex[:16]}"
-        limit = float(info.batch_timeout) if info.batch_timeout else math.inf
+        limit = math.inf
+        if claim.deadline is not None:
+            limit = (claim.deadline - utcnow()).total_seconds()
         result: dict[str, Any] = {}
-        await self._commit_events([ExecutionStarted(session_id=session_id)])
+        if not claim.started:
+            await self._commit_events([ExecutionStarted(session_id=session_id)])
         with trio.move_on_after(limit) as scope:
             try:
-                result = await self.execute(
-                    info,
-                    mode="batch",
-                    run_id=run_id,
-                    options={"exec": command},
-                    flush_timeout=BATCH_FLUSH_TIMEOUT,
-                )
+                if claim.started:
+                    result = await self._resume_batch(info, run_id)
+                else:
+                    result = await self.execute(
+                        info,
+                        mode="batch",
+                        run_id=run_id,
+                        options={"exec": command},
+                        flush_timeout=BATCH_FLUSH_TIMEOUT,
+                    )
                 while result.get("status") != "finished":
                     mode = "input" if result.get("status") == "waiting-input" else "continue"
                     result = await self.execute(
@@ -2092,6 +2222,31 @@ class SessionRegistry:
         await self._terminate(
             session_id, reason=reason, forced=True, result=outcome, exit_codes=codes, busy_ok=True
         )
+
+    async def _resume_batch(self, info: SessionInfo, run_id: str) -> dict[str, Any]:
+        """The first answer about a job another driver started (most likely one that died).
+
+        The dead driver's last ``continue`` may still wait on the run in the
+        agent (for at most :data:`BATCH_FLUSH_TIMEOUT`), so a refusal that
+        says so is tried again.  A run the agent does not know was never sent
+        (its driver died between its claim and its call) or was forgotten by
+        its agent (restarted since): starting it again could run it twice, so
+        it is answered ``finished`` with no exit code (recorded as -1) and the
+        job fails.
+        """
+        while True:
+            try:
+                return await self.execute(
+                    info, mode="continue", run_id=run_id, flush_timeout=BATCH_FLUSH_TIMEOUT
+                )
+            except InvalidSessionRequest as exc:
+                if _RUN_BUSY in str(exc):
+                    await trio.sleep(BATCH_RESUME_RETRY)
+                    continue
+                if _RUN_UNKNOWN not in str(exc):
+                    raise
+                log.warning("the batch job of session %s is lost: %s", info.id, exc)
+                return {"runId": run_id, "status": "finished", "exitCode": None}
 
     # ------------------------------------------------------------ agent events
 
@@ -2145,12 +2300,13 @@ class SessionRegistry:
     # --------------------------------------------------------------- reconcile
 
     async def _reconcile_loop(self) -> None:
+        # The first pass comes at once: a restarted manager resumes what its predecessor left.
         while True:
-            await trio.sleep(self.reconcile_interval)
             try:
                 await self.reconcile()
             except Exception:
                 log.exception("the session reconcile pass failed")
+            await trio.sleep(self.reconcile_interval)
 
     async def reconcile(self) -> None:
         """One pass of the deadline keeper (see the module docstring)."""
@@ -2176,7 +2332,11 @@ class SessionRegistry:
                 if age > timedelta(seconds=SCHEDULED_GRACE):
                     self.start_scheduled([sid])
             elif status in _PRE_START:
-                if sid not in self._starting and age > creation_limit:
+                if sid in self._starting or age <= timedelta(seconds=ADOPT_GRACE):
+                    continue
+                if await self._adopt_started(sid):
+                    continue
+                if age > creation_limit:
                     await self._fail_stuck(sid, "creation-timeout")
             elif status is SessionStatus.RESTARTING:
                 if sid not in self._restarting and age > creation_limit:
@@ -2184,6 +2344,82 @@ class SessionRegistry:
             elif sid not in self._terminating and age > termination_limit:
                 self._terminating.add(sid)
                 self._spawn(self._retry_termination, sid, age > 2 * termination_limit)
+        await self._resume_batches()
+
+    async def _resume_batches(self) -> None:
+        """Drive the RUNNING batch jobs no manager holds (their driver died or never began)."""
+        rows = await self._db.fetch(
+            sa.select(sessions.c.id, sessions.c.batch_lease).where(
+                sessions.c.status.in_([s.value for s in _RUNNING]),
+                sessions.c.session_type == SessionTypes.BATCH,
+            )
+        )
+        now = utcnow()
+        for row in rows:
+            sid = SessionId(row.id)
+            # The claim decides; this only spares it the jobs plainly held.
+            if sid not in self._batches and (row.batch_lease is None or row.batch_lease <= now):
+                self._spawn(self._batch_task, sid)
+
+    async def _adopt_started(self, session_id: SessionId) -> bool:
+        """Record a session RUNNING if its agents run all its kernels (its creator died).
+
+        Written as the creator would have, from the agents' descriptions;
+        a creator still alive finds its kernels RUNNING and leaves them so.
+        Returns whether the session was moved.
+        """
+        rows = await self._db.fetch(
+            sa.select(kernels.c.id, kernels.c.agent).where(kernels.c.session_id == session_id)
+        )
+        by_agent: dict[str, list[str]] = {}
+        for row in rows:
+            if row.agent is None:
+                return False
+            by_agent.setdefault(row.agent, []).append(str(row.id))
+        described: dict[str, Mapping[str, Any]] = {}
+        for agent_id, kernel_ids in by_agent.items():
+            try:
+                answer = await self._ctx.agents.call(
+                    agent_id,
+                    "describe_kernels",
+                    {"kernel_ids": kernel_ids},
+                    timeout=ADOPT_ASK_TIMEOUT,
+                )
+            except (RemoteError, AgentUnavailable, AgentNotFound, *UNAVAILABLE_ERRORS) as exc:
+                # Not known to be up: the deadline still applies (finding the agent's
+                # address reads the database, which may be what fails).
+                log.info("could not ask %s about session %s: %s", agent_id, session_id, exc)
+                return False
+            for item in answer if isinstance(answer, list) else []:
+                if isinstance(item, Mapping):
+                    described[str(item.get("kernel_id"))] = item
+        if not rows or any(str(row.id) not in described for row in rows):
+            return False
+        events: list[Event] = []
+
+        async def write(conn: Connection) -> bool:
+            events.clear()
+            for row in rows:
+                # Only kernels in CREATING were asked of their agents.
+                if await _kernel_status(conn, row.id, lock=True) is not KernelStatus.CREATING:
+                    return False
+            for row in rows:
+                moved = await transitions.transition_kernel(
+                    conn,
+                    row.id,
+                    KernelStatus.RUNNING,
+                    "running",
+                    values=_running_values(described[str(row.id)]),
+                )
+                events.extend(moved.events)
+            return True
+
+        adopted = await self._db.transaction(write)
+        await self._commit_events(events)
+        if adopted:
+            log.info("session %s was up on its agents: recorded RUNNING", session_id)
+            self.notify([session_id])
+        return adopted
 
     async def _fail_stuck(self, session_id: SessionId, reason: str) -> None:
         rows = await self._db.fetch(
@@ -2690,6 +2926,15 @@ def _kernel_config(session_row: Any, row: Any) -> dict[str, Any]:
     if session_row.bootstrap_script:
         config["bootstrap_script"] = session_row.bootstrap_script
     return config
+
+
+async def _kernel_status(
+    conn: Connection, kernel_id: uuid.UUID, *, lock: bool = False
+) -> KernelStatus | None:
+    """The kernel's status (None when it is gone); *lock* locks its row for the transaction."""
+    query = sa.select(kernels.c.status).where(kernels.c.id == kernel_id)
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    return None if row is None else KernelStatus(row.status)
 
 
 def _running_values(item: Mapping[str, Any]) -> dict[str, Any]:

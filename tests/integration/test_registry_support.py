@@ -75,6 +75,32 @@ class Recorder:
 
 
 @dataclass
+class _Manager:
+    """A manager service the test can stop on its own, its agents and database left running."""
+
+    handle: ManagerHandle
+    scope: trio.CancelScope
+    stopped: trio.Event
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        await self.stopped.wait()
+
+
+async def _serve_manager(
+    service: ManagerService, *, task_status: trio.TaskStatus[_Manager]
+) -> None:
+    stopped = trio.Event()
+    try:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                handle = await nursery.start(service.serve)
+                task_status.started(_Manager(handle, scope, stopped))
+    finally:
+        stopped.set()
+
+
+@dataclass
 class Cluster:
     """A running manager with its agents, and the default fixture's keypairs."""
 
@@ -87,6 +113,19 @@ class Cluster:
     buses: list[EventBus]
     #: Another component's bus (a new Redis connection, or the one in-process bus).
     open_bus: Callable[[], Awaitable[EventBus]]
+    manager: _Manager
+    start_manager: Callable[[], Awaitable[_Manager]]
+
+    async def restart_manager(self) -> None:
+        """Stop the manager, its work cut off where it stands, and start a fresh one.
+
+        The new manager has the same config, database and bus, and finds the
+        same agents; what the old one did not write to the database is lost,
+        as in a crash.
+        """
+        await self.manager.stop()
+        self.manager = await self.start_manager()
+        self.handle = self.manager.handle
 
     @property
     def ctx(self) -> ManagerContext:
@@ -258,15 +297,19 @@ async def running_cluster(
                     recorder.changed.set()
 
         await nursery.start(record)
-        handle: ManagerHandle = await nursery.start(
-            ManagerService(
+
+        async def start_manager() -> _Manager:
+            service = ManagerService(
                 manager_config(manager),
                 bus=manager_bus,
                 database=db,
                 upgrade_schema=False,
                 serve_api=False,
-            ).serve
-        )
+            )
+            running: _Manager = await nursery.start(_serve_manager, service)
+            return running
+
+        first_manager = await start_manager()
         started: list[AgentService] = []
         for config in configs:
             if rpc == "inproc":
@@ -282,7 +325,18 @@ async def running_cluster(
             )
             await nursery.start(agent.serve)
             started.append(agent)
-        cluster = Cluster(handle, started, user_key, admin_key, recorder, nursery, buses, new_bus)
+        cluster = Cluster(
+            first_manager.handle,
+            started,
+            user_key,
+            admin_key,
+            recorder,
+            nursery,
+            buses,
+            new_bus,
+            first_manager,
+            start_manager,
+        )
         await cluster.wait_agents(len(started))
         try:
             yield cluster

@@ -112,6 +112,12 @@ sessions = sa.Table(
     sa.Column("starts_at", UTCDateTime, nullable=True),
     # Seconds a batch session may run before it is terminated.
     sa.Column("batch_timeout", sa.BigInteger, nullable=True),
+    # When a batch job's batch_timeout runs out (set as its job starts; NULL without one).
+    sa.Column("batch_deadline", UTCDateTime, nullable=True),
+    # The manager driving a RUNNING batch job (NULL until its job starts), and until when that
+    # claim holds unless renewed: see bai.manager.registry.
+    sa.Column("batch_driver", sa.String(32), nullable=True),
+    sa.Column("batch_lease", UTCDateTime, nullable=True),
     sa.Column("startup_command", sa.Text, nullable=True),
     sa.Column("bootstrap_script", sa.Text, nullable=True),
     sa.Column("callback_url", sa.Text, nullable=True),
