@@ -561,7 +561,7 @@ SessionRef = SessionInfo | uuid.UUID
 class _BatchClaim:
     """A batch job this manager now drives."""
 
-    #: Whether an earlier driver already started it (this one resumes it).
+    #: Whether a driver already sent it to its kernel (this one resumes it).
     started: bool
     deadline: datetime | None
 
@@ -2114,6 +2114,7 @@ class SessionRegistry:
                         sessions.c.session_type,
                         sessions.c.batch_timeout,
                         sessions.c.batch_deadline,
+                        sessions.c.batch_sent,
                         sessions.c.batch_driver,
                         sessions.c.batch_lease,
                     )
@@ -2131,9 +2132,9 @@ class SessionRegistry:
             held = row.batch_lease is not None and row.batch_lease > now
             if row.batch_driver not in (None, self._driver_id) and held:
                 return None
-            started = row.batch_driver is not None
+            started = row.batch_sent is not None
             deadline = row.batch_deadline
-            if not started and row.batch_timeout:
+            if row.batch_driver is None and row.batch_timeout:
                 deadline = now + timedelta(seconds=row.batch_timeout)
             await conn.execute(
                 sa.update(sessions)
@@ -2181,6 +2182,7 @@ class SessionRegistry:
             limit = (claim.deadline - utcnow()).total_seconds()
         result: dict[str, Any] = {}
         if not claim.started:
+            await self._mark_batch_sent(session_id)
             await self._commit_events([ExecutionStarted(session_id=session_id)])
         with trio.move_on_after(limit) as scope:
             try:
@@ -2223,14 +2225,31 @@ class SessionRegistry:
             session_id, reason=reason, forced=True, result=outcome, exit_codes=codes, busy_ok=True
         )
 
+    async def _mark_batch_sent(self, session_id: SessionId) -> None:
+        """Record, before the call, that this job goes to its kernel.
+
+        A driver that dies before this leaves a job that never ran: the next
+        one starts it.  One that dies after it leaves a job the next driver
+        resumes, or fails if its kernel never got it: never a job run twice.
+        """
+
+        async def write(conn: Connection) -> None:
+            await conn.execute(
+                sa.update(sessions)
+                .where(sessions.c.id == session_id, sessions.c.batch_driver == self._driver_id)
+                .values(batch_sent=utcnow())
+            )
+
+        await self._db.transaction(write)
+
     async def _resume_batch(self, info: SessionInfo, run_id: str) -> dict[str, Any]:
         """The first answer about a job another driver started (most likely one that died).
 
         The dead driver's last ``continue`` may still wait on the run in the
         agent (for at most :data:`BATCH_FLUSH_TIMEOUT`), so a refusal that
-        says so is tried again.  A run the agent does not know was never sent
-        (its driver died between its claim and its call) or was forgotten by
-        its agent (restarted since): starting it again could run it twice, so
+        says so is tried again.  A run the agent does not know was lost on the
+        way (its driver died between recording the call and making it) or was
+        forgotten by its agent (restarted since): starting it again could run it twice, so
         it is answered ``finished`` with no exit code (recorded as -1) and the
         job fails.
         """

@@ -496,3 +496,55 @@ async def test_a_users_session_reaches_nothing_of_the_deployment(
     assert found["listings"][ipc_base] == 2  # ENOENT: the agent's state is not there
     for daemon in (agent, manager):
         assert await daemon.stop(signal.SIGTERM) == 0
+
+
+async def test_batch_sessions_outlive_a_kill_9_of_their_manager(
+    deployment: Deployment, pg_url: str
+) -> None:
+    d = deployment
+    await d.cli("fixture", "populate", "default")
+    access_key, secret_key = await _keys_of(pg_url, "admin@lablup.com")
+    manager = d.daemon("manager", "manager", "--config", str(d.manager_toml))
+    agent = d.daemon("agent1", "agent", "--config", str(d.agent_tomls[0]))
+    for daemon in (manager, agent):
+        await daemon.start()
+    await wait_until_serving(d.endpoint, d.daemons)
+    config = APIConfig(endpoint=d.endpoint, access_key=access_key, secret_key=secret_key)
+    async with APIClient(config) as api:
+        await wait_for_agents(api, {d.agent_ids[0]: "ALIVE"}, d.daemons)
+        jobs: dict[int, ComputeSession] = {}
+        for code in (0, 3):
+            job = await ComputeSession.create(
+                api,
+                "python",
+                name=f"job-{code}",
+                type="batch",
+                startup_command=f"sleep 3; exit {code}",
+                resources={"cpu": 1, "mem": "128m"},
+                max_wait=30,
+            )
+            assert job.id is not None
+            d.session_ids.append(str(job.id))
+            jobs[code] = job
+        # The manager driving both jobs dies; a new one takes them over from the database.
+        assert manager.process is not None
+        manager.process.kill()
+        await manager.process.wait()
+        revived = d.daemon("manager-restarted", "manager", "--config", str(d.manager_toml))
+        await revived.start()
+        await wait_until_serving(d.endpoint, [revived, agent])
+        ended: dict[int, dict[str, Any]] = {}
+        with trio.fail_after(60):
+            for code, job in jobs.items():
+                while True:
+                    info = await job.info()
+                    if info["status"] == "TERMINATED":
+                        break
+                    await trio.sleep(0.5)
+                ended[code] = info
+    assert ended[0]["statusInfo"] == "task-finished"
+    assert ended[3]["statusInfo"] == "task-failed"
+    assert [k["exitCode"] for k in ended[3]["kernels"]] == [3]
+    assert kernel_processes(d.session_ids) == {}
+    for daemon in (agent, revived):
+        assert await daemon.stop(signal.SIGTERM) == 0

@@ -158,10 +158,8 @@ async def test_a_session_created_while_its_manager_died_is_found_running(
     await eventually(lambda: not any(agent.kernels for agent in cluster.agents))
 
 
-async def test_a_resumed_job_its_agent_never_ran_fails_and_is_not_started(
-    cluster: Cluster,
-) -> None:
-    # As if a manager claimed the job and died before it sent it to the agent.
+async def test_a_job_its_dead_driver_never_sent_runs_once(cluster: Cluster) -> None:
+    # As if a manager claimed the job and died before it recorded sending it.
     job = await cluster.enqueue(
         bootstrap_script="sleep 1", session_type=SessionTypes.BATCH, startup_command="exit 0"
     )
@@ -170,6 +168,27 @@ async def test_a_resumed_job_its_agent_never_ran_fails_and_is_not_started(
             sa.update(sessions)
             .where(sessions.c.id == job.id)
             .values(batch_driver="dead", batch_lease=utcnow() - timedelta(seconds=1))
+        )
+    ended = await cluster.wait_status(job.id, SessionStatus.TERMINATED)
+    assert (ended.result, ended.status_info) == (SessionResult.SUCCESS, "task-finished")
+    assert ended.main_kernel.exit_code == 0
+    assert cluster.events.names_of(job.id).count("execution_started") == 1
+
+
+async def test_a_sent_job_its_agent_never_got_fails_and_is_not_run(cluster: Cluster) -> None:
+    # As if a manager recorded sending the job and died before the call reached the agent.
+    job = await cluster.enqueue(
+        bootstrap_script="sleep 1", session_type=SessionTypes.BATCH, startup_command="exit 0"
+    )
+    async with cluster.db.begin() as conn:
+        await conn.execute(
+            sa.update(sessions)
+            .where(sessions.c.id == job.id)
+            .values(
+                batch_driver="dead",
+                batch_sent=utcnow(),
+                batch_lease=utcnow() - timedelta(seconds=1),
+            )
         )
     ended = await cluster.wait_status(job.id, SessionStatus.TERMINATED)
     assert (ended.result, ended.status_info) == (SessionResult.FAILURE, "task-failed")

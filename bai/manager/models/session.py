@@ -114,6 +114,8 @@ sessions = sa.Table(
     sa.Column("batch_timeout", sa.BigInteger, nullable=True),
     # When a batch job's batch_timeout runs out (set as its job starts; NULL without one).
     sa.Column("batch_deadline", UTCDateTime, nullable=True),
+    # When the job was about to be sent to its kernel: without it, it never ran.
+    sa.Column("batch_sent", UTCDateTime, nullable=True),
     # The manager driving a RUNNING batch job (NULL until its job starts), and until when that
     # claim holds unless renewed: see bai.manager.registry.
     sa.Column("batch_driver", sa.String(32), nullable=True),
