@@ -84,13 +84,11 @@ def create(path: Path) -> None:
         raise
 
 
-def ensure(path: Path) -> bool:
-    """Pin a new namespace at *path* unless one is pinned there already; whether it made one."""
-    if os.path.ismount(path):
-        return False
-    remove(path)
-    create(path)
-    return True
+def ensure(path: Path) -> None:
+    """Pin a new namespace at *path* unless one is pinned there already."""
+    if not os.path.ismount(path):
+        remove(path)
+        create(path)
 
 
 def remove(path: Path) -> None:
@@ -100,8 +98,8 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
-def socket_in(path: Path, family: int = socket.AF_INET) -> socket.socket:
-    """A new non-blocking stream socket that lives in the namespace pinned at *path*."""
+def socket_in(path: Path) -> socket.socket:
+    """A new non-blocking TCP/IPv4 socket that lives in the namespace pinned at *path*."""
 
     def make() -> socket.socket:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -109,7 +107,7 @@ def socket_in(path: Path, family: int = socket.AF_INET) -> socket.socket:
             setns(fd, CLONE_NEWNET)
         finally:
             os.close(fd)
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         return sock
 

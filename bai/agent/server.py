@@ -319,6 +319,11 @@ def _hostname(config: requests.KernelConfig) -> str:
     return config.cluster_hostname or f"{config.cluster_role}{config.cluster_idx}"
 
 
+def _host_ports(record: KernelRecord) -> list[int]:
+    """Every host port of a kernel's service ports."""
+    return [port for service in record.service_ports for port in service["host_ports"]]
+
+
 def _ports_label(image: Image, mapping: Mapping[int, int]) -> str:
     """The service-ports label with container ports replaced by their host ports."""
     entries = []
@@ -639,7 +644,7 @@ class AgentService:
             )
             await self._end_orphan(kernel, reason)
             return
-        self._ports.claim([p for sp in record.service_ports for p in sp["host_ports"]])
+        self._ports.claim(_host_ports(record))
         self.kernels[record.kernel_id] = kernel
         assert self._nursery is not None
         try:
@@ -744,7 +749,7 @@ class AgentService:
 
     async def _forward_ports(self, kernel: AgentKernel, tasks: trio.Nursery) -> None:
         """Relay the kernel's host ports into its network, when it has one of its own."""
-        ports = [p for sp in kernel.record.service_ports for p in sp["host_ports"]]
+        ports = _host_ports(kernel.record)
         if not ports or not self.backend.isolates_network:
             return
         connect = functools.partial(self.backend.connect_port, kernel.record)
@@ -968,7 +973,7 @@ class AgentService:
         """Free an ended kernel's slots and ports, remember its result, report its end."""
         record = kernel.record
         self.allocator.free(record.kernel_id)
-        self._ports.release([p for sp in record.service_ports for p in sp["host_ports"]])
+        self._ports.release(_host_ports(record))
         kernel.status = KernelStatus.TERMINATED
         kernel.result = {
             "kernel_id": record.kernel_id,

@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 _JOIN_CGROUPS: Final = (
     'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 )
-_BWRAP_PROBE_TIMEOUT: Final = 10.0
+_PROBE_TIMEOUT: Final = 10.0
 #: The folder under ``etc_root`` every kernel gets as its ``/etc``.
 _ETC_BASE: Final = "_common"
 _IPC_PATH_MAX: Final = 107
@@ -300,16 +300,19 @@ class LocalBackend(KernelBackend):
             self._runner_command = fast
 
     def _make_dirs(self) -> None:
+        # Modes are forced only on the folders this backend alone uses: the
+        # scratch and socket roots may be folders the operator shares.
         for directory, mode in (
-            (self.scratch_root, 0o755),
-            (self.ipc_base, 0o755),
+            (self.scratch_root, None),
+            (self.ipc_base, None),
             (self.log_dir, 0o700),
             (self.etc_root, 0o755),
             (self.netns_root, 0o700),
         ):
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                os.chmod(directory, mode)
+                if mode is not None:
+                    os.chmod(directory, mode)
             except OSError as exc:
                 raise BackendError(f"cannot create {directory}: {exc.strerror}") from None
 
@@ -323,7 +326,7 @@ class LocalBackend(KernelBackend):
             else:
                 argv = [path, "--ro-bind", "/", "/", "--unshare-pid", "--unshare-ipc", "true"]
                 try:
-                    with trio.fail_after(_BWRAP_PROBE_TIMEOUT):
+                    with trio.fail_after(_PROBE_TIMEOUT):
                         done = await trio.run_process(argv, capture_stderr=True, check=False)
                 except (OSError, trio.TooSlowError) as exc:
                     self.bwrap_problem = f"bwrap does not work here ({exc})"
@@ -361,7 +364,7 @@ class LocalBackend(KernelBackend):
             return
         argv = [self.runner_python, "-I", "-S", "-c", ""]
         try:
-            with trio.fail_after(_BWRAP_PROBE_TIMEOUT):
+            with trio.fail_after(_PROBE_TIMEOUT):
                 done = await trio.run_process(
                     argv, capture_stderr=True, check=False, user=owner[0], group=owner[1]
                 )
@@ -759,14 +762,19 @@ class LocalBackend(KernelBackend):
                 except CgroupError as exc:
                     log.error("cannot remove the leftover cgroup %s: %s", name, exc)
                 removed.append(name)
-        for folder in (self.scratch_root, self.ipc_base, self.etc_root):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.scratch_root):
+                # A size-limited scratch folder has its image beside it.
+                name = entry.name.removesuffix(".img")
+                if _is_kernel_id(name) and name not in known:
+                    scratch.release(self.scratch_root / name)
+                    removed.append(name)
+        for folder in (self.ipc_base, self.etc_root):
             with contextlib.suppress(OSError):
                 for entry in os.scandir(folder):
-                    name = entry.name.removesuffix(".img")
-                    if _is_kernel_id(name) and name not in known:
-                        scratch.release(Path(folder, name))
+                    if _is_kernel_id(entry.name) and entry.name not in known:
                         shutil.rmtree(entry.path, ignore_errors=True)
-                        removed.append(name)
+                        removed.append(entry.name)
         if self.networks is not None:
             self.networks.sweep()
         with contextlib.suppress(OSError):
@@ -825,10 +833,10 @@ def _fast_runner_command(runner_python: str) -> list[str] | None:
 def _refresh_etc(base: Path, generated: Mapping[str, str]) -> None:
     """Make *base* hold copies of the host's allowed ``/etc`` entries and *generated* files.
 
-    Each entry is replaced by a rename, so kernels still running from an
-    earlier agent (their ``/etc`` is *base*) see the new entries and never a
-    missing one.  Links are copied as links: they point into ``/usr``, which
-    the kernels have too.
+    Each entry is replaced in place by renames, so kernels still running
+    from an earlier agent (their ``/etc`` is *base*) see the new entries (a
+    folder entry is missing for the instant between its two renames).  Links
+    are copied as links: they point into ``/usr``, which the kernels have too.
     """
     base.mkdir(mode=0o755, exist_ok=True)
     os.chmod(base, 0o755)

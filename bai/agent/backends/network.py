@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import subprocess
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -95,16 +94,13 @@ class SessionNetworks:
             raise
         return trio.SocketStream(stream_socket)
 
-    def sweep(self, sessions: Collection[str] = ()) -> list[str]:
+    def sweep(self) -> None:
         """Remove the pinned namespaces of sessions with no kernel here (blocking)."""
-        removed = []
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.root):
-                if entry.name not in self._members and entry.name not in sessions:
+                if entry.name not in self._members:
                     with contextlib.suppress(OSError):
                         netns.remove(Path(entry.path))
-                        removed.append(entry.name)
-        return removed
 
     async def _start_slirp(self, pinned: Path) -> _Outbound:
         assert self._slirp4netns is not None
