@@ -103,15 +103,20 @@ async def test_wrong_signature_is_401(api: Api) -> None:
     assert api.user.secret_key not in str(body)
 
 
-async def test_signature_covers_the_query_string(api: Api) -> None:
-    signed = sign_request(
+def _signed_by_user(api: Api, path: str) -> dict[str, str]:
+    """The headers of a ``GET`` of *path* signed with the user's keypair."""
+    return sign_request(
         method="GET",
-        path="/auth?echo=x",
+        path=path,
         host=api.host,
         api_version="v6.20220615",
         access_key=api.user.access_key,
         secret_key=api.user.secret_key,
     )
+
+
+async def test_signature_covers_the_query_string(api: Api) -> None:
+    signed = _signed_by_user(api, "/auth?echo=x")
     response = await api.http.get(api.base_url + "/auth?echo=y", headers=signed)
     assert_problem(response, 401, "unauthorized")
 
@@ -126,14 +131,7 @@ async def test_a_bare_question_mark_is_verified_as_the_client_signed_it(api: Api
     for target in ("/auth/role?", "/auth/role"):
         assert_problem(await api.call("GET", target, key=forged), 401, "unauthorized")
     # What was signed with a bare "?" still covers the query: nothing may be added to it.
-    signed = sign_request(
-        method="GET",
-        path="/auth/role?",
-        host=api.host,
-        api_version="v6.20220615",
-        access_key=api.user.access_key,
-        secret_key=api.user.secret_key,
-    )
+    signed = _signed_by_user(api, "/auth/role?")
     response = await api.http.get(api.base_url + "/auth/role?group=x", headers=signed)
     assert_problem(response, 401, "unauthorized")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ from bai.manager.db import create_database
 from bai.manager.models import sessions
 from bai.manager.models.base import utcnow
 from bai.manager.models.usage import agent_occupancy
-from bai.manager.registry import SessionRegistry
+from bai.manager.registry import SessionInfo, SessionRegistry
 
 #: Seconds the dying manager's claims hold: the new one waits this long before resuming.
 LEASE = 2.0
@@ -158,8 +159,8 @@ async def test_a_session_created_while_its_manager_died_is_found_running(
     await eventually(lambda: not any(agent.kernels for agent in cluster.agents))
 
 
-async def test_a_job_its_dead_driver_never_sent_runs_once(cluster: Cluster) -> None:
-    # As if a manager claimed the job and died before it recorded sending it.
+async def _job_of_a_dead_driver(cluster: Cluster, **claim: Any) -> SessionInfo:
+    """A batch job whose claim a dead manager holds, expired, with *claim*'s other columns."""
     job = await cluster.enqueue(
         bootstrap_script="sleep 1", session_type=SessionTypes.BATCH, startup_command="exit 0"
     )
@@ -167,30 +168,22 @@ async def test_a_job_its_dead_driver_never_sent_runs_once(cluster: Cluster) -> N
         await conn.execute(
             sa.update(sessions)
             .where(sessions.c.id == job.id)
-            .values(batch_driver="dead", batch_lease=utcnow() - timedelta(seconds=1))
+            .values(batch_driver="dead", batch_lease=utcnow() - timedelta(seconds=1), **claim)
         )
-    ended = await cluster.wait_status(job.id, SessionStatus.TERMINATED)
+    return await cluster.wait_status(job.id, SessionStatus.TERMINATED)
+
+
+async def test_a_job_its_dead_driver_never_sent_runs_once(cluster: Cluster) -> None:
+    # As if a manager claimed the job and died before it recorded sending it.
+    ended = await _job_of_a_dead_driver(cluster)
     assert (ended.result, ended.status_info) == (SessionResult.SUCCESS, "task-finished")
     assert ended.main_kernel.exit_code == 0
-    assert cluster.events.names_of(job.id).count("execution_started") == 1
+    assert cluster.events.names_of(ended.id).count("execution_started") == 1
 
 
 async def test_a_sent_job_its_agent_never_got_fails_and_is_not_run(cluster: Cluster) -> None:
     # As if a manager recorded sending the job and died before the call reached the agent.
-    job = await cluster.enqueue(
-        bootstrap_script="sleep 1", session_type=SessionTypes.BATCH, startup_command="exit 0"
-    )
-    async with cluster.db.begin() as conn:
-        await conn.execute(
-            sa.update(sessions)
-            .where(sessions.c.id == job.id)
-            .values(
-                batch_driver="dead",
-                batch_sent=utcnow(),
-                batch_lease=utcnow() - timedelta(seconds=1),
-            )
-        )
-    ended = await cluster.wait_status(job.id, SessionStatus.TERMINATED)
+    ended = await _job_of_a_dead_driver(cluster, batch_sent=utcnow())
     assert (ended.result, ended.status_info) == (SessionResult.FAILURE, "task-failed")
     assert ended.main_kernel.exit_code == -1
-    assert "execution_started" not in cluster.events.names_of(job.id)
+    assert "execution_started" not in cluster.events.names_of(ended.id)
