@@ -35,7 +35,7 @@ from bai.common.events import (
     SessionTerminated,
     SubscriberOverflow,
 )
-from bai.common.events_redis import RedisEventBus
+from bai.common.events.redis import RedisEventBus
 from bai.common.types import AccessKey, AgentId, KernelId, SessionId
 
 # Small Redis timings so redelivery tests take a fraction of a second.

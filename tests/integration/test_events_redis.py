@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from bai.common.events import SessionStarted
-from bai.common.events_redis import RedisEventBus
+from bai.common.events.redis import RedisEventBus
 from bai.common.types import AccessKey, SessionId
 
 CLAIM_IDLE = 0.3

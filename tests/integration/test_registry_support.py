@@ -279,7 +279,7 @@ async def running_cluster(
                     await bus_nursery.start(bus.serve)
                     buses.append(bus)
                 return buses[0]
-            from bai.common.events_redis import RedisEventBus
+            from bai.common.events.redis import RedisEventBus
 
             redis_bus = RedisEventBus(redis_url, prefix=prefix, poll_interval=0.2, claim_idle=2.0)
             await bus_nursery.start(redis_bus.serve)

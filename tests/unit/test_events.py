@@ -60,7 +60,7 @@ from bai.common.events import (
     follow_events,
     running_event_bus,
 )
-from bai.common.events_redis import RedisEventBus
+from bai.common.events.redis import RedisEventBus
 from bai.common.types import AccessKey, AgentId, KernelId, SessionId
 
 ISSUE_EVENT_NAMES = [

@@ -61,25 +61,22 @@ from coredis.exceptions import (
 from coredis.response.types import StreamEntry
 
 from bai.common.errors import InvalidValue
-from bai.common.events import (
+from bai.common.events.bus import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_SUBSCRIBER_BUFFER,
     Broadcaster,
     BusReadHealth,
     Consumer,
     Delivery,
-    Event,
     EventBus,
     EventBusError,
-    EventTypes,
-    InvalidEvent,
     Subscription,
     check_group_name,
-    decode_event,
-    encode_event,
     event_type_filter,
     wanted,
 )
+from bai.common.events.codec import InvalidEvent, decode_event, encode_event
+from bai.common.events.types import Event, EventTypes
 
 __all__ = ["RedisEventBus"]
 
