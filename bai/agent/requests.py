@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
-from bai.common.errors import InvalidValue
+from bai.common.validation import InvalidField, bracketed, invalid_value
 
 _NAME: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -31,7 +31,7 @@ MAX_BOOTSTRAP_SCRIPT: Final = 1024 * 1024
 MAX_UPLOAD_FILES: Final = 100
 
 
-class InvalidRequest(InvalidValue):
+class InvalidRequest(InvalidField):
     """Malformed RPC arguments: wrong type, missing or unknown key, value out of range."""
 
 
@@ -220,6 +220,8 @@ def parse(args: Any, kind: type[T]) -> T:
     try:
         return msgspec.convert(args, kind)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc), value=args) from None
+        raise invalid_value(
+            exc, args, where="args", error=InvalidRequest, notation=bracketed
+        ) from None
     except ValueError as exc:  # a __post_init__ check
         raise InvalidRequest(str(exc), value=args) from None

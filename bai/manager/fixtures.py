@@ -86,6 +86,7 @@ from bai.common.slots import (
     ResourceSlot,
 )
 from bai.common.types import SlotTypes
+from bai.common.validation import InvalidField, bracketed, invalid_value
 from bai.manager.db import Connection, Database
 from bai.manager.models.config import check_config_key, shared_config
 from bai.manager.models.identity import (
@@ -129,7 +130,7 @@ Slots = dict[str, Any]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class FixtureError(InvalidValue):
+class FixtureError(InvalidField):
     """A fixture was malformed or did not fit the database; nothing was written.
 
     ``field`` names the entry (``users[1] (email 'x@y')``) or the JSON path.
@@ -407,7 +408,9 @@ def _parse(data: object) -> _Fixture:
     try:
         return msgspec.convert(data, _Fixture, strict=True)
     except msgspec.ValidationError as exc:
-        raise FixtureError(str(exc), field="fixture", echo=False) from None
+        raise invalid_value(
+            exc, data, where="the fixture", error=FixtureError, notation=bracketed
+        ) from None
 
 
 def _entry_name(section: str, index: int, label: str, value: str) -> str:

@@ -27,8 +27,8 @@ from typing import Any, Final, TypeVar, cast
 import msgspec
 from quart import Response, current_app, request
 
-from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
+from bai.common.validation import NO_VALUE, InvalidField, invalid_value
 from bai.manager.api.errors import PayloadTooLarge
 from bai.manager.context import ManagerContext
 
@@ -50,12 +50,6 @@ MAX_JSON_BODY: Final = 1024 * 1024
 
 # A JSON ``\u0000`` escape: an odd run of backslashes before ``u0000``.
 _NUL_ESCAPE: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-_PATH_RE: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_NAMED_FIELD_RE: Final = re.compile(
-    r"(?:missing required|contains unknown) field `(?P<name>[^`]*)`"
-)
-_INDEX_RE: Final = re.compile(r"\[(\d+|\.\.\.)\]")
-_UNKNOWN: Final[Any] = object()
 
 
 def current_ctx() -> ManagerContext:
@@ -93,56 +87,17 @@ def no_content() -> Response:
     return response
 
 
-class InvalidParameter(InvalidValue):
+class InvalidParameter(InvalidField):
     """Bad input to an API route; the message echoes the value only when it is known."""
-
-    def __init__(self, problem: str, *, field: str | None = None, value: Any = _UNKNOWN) -> None:
-        super().__init__(problem, value=None if value is _UNKNOWN else value, field=field)
-        if value is _UNKNOWN:
-            self.args = (f"{field}: {problem}" if field else problem,)
-
-
-def _field_of(message: str) -> tuple[str, str | None]:
-    """Split a msgspec validation message into (problem, dotted field path)."""
-    path: str | None = None
-    match = _PATH_RE.search(message)
-    if match is not None:
-        message = message[: match.start()]
-        raw = _INDEX_RE.sub(lambda m: "." + ("*" if m[1] == "..." else m[1]), match["path"])
-        path = raw.lstrip(".") or None
-    named = _NAMED_FIELD_RE.search(message)
-    if named is not None:
-        path = f"{path}.{named['name']}" if path else named["name"]
-        message = "is required" if "missing" in message else "is not a known field"
-    return message, path
-
-
-def _lookup(document: Any, path: str) -> Any:
-    """The value at a dotted *path* of *document*, or ``_UNKNOWN``."""
-    for part in path.split("."):
-        if isinstance(document, dict) and part in document:
-            document = document[part]
-        elif isinstance(document, list) and part.isdigit() and int(part) < len(document):
-            document = document[int(part)]
-        else:
-            return _UNKNOWN
-    return document
-
-
-def _validation_error(exc: msgspec.ValidationError, document: Any, where: str) -> InvalidValue:
-    problem, path = _field_of(str(exc))
-    if path is None:
-        return InvalidParameter(f"{where}: {problem}")
-    return InvalidParameter(problem, field=path, value=_lookup(document, path))
 
 
 def _untyped(raw: bytes) -> Any:
-    """*raw* decoded without a type, to find an offending value; ``_UNKNOWN`` if it is not
+    """*raw* decoded without a type, to find an offending value; ``NO_VALUE`` if it is not
     JSON (typed decoding can stop at a type error before reaching a syntax error)."""
     try:
         return msgspec.json.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return _UNKNOWN
+        return NO_VALUE
 
 
 def _decode(raw: bytes, model: type[T]) -> T:
@@ -151,7 +106,9 @@ def _decode(raw: bytes, model: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc, _untyped(raw), "the request body") from None
+        raise invalid_value(
+            exc, _untyped(raw), where="the request body", error=InvalidParameter
+        ) from None
     except msgspec.DecodeError as exc:
         raise InvalidParameter(f"the request body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
@@ -195,7 +152,7 @@ def read_query(model: type[T]) -> T:
     try:
         return msgspec.convert(values, model, strict=False)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc, values, "the query string") from None
+        raise invalid_value(exc, values, where="the query string", error=InvalidParameter) from None
 
 
 async def read_params(model: type[T], *, max_size: int = MAX_JSON_BODY) -> T:
