@@ -826,6 +826,7 @@ class AgentService:
             record.status = KernelStatus.RUNNING.value
             await self._save(record)
             kernel.ready.set()
+            log.info("kernel %s started (session %s)", record.kernel_id, record.session_id)
             return process
         excerpt = await self._log_excerpt(kernel)
         raise KernelStartFailed(

@@ -17,11 +17,15 @@ nursery.start(pool.serve)``).  It
   manager's own bus outage: a silence it could not have heard proves
   nothing, and after an outage every agent gets a full timeout to be heard
   again; see :func:`silent_too_long`).  In the same transaction the agent's
-  kernels that may hold resources move on through
-  :mod:`bai.manager.transitions` with reason ``agent-lost``: TERMINATING
-  ones to TERMINATED, all others to ERROR, so their sessions follow (ERROR
-  or TERMINATED) and the slots they held are free at once, occupancy being
-  derived from kernels;
+  kernels move on through :mod:`bai.manager.transitions` with reason
+  ``agent-lost``: TERMINATING ones to TERMINATED and those not started yet
+  to ERROR, so their sessions end and free their slots at once (occupancy
+  is derived from kernels), while started ones become RUNNING_DEGRADED and
+  wait ``manager.lost-agent-grace`` seconds for their agent.  An agent
+  heard again within that grace gets them back: the sync below returns each
+  kernel the agent still has to RUNNING and ends the others.  When the grace
+  runs out they end as ERROR (``agent-lost``), and an agent that comes back
+  later has them destroyed as strays;
 * treats an agent that announced its own shutdown (``agent_terminated``) the
   same way after a grace period in which the agent's own
   ``agent_kernel_terminated`` reports normally arrive first (reason
@@ -136,6 +140,10 @@ _ENDED_KERNEL_STATUSES: Final = frozenset(
 )
 #: Seconds an agent that announced its shutdown has to report its kernels ended.
 SHUTDOWN_GRACE: Final = 5.0
+#: Kernel statuses that a LOST agent's kernels keep (degraded) while it may come back.
+_WAITING_KERNEL_STATUSES: Final = frozenset(
+    {KernelStatus.RUNNING, KernelStatus.RESTARTING, KernelStatus.RUNNING_DEGRADED}
+)
 _SYNC_TIMEOUT_FLOOR: Final = 5.0
 
 
@@ -348,6 +356,7 @@ class AgentPool:
         self._bus = ctx.bus
         section = ctx.config.manager
         self.heartbeat_timeout = float(section.heartbeat_timeout)
+        self.lost_agent_grace = float(section.lost_agent_grace)
         self.rpc_timeout = float(section.rpc_timeout)
         self._last_seen: dict[str, float] = {}
         self._written: dict[str, _Beat] = {}
@@ -498,7 +507,8 @@ class AgentPool:
         Silent as :func:`silent_too_long` judges it, from this bus's read health.
 
         Also ends the leftover kernels of agents that shut down more than
-        :data:`SHUTDOWN_GRACE` seconds ago.
+        :data:`SHUTDOWN_GRACE` seconds ago, or were declared LOST more than
+        ``lost-agent-grace`` seconds ago.
         """
         alive = await self._db.fetch(sa.select(agents.c.id).where(agents.c.status == "ALIVE"))
         alive_ids = set(alive.scalars())
@@ -539,7 +549,7 @@ class AgentPool:
                 values["lost_at"] = now
             await conn.execute(sa.update(agents).where(agents.c.id == agent_id).values(values))
             if status is AgentStatus.LOST:
-                events.extend(await _end_kernels_of(conn, [agent_id], "agent-lost", touched))
+                events.extend(await _strand_kernels_of(conn, agent_id, touched))
             return True
 
         changed = await self._db.transaction(write)
@@ -558,15 +568,24 @@ class AgentPool:
         return True
 
     async def _reap_departed(self) -> None:
-        """End the kernels still alive on agents that shut down a while ago."""
-        cutoff = utcnow() - timedelta(seconds=SHUTDOWN_GRACE)
+        """End the kernels still alive on agents that shut down or were lost a while ago."""
+        now = utcnow()
+        departed_long_ago = sa.or_(
+            sa.and_(
+                agents.c.status == AgentStatus.TERMINATED.value,
+                agents.c.status_changed < now - timedelta(seconds=SHUTDOWN_GRACE),
+            ),
+            sa.and_(
+                agents.c.status == AgentStatus.LOST.value,
+                agents.c.status_changed < now - timedelta(seconds=self.lost_agent_grace),
+            ),
+        )
         rows = await self._db.fetch(
             sa.select(kernels.c.agent)
             .distinct()
             .select_from(kernels.join(agents, kernels.c.agent == agents.c.id))
             .where(
-                agents.c.status.in_([AgentStatus.LOST.value, AgentStatus.TERMINATED.value]),
-                agents.c.status_changed < cutoff,
+                departed_long_ago,
                 kernels.c.status.in_(sorted(s.value for s in LIVE_KERNEL_STATUSES)),
             )
         )
@@ -579,8 +598,11 @@ class AgentPool:
         async def write(conn: Connection) -> None:
             events.clear()
             touched.clear()
+            # Again under the row locks: an agent heard meanwhile is ALIVE again.
             states = await conn.execute(
-                sa.select(agents.c.id, agents.c.status).where(agents.c.id.in_(departed))
+                sa.select(agents.c.id, agents.c.status)
+                .where(agents.c.id.in_(departed), departed_long_ago)
+                .with_for_update()
             )
             for state in states:
                 lost = state.status == AgentStatus.LOST
@@ -611,7 +633,8 @@ class AgentPool:
         """
         timeout = max(self.rpc_timeout, _SYNC_TIMEOUT_FLOOR)
         try:
-            strays = await self._strays(agent_id, timeout)
+            strays, present = await self._compare(agent_id, timeout)
+            await self._restore_kernels(agent_id, present)
         except (
             AgentUnavailable,
             AgentNotFound,
@@ -664,10 +687,13 @@ class AgentPool:
             self._nursery.start_soon(self._sync_kernels, agent_id)
         self._absent[agent_id] = absent
 
-    async def _strays(self, agent_id: str, limit: float) -> list[str]:
-        """The kernels *agent_id* runs that the database does not have alive.
+    async def _compare(self, agent_id: str, limit: float) -> tuple[list[str], set[uuid.UUID]]:
+        """What *agent_id* runs against what the database has started there.
 
-        *limit* bounds the agent's answer, in seconds.
+        Returns the kernels the agent runs that the database does not have
+        alive (strays, to destroy) and the started kernels the agent still
+        has.  The agent reports those it lacks itself.  *limit* bounds the
+        agent's answer, in seconds.
         """
         rows = await self._db.fetch(
             sa.select(kernels.c.id, kernels.c.session_id).where(
@@ -679,9 +705,11 @@ class AgentPool:
         report = await self.call(
             agent_id, "sync_kernel_registry", {"kernels": listed}, timeout=limit
         )
+        missing = {str(k) for k in report.get("missing", [])}
+        present = {row.id for row in rows if str(row.id) not in missing}
         unknown = [str(k) for k in report.get("unknown", [])]
         if not unknown:
-            return []
+            return [], present
         ids = []
         for text in unknown:
             try:
@@ -696,7 +724,48 @@ class AgentPool:
             )
         )
         keep = {str(kid) for kid in known.scalars()}
-        return [kid for kid in unknown if kid not in keep]
+        return [kid for kid in unknown if kid not in keep], present
+
+    async def _restore_kernels(self, agent_id: str, present: set[uuid.UUID]) -> None:
+        """Return to RUNNING the kernels degraded by *agent_id*'s loss that it still has."""
+        if not present:
+            return
+        events: list[Event] = []
+        touched: set[uuid.UUID] = set()
+
+        async def write(conn: Connection) -> None:
+            events.clear()
+            touched.clear()
+            alive = await conn.scalar(
+                sa.select(agents.c.id)
+                .where(agents.c.id == agent_id, agents.c.status == AgentStatus.ALIVE.value)
+                .with_for_update()
+            )
+            if alive is None:
+                return
+            rows = await conn.execute(
+                sa.select(kernels.c.id, kernels.c.session_id).where(
+                    kernels.c.id.in_(sorted(present)),
+                    kernels.c.agent == agent_id,
+                    kernels.c.status == KernelStatus.RUNNING_DEGRADED.value,
+                    kernels.c.status_info == "agent-lost",
+                )
+            )
+            for row in rows:
+                try:
+                    result = await transition_kernel(
+                        conn, row.id, KernelStatus.RUNNING, "agent-returned"
+                    )
+                except (InvalidTransition, KernelNotFound):
+                    continue
+                touched.add(row.session_id)
+                events.extend(result.events)
+
+        await self._db.transaction(write)
+        if touched:
+            log.warning("agent %s is back: %d of its sessions go on", agent_id, len(touched))
+        await publish_events(self._bus, events)
+        self._notify(touched)
 
     # --------------------------------------------------------------------- RPC
 
@@ -867,6 +936,43 @@ async def _end_kernels_of(
         )
         try:
             result = await transition_kernel(conn, row.id, target, reason)
+        except (InvalidTransition, KernelNotFound):
+            continue
+        touched.add(row.session_id)
+        events.extend(result.events)
+    return events
+
+
+async def _strand_kernels_of(
+    conn: Connection, agent_id: str, touched: set[uuid.UUID]
+) -> list[Event]:
+    """Move the kernels of an agent just declared LOST on (see the module docstring).
+
+    Started kernels become RUNNING_DEGRADED, to wait for their agent; the
+    others end as :func:`_end_kernels_of` ends them.  Adds the ids of the
+    sessions concerned to *touched*.
+    """
+    rows = await conn.execute(
+        sa.select(kernels.c.id, kernels.c.session_id, kernels.c.status)
+        .where(
+            kernels.c.agent == agent_id,
+            kernels.c.status.in_(sorted(s.value for s in LIVE_KERNEL_STATUSES)),
+        )
+        .order_by(kernels.c.session_id, kernels.c.id)
+    )
+    events: list[Event] = []
+    for row in rows:
+        status = KernelStatus(row.status)
+        if status is KernelStatus.RUNNING_DEGRADED:
+            continue
+        if status in _WAITING_KERNEL_STATUSES:
+            target = KernelStatus.RUNNING_DEGRADED
+        elif status is KernelStatus.TERMINATING:
+            target = KernelStatus.TERMINATED
+        else:
+            target = KernelStatus.ERROR
+        try:
+            result = await transition_kernel(conn, row.id, target, "agent-lost")
         except (InvalidTransition, KernelNotFound):
             continue
         touched.add(row.session_id)

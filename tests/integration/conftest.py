@@ -117,6 +117,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, db_templates: _Templa
     return db_templates.postgres_emptied(request.getfixturevalue("postgres_dsn"))
 
 
+@pytest.fixture
+def pg_url(postgres_dsn: str, db_templates: _Templates) -> str:
+    """URL of an emptied PostgreSQL database at the newest schema (for separate processes)."""
+    return db_templates.postgres_emptied(postgres_dsn)
+
+
 @pytest.fixture(params=BACKENDS)
 def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of a new, empty database (no tables at all), one per backend."""

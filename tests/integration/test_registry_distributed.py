@@ -21,13 +21,6 @@ from bai.manager.registry import SessionRegistry, SessionRequest
 
 
 @pytest.fixture
-def pg_url(postgres_dsn: str, db_templates) -> str:  # type: ignore[no-untyped-def]
-    """An emptied PostgreSQL database at the newest schema."""
-    url: str = db_templates.postgres_emptied(postgres_dsn)
-    return url
-
-
-@pytest.fixture
 async def cluster(pg_url: str, redis_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     async with running_cluster(
         pg_url, tmp_path, agent_count=2, redis_url=redis_url, rpc="ipc"

@@ -26,8 +26,10 @@ async def test_a_lost_agent_fails_its_sessions_and_frees_their_slots(
     quiet = msgspec.structs.replace(
         config, agent=msgspec.structs.replace(config.agent, heartbeat_interval=Duration(600))
     )
+    # It stays silent past the grace its kernels wait for it, RUNNING_DEGRADED.
+    deadlines = {"heartbeat-timeout": "2s", "lost-agent-grace": "1s"}
     async with running_cluster(
-        db_url, tmp_path, agent_configs=[quiet], manager={"heartbeat-timeout": "2s"}
+        db_url, tmp_path, agent_configs=[quiet], manager=deadlines
     ) as cluster:
         agent = cluster.agents[0]
         info = await cluster.start()
@@ -119,9 +121,11 @@ async def test_a_database_outage_during_the_kernel_sync_is_retried_at_the_next_h
         heartbeat = AgentHeartbeat(agent_id=AgentId(agent.agent_id), agent_info=agent.agent_info())
         info = await cluster.start()
         assert info.status is SessionStatus.RUNNING
-        # The manager gives the agent up; its kernel is left running there, for the
-        # sync to destroy when the agent reports again.
+        # The manager gives the agent up; its session waits for it, degraded.
         assert await cluster.ctx.agents.mark_lost(agent.agent_id)
+        waiting = await cluster.registry.get_session_by_id(info.id)
+        assert waiting.status is SessionStatus.RUNNING_DEGRADED
+        assert waiting.status_info == "agent-lost"
         kernel_id = str(info.main_kernel.id)
         assert kernel_id in agent.kernels
         async with unreadable(cluster.db, "kernels"):
@@ -129,14 +133,15 @@ async def test_a_database_outage_during_the_kernel_sync_is_retried_at_the_next_h
             await eventually(lambda: "could not reconcile the kernels of agent" in caplog.text)
         assert kernel_id in agent.kernels
         # The same heartbeat again (nothing to register): the manager survived the
-        # outage and syncs now.
+        # outage, syncs now and finds the kernel still there.
         await cluster.buses[0].publish(heartbeat)
-        await eventually(lambda: kernel_id not in agent.kernels)
-        lost = await cluster.registry.get_session_by_id(info.id)
-        assert lost.status is SessionStatus.ERROR
-        assert lost.status_info == "agent-lost"
-        ended = (await cluster.registry.destroy_session(lost)).session
-        assert ended.status is SessionStatus.TERMINATED
+        await eventually(lambda: "is back: 1 of its sessions go on" in caplog.text)
+        back = await cluster.registry.get_session_by_id(info.id)
+        assert back.status is SessionStatus.RUNNING
+        assert kernel_id in agent.kernels
+        assert await cluster.output(back, "print(6 * 7)") == "42\n"
         later = await cluster.start()
         assert later.status is SessionStatus.RUNNING
-        await cluster.registry.destroy_session(later)
+        for session in (back, later):
+            ended = (await cluster.registry.destroy_session(session)).session
+            assert ended.status is SessionStatus.TERMINATED

@@ -10,16 +10,14 @@ declared every agent LOST before.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 import trio
+from test_distributed_support import RedisServer, private_redis_server
 from test_registry_support import Cluster, eventually, running_cluster
 
 from bai.common.types import SessionStatus
@@ -29,62 +27,10 @@ from bai.manager.models.usage import agent_occupancy
 HEARTBEAT_TIMEOUT = 2.0
 
 
-class RedisServer:
-    """A private ``redis-server`` without persistence, stopped and started by the test."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._process: trio.Process | None = None
-
-    async def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        self._process = await trio.lowlevel.open_process(
-            [*command, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        with trio.fail_after(10):
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                        return
-                except OSError:
-                    await trio.sleep(0.05)
-
-    async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            await process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def redis_server() -> AsyncIterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("BAI_REQUIRE_SERVICES", "") not in ("", "0"):
-            pytest.fail("redis-server is not installed and BAI_REQUIRE_SERVICES is set")
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(_free_port())
-    await server.start()
-    try:
+    async with private_redis_server() as server:
         yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-def pg_url(postgres_dsn: str, db_templates) -> str:  # type: ignore[no-untyped-def]
-    """An emptied PostgreSQL database at the newest schema."""
-    url: str = db_templates.postgres_emptied(postgres_dsn)
-    return url
 
 
 @pytest.fixture
