@@ -18,8 +18,8 @@ from bai.manager.db import Database
 
 if TYPE_CHECKING:
     from bai.manager.agents import AgentPool
-    from bai.manager.registry import SessionRegistry
     from bai.manager.scheduler.dispatcher import Dispatcher
+    from bai.manager.sessions.registry import SessionRegistry
 
 
 class ServiceNotReady(BaiError):

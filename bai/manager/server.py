@@ -7,7 +7,7 @@
 2. the event bus (``[redis] type``: Redis Streams, or an in-process bus, or
    one the caller passes in, as ``bai up`` does to share it with its agent);
 3. the :class:`~bai.manager.agents.AgentPool`,
-   :class:`~bai.manager.registry.SessionRegistry` and
+   :class:`~bai.manager.sessions.registry.SessionRegistry` and
    :class:`~bai.manager.scheduler.dispatcher.Dispatcher`, attached to one
    :class:`~bai.manager.context.ManagerContext` and started in that order;
 4. the REST API (:func:`bai.manager.api.app.serve_api`) on
@@ -38,8 +38,8 @@ from bai.manager.agents import AgentPool
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
 from bai.manager.models import migrate
-from bai.manager.registry import SessionRegistry
 from bai.manager.scheduler.dispatcher import Dispatcher
+from bai.manager.sessions.registry import SessionRegistry
 
 __all__ = ["ManagerHandle", "ManagerService", "main"]
 

@@ -14,7 +14,7 @@ from test_agent_support import HOSTILE_FILES, HOSTILE_KINDS
 from test_api_session_support import Deployment, problem, unique_name
 
 from bai.common.errors import describe_value
-from bai.manager.registry import MAX_UPLOAD_FILE_SIZE, MAX_UPLOAD_FILES
+from bai.manager.sessions.relay import MAX_UPLOAD_FILE_SIZE, MAX_UPLOAD_FILES
 
 
 async def file_route(deployment: Deployment, name: str, field: str, path: str) -> httpx.Response:

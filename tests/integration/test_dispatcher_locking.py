@@ -22,9 +22,10 @@ from bai.manager.db import create_database
 from bai.manager.fixtures import default_fixture, populate
 from bai.manager.models import agents, kernels, keypairs
 from bai.manager.models.resource import AgentStatus
-from bai.manager.registry import SessionRegistry, SessionRequest
 from bai.manager.scheduler.dispatcher import Dispatcher
 from bai.manager.scheduler.validation import normalize_architecture
+from bai.manager.sessions.model import SessionRequest
+from bai.manager.sessions.registry import SessionRegistry
 
 ARCH = normalize_architecture(platform.machine())
 

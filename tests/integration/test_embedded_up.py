@@ -30,7 +30,8 @@ from bai.manager.embedded import (
     embedded_configs,
 )
 from bai.manager.models import sessions
-from bai.manager.registry import SessionRegistry, SessionRequest
+from bai.manager.sessions.model import SessionRequest
+from bai.manager.sessions.registry import SessionRegistry
 
 BAI = Path(sys.executable).with_name("bai")
 

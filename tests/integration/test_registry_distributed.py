@@ -17,7 +17,8 @@ from test_registry_support import Cluster, manager_config, running_cluster
 from bai.common.events import DoSchedule
 from bai.common.types import ClusterMode, SessionStatus
 from bai.manager.context import ManagerContext
-from bai.manager.registry import SessionRegistry, SessionRequest
+from bai.manager.sessions.model import SessionRequest
+from bai.manager.sessions.registry import SessionRegistry
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import SessionStatus
 from bai.manager.models import groups, kernels, keypair_resource_policies, sessions
-from bai.manager.registry import (
+from bai.manager.sessions.errors import (
     ImageNotFound,
     InvalidSessionRequest,
     QuotaExceeded,
@@ -26,8 +26,8 @@ from bai.manager.registry import (
     ResourceLimitExceeded,
     SessionAlreadyExists,
     SessionNotFound,
-    SessionRequest,
 )
+from bai.manager.sessions.model import SessionRequest
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from bai.common.types import KernelStatus, SessionResult, SessionStatus, Session
 from bai.manager import transitions
 from bai.manager.models import kernels
 from bai.manager.models.usage import agent_occupancy
-from bai.manager.registry import (
+from bai.manager.sessions.errors import (
     InvalidSessionRequest,
     SessionAlreadyExists,
     SessionBusy,

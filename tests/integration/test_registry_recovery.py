@@ -23,7 +23,8 @@ from bai.manager.db import create_database
 from bai.manager.models import sessions
 from bai.manager.models.base import utcnow
 from bai.manager.models.usage import agent_occupancy
-from bai.manager.registry import SessionInfo, SessionRegistry
+from bai.manager.sessions.model import SessionInfo
+from bai.manager.sessions.registry import SessionRegistry
 
 #: Seconds the dying manager's claims hold: the new one waits this long before resuming.
 LEASE = 2.0
@@ -110,7 +111,7 @@ async def test_one_manager_drives_a_batch_job_at_a_time(cluster: Cluster, db_url
             ctx = ManagerContext(config=cluster.ctx.config, db=db, bus=cluster.ctx.bus)
             others.append(SessionRegistry(ctx))
         # The first manager holds the job while its lease runs.
-        assert [await other._claim_batch(job.id) for other in others] == [None, None]
+        assert [await other._batches.claim(job.id) for other in others] == [None, None]
         # Past the lease (as if the first manager had stopped renewing it), one of two
         # managers claiming at once wins, and resumes the job rather than starting it.
         async with cluster.db.begin() as conn:
@@ -122,7 +123,7 @@ async def test_one_manager_drives_a_batch_job_at_a_time(cluster: Cluster, db_url
         claims = []
 
         async def claim(registry: SessionRegistry) -> None:
-            claims.append(await registry._claim_batch(job.id))
+            claims.append(await registry._batches.claim(job.id))
 
         async with trio.open_nursery() as nursery:
             for other in others:
@@ -130,7 +131,7 @@ async def test_one_manager_drives_a_batch_job_at_a_time(cluster: Cluster, db_url
         won = [c for c in claims if c is not None]
         assert len(won) == 1 and won[0].started
         # The first manager finds out at its next renewal and stops driving.
-        await eventually(lambda: job.id not in first._batches, within=LEASE * 2)
+        await eventually(lambda: job.id not in first._batches.driving, within=LEASE * 2)
     await cluster.registry.destroy_session(job, forced=True)
 
 

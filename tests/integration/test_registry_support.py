@@ -31,8 +31,9 @@ from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
 from bai.manager.fixtures import default_fixture, populate
 from bai.manager.models import agents, keypairs
-from bai.manager.registry import SessionInfo, SessionRegistry, SessionRequest
 from bai.manager.server import ManagerHandle, ManagerService
+from bai.manager.sessions.model import SessionInfo, SessionRequest
+from bai.manager.sessions.registry import SessionRegistry
 
 USER_EMAIL = "user@lablup.com"
 ADMIN_EMAIL = "admin@lablup.com"

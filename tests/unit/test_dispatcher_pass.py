@@ -35,9 +35,10 @@ from bai.manager.models import (
 )
 from bai.manager.models.resource import AgentStatus
 from bai.manager.models.usage import agent_occupancy
-from bai.manager.registry import SessionInfo, SessionRegistry, SessionRequest
 from bai.manager.scheduler.dispatcher import Dispatcher
 from bai.manager.scheduler.validation import normalize_architecture
+from bai.manager.sessions.model import SessionInfo, SessionRequest
+from bai.manager.sessions.registry import SessionRegistry
 
 ARCH = normalize_architecture(platform.machine())
 PLUGINS = {

@@ -11,9 +11,10 @@
 
 Every slot object lists exactly the slots the cluster knows
 (:func:`cluster_slot_types`: ``cpu``, ``mem`` and whatever the live agents
-report), with the spec's decimal strings and ``"Infinity"`` for no limit.
-The numbers are read in one read-only transaction; usage is derived from
-the kernels that hold resources, never from a counter:
+declare or report), with the spec's decimal strings and ``"Infinity"`` for no
+limit.  The numbers are read in one read-only transaction; usage is derived
+from the kernels that hold resources, never from a counter.  The rules are
+those enqueue and the dispatcher apply (:mod:`bai.manager.policy`):
 
 * ``keypair_limits`` come from the keypair's resource policy (a slot it does
   not name is 0 or unlimited by ``default_for_unspecified``); the project's
@@ -39,9 +40,7 @@ With ``owner_access_key``, an admin sees all of this as that keypair sees it.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
@@ -50,12 +49,7 @@ import sqlalchemy as sa
 from quart import Blueprint, Response
 
 from bai.common.errors import InvalidValue
-from bai.common.slots import (
-    DEFAULT_SLOT_TYPES,
-    INTRINSIC_SLOT_TYPES,
-    DefaultForUnspecified,
-    ResourceSlot,
-)
+from bai.common.slots import ResourceSlot
 from bai.common.types import RESOURCE_OCCUPYING_STATUSES, SlotTypes
 from bai.manager.api.auth import auth_required, current_auth
 from bai.manager.api.helpers import current_ctx, json_response, read_json
@@ -67,22 +61,26 @@ from bai.manager.models.identity import (
     groups,
     keypair_resource_policies,
 )
-from bai.manager.models.resource import (
-    AgentStatus,
-    agents,
-    resource_presets,
-    scaling_groups,
-    sgroups_for_domains,
-    sgroups_for_groups,
-    sgroups_for_keypairs,
-)
+from bai.manager.models.resource import AgentStatus, agents, resource_presets
 from bai.manager.models.session import kernels, sessions
 from bai.manager.models.usage import agent_occupancy
+from bai.manager.policy import (
+    Slots,
+    add,
+    cap_limits,
+    fits,
+    free_capacity,
+    keypair_limits,
+    least,
+    restrict,
+    slot_types_of,
+    subtract,
+    usable_groups,
+)
+from bai.manager.sessions.queries import allowed_scaling_groups
 
 __all__ = [
     "GROUP_VISIBILITY_KEY",
-    "AllowedScalingGroup",
-    "allowed_scaling_groups",
     "blueprint",
     "cluster_slot_types",
 ]
@@ -94,82 +92,22 @@ _ZERO: Final = Decimal(0)
 _INFINITY: Final = Decimal("Infinity")
 _OCCUPYING: Final = sorted(RESOURCE_OCCUPYING_STATUSES)
 
-Slots = dict[str, Decimal]
-
 blueprint = Blueprint("resource", __name__, url_prefix="/resource")
 
 
 async def cluster_slot_types(conn: Connection) -> dict[str, SlotTypes]:
-    """The slots the cluster knows: the intrinsic ``cpu`` and ``mem``, then (sorted)
-    every other slot a live agent reports, typed as in ``DEFAULT_SLOT_TYPES``
-    (``count`` for slots it does not list)."""
-    rows = await conn.execute(
-        sa.select(agents.c.available_slots).where(agents.c.status == AgentStatus.ALIVE)
+    """The slots the cluster knows: those of the live agents, as
+    :func:`~bai.manager.policy.slot_types_of` types them (``cpu`` and ``mem`` first)."""
+    rows = (
+        await conn.execute(
+            sa.select(agents.c.compute_plugins, agents.c.available_slots).where(
+                agents.c.status == AgentStatus.ALIVE
+            )
+        )
+    ).all()
+    return slot_types_of(
+        (row.compute_plugins for row in rows), (row.available_slots for row in rows)
     )
-    reported = {name for row in rows for name in row.available_slots}
-    known = dict(INTRINSIC_SLOT_TYPES)
-    for name in sorted(reported - set(known)):
-        known[name] = DEFAULT_SLOT_TYPES.get(name, SlotTypes.COUNT)
-    return known
-
-
-@dataclass(frozen=True, slots=True)
-class AllowedScalingGroup:
-    """A resource group a caller may use; non-public ones only when named explicitly."""
-
-    name: str
-    is_public: bool
-
-
-async def allowed_scaling_groups(
-    conn: Connection, *, domain_name: str, group_id: uuid.UUID, access_key: str
-) -> list[AllowedScalingGroup]:
-    """The active resource groups associated with the domain, the project or the keypair,
-    by name."""
-    associated = sa.union(
-        sa.select(sgroups_for_domains.c.scaling_group.label("name")).where(
-            sgroups_for_domains.c.domain == domain_name
-        ),
-        sa.select(sgroups_for_groups.c.scaling_group.label("name")).where(
-            sgroups_for_groups.c.group == group_id
-        ),
-        sa.select(sgroups_for_keypairs.c.scaling_group.label("name")).where(
-            sgroups_for_keypairs.c.access_key == access_key
-        ),
-    ).subquery()
-    rows = await conn.execute(
-        sa.select(scaling_groups.c.name, scaling_groups.c.is_public)
-        .where(scaling_groups.c.name.in_(sa.select(associated.c.name)))
-        .where(scaling_groups.c.is_active.is_(True))
-        .order_by(scaling_groups.c.name)
-    )
-    return [AllowedScalingGroup(row.name, bool(row.is_public)) for row in rows]
-
-
-# ---------------------------------------------------------------------------
-# slot arithmetic over the known slots
-# ---------------------------------------------------------------------------
-
-
-def _over(known: Iterable[str], slots: Mapping[str, Decimal] | None, fill: Decimal) -> Slots:
-    """*slots* restricted to the *known* slots, *fill* for those it lacks."""
-    return {name: slots[name] if slots and name in slots else fill for name in known}
-
-
-def _plus(a: Slots, b: Mapping[str, Decimal]) -> Slots:
-    return {name: a[name] + b.get(name, _ZERO) for name in a}
-
-
-def _minus(a: Slots, b: Slots) -> Slots:
-    return {name: max(_ZERO, a[name] - b[name]) for name in a}
-
-
-def _least(*each: Slots) -> Slots:
-    return {name: min(slots[name] for slots in each) for name in each[0]}
-
-
-def _fits(request: Mapping[str, Decimal], room: Mapping[str, Decimal]) -> bool:
-    return all(amount <= room.get(name, _ZERO) for name, amount in request.items())
 
 
 def _json(slots: Slots) -> dict[str, str]:
@@ -190,9 +128,9 @@ async def _occupied(conn: Connection, known: Iterable[str], *where: Any) -> Slot
         .select_from(kernels.join(sessions, kernels.c.session_id == sessions.c.id))
         .where(kernels.c.status.in_(_OCCUPYING), *where)
     )
-    total = _over(known, None, _ZERO)
+    total = restrict(known, None, _ZERO)
     for row in rows:
-        total = _plus(total, row.occupied_slots)
+        total = add(total, row.occupied_slots)
     return total
 
 
@@ -239,11 +177,10 @@ async def check_presets() -> Response:
                 ).where(keypair_resource_policies.c.name == owner.resource_policy)
             )
         ).one()
-        unlimited = (
-            DefaultForUnspecified(policy.default_for_unspecified) is DefaultForUnspecified.UNLIMITED
-        )
-        keypair_limits = _over(
-            known, policy.total_resource_slots, _INFINITY if unlimited else _ZERO
+        keypair_limit = restrict(
+            known,
+            keypair_limits(policy.total_resource_slots, policy.default_for_unspecified, known),
+            _ZERO,
         )
         keypair_using = await _occupied(conn, known, sessions.c.access_key == owner.access_key)
 
@@ -270,7 +207,7 @@ async def check_presets() -> Response:
                 value=params.group,
                 field="group",
             )
-        group_limits = _over(known, project.total_resource_slots, _INFINITY)
+        group_limits = restrict(known, cap_limits(project.total_resource_slots, known), _INFINITY)
         group_using = await _occupied(conn, known, sessions.c.group_id == project.id)
 
         domain_slots = (
@@ -278,13 +215,13 @@ async def check_presets() -> Response:
                 sa.select(domains.c.total_resource_slots).where(domains.c.name == owner.domain_name)
             )
         ).scalar_one()
-        domain_limits = _over(known, domain_slots, _INFINITY)
+        domain_limits = restrict(known, cap_limits(domain_slots, known), _INFINITY)
         domain_using = await _occupied(conn, known, sessions.c.domain_name == owner.domain_name)
 
-        remaining = _least(
-            _minus(keypair_limits, keypair_using),
-            _minus(group_limits, group_using),
-            _minus(domain_limits, domain_using),
+        remaining = least(
+            subtract(keypair_limit, keypair_using),
+            subtract(group_limits, group_using),
+            subtract(domain_limits, domain_using),
         )
 
         allowed = await allowed_scaling_groups(
@@ -293,16 +230,13 @@ async def check_presets() -> Response:
             group_id=project.id,
             access_key=owner.access_key,
         )
-        if params.scaling_group is not None:
-            if params.scaling_group not in {sg.name for sg in allowed}:
-                raise InvalidValue(
-                    "no such active resource group allowed to the caller",
-                    value=params.scaling_group,
-                    field="scaling_group",
-                )
-            considered = [params.scaling_group]
-        else:
-            considered = [sg.name for sg in allowed if sg.is_public]
+        considered = usable_groups(allowed, params.scaling_group, public_only=True)
+        if considered is None:
+            raise InvalidValue(
+                "no such active resource group allowed to the caller",
+                value=params.scaling_group,
+                field="scaling_group",
+            )
 
         agent_rows = await conn.execute(
             sa.select(agents.c.id, agents.c.scaling_group, agents.c.available_slots)
@@ -314,16 +248,12 @@ async def check_presets() -> Response:
             .order_by(agents.c.id)
         )
         occupancy = await agent_occupancy(conn, [row.id for row in agent_rows])
-        free_per_agent: list[dict[str, Decimal]] = []
-        free_per_group = {name: _over(known, None, _ZERO) for name in considered}
+        free_per_agent: list[Slots] = []
+        free_per_group = {name: restrict(known, None, _ZERO) for name in considered}
         for row in agent_rows:
-            occupied = occupancy[row.id].occupied_slots
-            free = {
-                name: max(_ZERO, amount - occupied.get(name, _ZERO))
-                for name, amount in row.available_slots.items()
-            }
+            free = free_capacity(row.available_slots, occupancy[row.id].occupied_slots)
             free_per_agent.append(free)
-            free_per_group[row.scaling_group] = _plus(free_per_group[row.scaling_group], free)
+            free_per_group[row.scaling_group] = add(free_per_group[row.scaling_group], free)
 
         using_rows = await conn.execute(
             sa.select(sessions.c.scaling_group_name, kernels.c.occupied_slots)
@@ -334,14 +264,14 @@ async def check_presets() -> Response:
                 sessions.c.scaling_group_name.in_(considered),
             )
         )
-        using_per_group = {name: _over(known, None, _ZERO) for name in considered}
+        using_per_group = {name: restrict(known, None, _ZERO) for name in considered}
         for row in using_rows:
             name = row.scaling_group_name
-            using_per_group[name] = _plus(using_per_group[name], row.occupied_slots)
+            using_per_group[name] = add(using_per_group[name], row.occupied_slots)
 
-        all_free = _over(known, None, _ZERO)
+        all_free = restrict(known, None, _ZERO)
         for free in free_per_group.values():
-            all_free = _plus(all_free, free)
+            all_free = add(all_free, free)
 
         preset_rows = await conn.execute(
             sa.select(resource_presets).order_by(resource_presets.c.name)
@@ -352,8 +282,8 @@ async def check_presets() -> Response:
     for row in preset_rows:
         wanted = dict(row.resource_slots.items())
         entry = _preset(row, known)
-        entry["allocatable"] = _fits(wanted, remaining) and any(
-            _fits(wanted, free) for free in free_per_agent
+        entry["allocatable"] = fits(wanted, remaining) and any(
+            fits(wanted, free) for free in free_per_agent
         )
         preset_list.append(entry)
 
@@ -362,17 +292,17 @@ async def check_presets() -> Response:
 
     return json_response(
         {
-            "keypair_limits": _json(keypair_limits),
+            "keypair_limits": _json(keypair_limit),
             "keypair_using": _json(keypair_using),
             "keypair_remaining": _json(remaining),
             "group_limits": group_view(group_limits),
             "group_using": group_view(group_using),
-            "group_remaining": group_view(_minus(group_limits, group_using)),
-            "scaling_group_remaining": _json(_least(all_free, remaining)),
+            "group_remaining": group_view(subtract(group_limits, group_using)),
+            "scaling_group_remaining": _json(least(all_free, remaining)),
             "scaling_groups": {
                 name: {
                     "using": _json(using_per_group[name]),
-                    "remaining": _json(_least(free_per_group[name], remaining)),
+                    "remaining": _json(least(free_per_group[name], remaining)),
                 }
                 for name in considered
             },

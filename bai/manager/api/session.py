@@ -1,6 +1,6 @@
 """``/session``: create, inspect, run code in, move files of, and destroy compute sessions.
 
-Every route is a thin layer over :class:`~bai.manager.registry.SessionRegistry`:
+Every route is a thin layer over :class:`~bai.manager.sessions.registry.SessionRegistry`:
 it parses the spec's request (body or query string), scopes the session to
 the caller's keypair (or, for admins, to ``owner_access_key``), calls the
 registry and shapes the spec's answer.
@@ -28,8 +28,8 @@ may be up to :data:`SESSION_CACHE_TTL` seconds old, see :class:`SessionCache`):
   (the latest time the session entered each status);
 * ``POST /session/:id/upload`` -- ``multipart/form-data``, each part a file
   whose ``filename`` is its path under ``/home/work``: at most
-  :data:`~bai.manager.registry.MAX_UPLOAD_FILES` files of
-  :data:`~bai.manager.registry.MAX_UPLOAD_FILE_SIZE` bytes, else 400 and
+  :data:`~bai.manager.sessions.relay.MAX_UPLOAD_FILES` files of
+  :data:`~bai.manager.sessions.relay.MAX_UPLOAD_FILE_SIZE` bytes, else 400 and
   nothing is written (204 on success);
 * ``GET /session/:id/download`` (``files``, query or JSON body, at most 5) --
   ``multipart/mixed``, one ``application/x-tar`` part per path;
@@ -103,14 +103,13 @@ from bai.manager.api.helpers import (
 )
 from bai.manager.models.base import utcnow
 from bai.manager.models.session import session_dependencies, sessions
-from bai.manager.registry import (
+from bai.manager.sessions.model import (
     ACTIVE_STATUSES,
-    MAX_UPLOAD_FILE_SIZE,
-    MAX_UPLOAD_FILES,
     STARTING_STATUSES,
     SessionInfo,
     SessionRequest,
 )
+from bai.manager.sessions.relay import MAX_UPLOAD_FILE_SIZE, MAX_UPLOAD_FILES
 
 __all__ = [
     "SESSION_CACHE_TTL",

@@ -7,7 +7,7 @@ This is what the official client's ``backend.ai run`` uses.  The protocol:
    for admins acting for someone else) and sends one JSON text message
    ``{"mode": "query" | "batch", "code": "...", "options": {...}}``
    (``runId`` optional), within :data:`FIRST_MESSAGE_TIMEOUT` seconds;
-2. the server drives the run (:meth:`~bai.manager.registry.SessionRegistry.execute`
+2. the server drives the run (:meth:`~bai.manager.sessions.registry.SessionRegistry.execute`
    with ``continue`` calls in between) and sends each Execution Result Object
    (``{"runId", "status", "exitCode", "console", "options"}``) as a JSON text
    message as soon as it has output or a step ends, at most every
@@ -48,7 +48,7 @@ from bai.manager.api.errors import problem_of
 from bai.manager.api.helpers import InvalidParameter, current_ctx
 from bai.manager.api.session import batch_options, find_session, translated_errors
 from bai.manager.api.version import RAW_TARGET, VERSION_HEADER, parse_api_version
-from bai.manager.registry import SessionInfo
+from bai.manager.sessions.model import SessionInfo
 
 __all__ = [
     "FIRST_MESSAGE_TIMEOUT",

@@ -117,7 +117,7 @@ sessions = sa.Table(
     # When the job was about to be sent to its kernel: without it, it never ran.
     sa.Column("batch_sent", UTCDateTime, nullable=True),
     # The manager driving a RUNNING batch job (NULL until its job starts), and until when that
-    # claim holds unless renewed: see bai.manager.registry.
+    # claim holds unless renewed: see bai.manager.sessions.batch.
     sa.Column("batch_driver", sa.String(32), nullable=True),
     sa.Column("batch_lease", UTCDateTime, nullable=True),
     sa.Column("startup_command", sa.Text, nullable=True),

@@ -37,7 +37,7 @@ transaction:
   (``dependency-failed``, ``pending-timeout``).
 
 After the commit it publishes the transitions' events and hands the placed
-sessions to :meth:`bai.manager.registry.SessionRegistry.start_scheduled`.
+sessions to :meth:`bai.manager.sessions.registry.SessionRegistry.start_scheduled`.
 A dependency in ERROR counts as failed.  A resource group whose scheduler
 options are invalid schedules nothing; its sessions carry the configuration
 error in ``status_data["scheduler"]`` and the pass goes on for the others.
@@ -83,7 +83,7 @@ from bai.manager.models.identity import domains, groups, keypair_resource_polici
 from bai.manager.models.resource import AgentStatus, agents, scaling_groups
 from bai.manager.models.session import kernels, session_dependencies, sessions
 from bai.manager.models.usage import agent_occupancy
-from bai.manager.registry import cap_limits, keypair_limits, slot_types_of
+from bai.manager.policy import cap_limits, keypair_limits, slot_types_of
 from bai.manager.scheduler.core import schedule
 from bai.manager.scheduler.options import SchedulerConfigError, SchedulerOptions
 from bai.manager.scheduler.types import (
@@ -396,7 +396,12 @@ class Dispatcher:
                     schedulable=bool(row.schedulable),
                 )
             )
-        slot_names = set(slot_types_of(row.compute_plugins for row in agent_rows))
+        slot_names = set(
+            slot_types_of(
+                (row.compute_plugins for row in agent_rows),
+                (row.available_slots for row in agent_rows),
+            )
+        )
         options, group_timeouts, group_errors = await self._group_options(conn)
 
         pending_rows = (
