@@ -554,6 +554,8 @@ class RPCClient:
         self._closed = True
         if self._stream is not None:
             self._connection_lost(self._stream, "the RPC client is closed")
+        # Wakes the calls waiting for a connection too: they find the client closed.
+        self._signal_stream_change(None)
         self._fail_pending(None, "the RPC client is closed")
 
     # -- connection ---------------------------------------------------------

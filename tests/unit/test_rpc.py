@@ -461,6 +461,26 @@ async def test_closing_client_wakes_its_waiting_calls(server_url: str) -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_closing_client_wakes_calls_waiting_for_a_connection(short_dir: str) -> None:
+    # Nothing listens: the call waits for the reconnect loop, within its long deadline.
+    url = f"ipc://{short_dir}/nobody.sock"
+    with trio.fail_after(STEP):
+        async with trio.open_nursery() as nursery:
+            errors: list[BaseException] = []
+            async with RPCClient(url, reconnect_max=0.05) as client:
+
+                async def waiter() -> None:
+                    try:
+                        await client.call("echo", "x", timeout=600)
+                    except RPCConnectionError as exc:
+                        errors.append(exc)
+
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.testing.wait_all_tasks_blocked()
+            assert [str(e) for e in errors] == ["the RPC client is closed"]
+
+
 # --- remote errors --------------------------------------------------------------
 
 
