@@ -144,6 +144,22 @@ async def occupied_kernels(db: Database) -> int:
     return sum(o.container_count for o in used.values())
 
 
+async def running_command(session: ComputeSession, name: bytes) -> None:
+    """Wait until a process *name* runs in *session*'s kernel (its batch job has begun)."""
+    with trio.fail_after(SESSION_TIMEOUT):
+        while True:
+            if any(command(pid).startswith(name) for pid in kernel_processes([str(session.id)])):
+                return
+            await trio.sleep(0.1)
+
+
+def command(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def live_sessions(session_ids: list[str]) -> set[str]:
     """The sessions that have at least one kernel process on this host."""
     return {env["BACKENDAI_SESSION_ID"] for env in kernel_processes(session_ids).values()}
@@ -211,26 +227,36 @@ async def test_a_lost_agent_back_within_the_grace_keeps_its_sessions(
         session = await start_session(d, first, "resilient")
         placed = (await session.info())["kernels"][0]["agent"]
         n = d.agent_ids.index(placed)
-        other = d.agent_ids[1 - n]
+        # With the other agent shut down, the batch job lands beside the session.
+        assert await r.agents[1 - n].stop(signal.SIGTERM) == 0
+        await wait_for_agents(first, {d.agent_ids[1 - n]: "TERMINATED"}, r.managers)
+        job = await start_session(
+            d, second, "batch-job", type="batch", startup_command="sleep 10; exit 3"
+        )
         # A process of the kernel's that ignores SIGTERM and left its session.
         assert await output_of(session, IGNORE_SIGTERM) == "spawned\n"
-        pids = set(kernel_processes(d.session_ids))
+        pids = set(kernel_processes([str(session.id)]))
         assert len(pids) >= 2
+        await running_command(job, b"sleep")
 
         await r.agents[n].kill()
-        survivors = [*r.managers, r.agents[1 - n]]
-        await wait_for_agents(second, {placed: "LOST", other: "ALIVE"}, survivors)
+        await wait_for_agents(second, {placed: "LOST"}, r.managers)
         waiting = await wait_for_status(second, session, "RUNNING_DEGRADED")
         assert waiting["statusInfo"] == "agent-lost"
-        # The kernel does not depend on its agent's process.
-        assert set(kernel_processes(d.session_ids)) == pids
+        # The kernels do not depend on their agent's process.
+        assert set(kernel_processes([str(session.id)])) == pids
+        assert (await status_of(first, job))["status"] == "RUNNING_DEGRADED"
 
         revived = d.agent(n, f"agent{n + 1}-restarted")
         await revived.start()
-        await wait_for_agents(first, {placed: "ALIVE"}, [*survivors, revived])
+        await wait_for_agents(first, {placed: "ALIVE"}, [*r.managers, revived])
         back = await wait_for_status(first, session, "RUNNING")
         assert back["statusInfo"] == "agent-returned"
         assert await output_of(via(second, session), "print('back')") == "back\n"
+        # The batch job's driver waited for the agent and collects the job's own end.
+        ended = await wait_for_status(first, job, "TERMINATED")
+        assert ended["statusInfo"] == "task-failed"
+        assert [k["exitCode"] for k in ended["kernels"]] == [3]
 
         # The re-adopted kernel is destroyed whole: SIGTERM, the grace, SIGKILL.
         await via(second, session).destroy()

@@ -51,6 +51,8 @@ BATCH_FLUSH_TIMEOUT: Final = 30.0
 BATCH_LEASE: Final = 15.0
 #: Seconds between two tries to resume a batch job whose run a dead driver's call still holds.
 BATCH_RESUME_RETRY: Final = 1.0
+#: Seconds between tries to reach the agent of a batch job that stopped answering.
+BATCH_AGENT_RETRY: Final = 2.0
 # What the agent's refusals of a ``continue`` say (bai.agent.server, bai.agent.runnerlink).
 _RUN_BUSY: Final = "another execute call is already waiting"
 _RUN_UNKNOWN: Final = "no run "
@@ -208,19 +210,16 @@ class BatchDrivers:
                 if claim.started:
                     result = await self._resume(info, run_id)
                 else:
-                    result = await self._relay.execute(
-                        info,
-                        mode="batch",
-                        run_id=run_id,
-                        options={"exec": command},
-                        flush_timeout=BATCH_FLUSH_TIMEOUT,
-                    )
+                    result = await self._send(info, run_id, command)
                 while result.get("status") != "finished":
                     mode = "input" if result.get("status") == "waiting-input" else "continue"
-                    result = await self._relay.execute(
-                        info, mode=mode, run_id=run_id, flush_timeout=BATCH_FLUSH_TIMEOUT
-                    )
-            except (SessionNotRunning, AgentUnavailable, AgentError, InvalidSessionRequest) as exc:
+                    try:
+                        result = await self._relay.execute(
+                            info, mode=mode, run_id=run_id, flush_timeout=BATCH_FLUSH_TIMEOUT
+                        )
+                    except AgentUnavailable as exc:
+                        result = await self._after_outage(info, run_id, exc)
+            except (SessionNotRunning, AgentError, InvalidSessionRequest) as exc:
                 # The kernel went away: its agent's report of its end ends the session.
                 log.info("batch job of session %s ended early: %s", session_id, exc)
                 await publish_events(self._bus, [ExecutionCancelled(session_id=session_id)])
@@ -260,6 +259,40 @@ class BatchDrivers:
             )
 
         await self._db.transaction(write)
+
+    async def _send(self, info: SessionInfo, run_id: str, command: str) -> dict[str, Any]:
+        """Start the job in its kernel; the first answer about it."""
+        try:
+            return await self._relay.execute(
+                info,
+                mode="batch",
+                run_id=run_id,
+                options={"exec": command},
+                flush_timeout=BATCH_FLUSH_TIMEOUT,
+            )
+        except AgentUnavailable as exc:
+            # Whether the job got there is unknown: only a resume can tell, never a resend.
+            return await self._after_outage(info, run_id, exc)
+
+    async def _after_outage(
+        self, info: SessionInfo, run_id: str, exc: AgentUnavailable
+    ) -> dict[str, Any]:
+        """Wait for the job's agent to answer again; then the first answer about the job.
+
+        A LOST agent's sessions wait for it (``lost-agent-grace``), and so
+        does their driver, still under the job's deadline.  Raises
+        :class:`SessionNotRunning` once the session ended meanwhile.
+        """
+        log.info("the agent of batch session %s is unavailable (%s); waiting", info.id, exc)
+        while True:
+            await trio.sleep(BATCH_AGENT_RETRY)
+            current = await self._lookup.get_session_by_id(info.id)
+            if current.status not in RUNNING_STATUSES:
+                raise SessionNotRunning(f"the session is {current.status.value}")
+            try:
+                return await self._resume(current, run_id)
+            except AgentUnavailable:
+                continue
 
     async def _resume(self, info: SessionInfo, run_id: str) -> dict[str, Any]:
         """The first answer about a job another driver started (most likely one that died).
