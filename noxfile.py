@@ -25,9 +25,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
-    """ruff: lint rules and formatting."""
+    """ruff: lint rules and formatting; import-linter: the import contracts of pyproject.toml."""
     session.run(sys.executable, "-m", "ruff", "check", ".")
     session.run(sys.executable, "-m", "ruff", "format", "--check", ".")
+    session.run(str(Path(sys.executable).with_name("lint-imports")), "--no-cache")
 
 
 @nox.session(venv_backend="none")

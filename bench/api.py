@@ -37,7 +37,7 @@ import trio
 from bai.common.auth import sign_request
 from bai.common.daemon import tune_collector
 from bai.common.slots import BinarySize
-from bai.manager.embedded import EmbeddedHandle, EmbeddedService, embedded_configs
+from bai.embedded import EmbeddedHandle, EmbeddedService, embedded_configs
 from bai.manager.models import keypairs
 
 API_VERSION = "v6.20220615"

@@ -219,7 +219,7 @@ class KernelCgroup(ABC):
     @property
     @abstractmethod
     def paths(self) -> dict[str, str]:
-        """Directory of each hierarchy (controller name -> path), kept in the kernel registry."""
+        """Directory of each hierarchy (controller name -> path), kept in the kernel store."""
 
     @property
     @abstractmethod

@@ -1,9 +1,8 @@
 """File operations in a kernel's scratch directory (``/home/work``) that cannot escape it.
 
 Paths come from users through the manager: relative to ``/home/work``, or
-absolute under ``/home/work``.  Every path is checked lexically first (no
-``..``, no NUL, no absolute path elsewhere, no component longer than the file
-systems allow: :class:`ScratchPathError`), then walked one component at a time
+absolute under ``/home/work``.  Every path is checked lexically first by
+:mod:`bai.common.scratch_paths` (which the manager applies too), then walked one component at a time
 with ``openat(O_NOFOLLOW)`` from a descriptor of the scratch directory, so a
 symbolic link anywhere on the way -- even one the kernel swaps in between the
 check and the use -- is refused instead of followed.
@@ -38,13 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bai.agent.backends.sandbox import KERNEL_HOME
+from bai.common.agent_api import FileListing, UploadedFile
 from bai.common.errors import BaiError, InvalidValue
+from bai.common.scratch_paths import KERNEL_HOME, ScratchPathError, split_path, split_upload_paths
 
-#: Longest path accepted.
-MAX_PATH: Final = 4096
-#: Longest path component accepted, in bytes (``NAME_MAX`` of Linux file systems).
-MAX_NAME: Final = 255
 #: Most entries :func:`list_files` reports for one folder.
 MAX_LIST_ENTRIES: Final = 10_000
 
@@ -52,10 +48,6 @@ MAX_LIST_ENTRIES: Final = 10_000
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _STAGING_PREFIX: Final = ".bai-upload-"
-
-
-class ScratchPathError(InvalidValue):
-    """A path that is malformed, would leave the scratch directory, or names a special file."""
 
 
 class KernelFileError(BaiError):
@@ -68,55 +60,6 @@ class FileTooLarge(KernelFileError, InvalidValue):
 
 class FileOperationTimeout(KernelFileError):
     """A file operation did not finish within the agent's deadline."""
-
-
-def split_path(path: object, *, allow_root: bool = False, field: str = "path") -> list[str]:
-    """The components of *path* below ``/home/work``; raises :class:`ScratchPathError`.
-
-    *field* names the request's field in the error.
-    """
-    if not isinstance(path, str):
-        raise ScratchPathError("a path must be a string", value=path, field=field)
-    if "\x00" in path:
-        raise ScratchPathError("a path cannot contain NUL", value=path, field=field)
-    if len(path) > MAX_PATH:
-        raise ScratchPathError(f"a path is at most {MAX_PATH} characters", value=path, field=field)
-    rest = path
-    if path.startswith("/"):
-        if path.rstrip("/") == KERNEL_HOME:
-            rest = ""
-        elif path.startswith(KERNEL_HOME + "/"):
-            rest = path[len(KERNEL_HOME) + 1 :]
-        else:
-            raise ScratchPathError(
-                f"absolute paths must be inside {KERNEL_HOME}", value=path, field=field
-            )
-    parts = [p for p in rest.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise ScratchPathError("'..' is not allowed in a path", value=path, field=field)
-    if any(len(os.fsencode(p)) > MAX_NAME for p in parts):
-        raise ScratchPathError(
-            f"a file or folder name is at most {MAX_NAME} bytes", value=path, field=field
-        )
-    if not parts and not allow_root:
-        raise ScratchPathError("the path names no file", value=path, field=field)
-    return parts
-
-
-def split_upload_paths(paths: Sequence[object], *, field: str = "path") -> list[list[str]]:
-    """The components of each path of one upload (:func:`split_path`).
-
-    Also refuses a path that another path of the same upload needs as a
-    folder, which could not be written without undoing the other.
-    """
-    split = [split_path(path, field=field) for path in paths]
-    folders = {tuple(parts[:end]) for parts in split for end in range(1, len(parts))}
-    for path, parts in zip(paths, split, strict=True):
-        if tuple(parts) in folders:
-            raise ScratchPathError(
-                "is a folder of another file of the same upload", value=path, field=field
-            )
-    return split
 
 
 _KINDS: Final = {
@@ -289,7 +232,7 @@ def write_files(
     max_size: int,
     owner: tuple[int, int] | None = None,
     before_commit: Callable[[], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[UploadedFile]:
     """Write each ``(path, data)`` of *files*: all of them or, when one is refused, none.
 
     Missing folders are created and a regular file is replaced (keeping its
@@ -340,7 +283,7 @@ def _entry(name: str, st: os.stat_result) -> dict[str, Any]:
     }
 
 
-def list_files(scratch: Path, path: str) -> dict[str, Any]:
+def list_files(scratch: Path, path: str) -> FileListing:
     """The spec's file listing of folder *path*: ``{"files", "errors", "abspath"}``.
 
     ``files`` is a JSON string of ``[{"mode", "size", "ctime", "mtime", "atime",

@@ -1,10 +1,15 @@
-"""One kernel as the agent server tracks it, and the stats it reports for kernels.
+"""One kernel as the agent tracks it, and the stats it reports for kernels.
 
 :class:`AgentKernel` is the in-memory state around a :class:`KernelRecord`:
 status, the runner link, the top process, why it is stopping, and the events
-other tasks wait on.  :func:`format_stats` turns a cgroup sample into the
-per-kernel ``last_stat`` map Backend.AI reports (``cpu_used``, ``cpu_util``,
-``mem``, ``io_read``, ``io_write``, ``pids``), every value a decimal string.
+other tasks wait on.  Its status changes only through
+:meth:`AgentKernel.transition`, which checks the kernel transition table of
+:mod:`bai.common.types` (the one the manager checks), so an illegal change
+raises :class:`~bai.common.types.InvalidTransition` instead of passing.
+
+:func:`format_stats` turns a cgroup sample into the per-kernel ``last_stat``
+map Backend.AI reports (``cpu_used``, ``cpu_util``, ``mem``, ``io_read``,
+``io_write``, ``pids``), every value a decimal string.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import trio
 
 from bai.agent.backends.base import KernelProcess
 from bai.agent.cgroups import CgroupUsage, OomKillCounter
-from bai.agent.registry import KernelRecord
+from bai.agent.kernel_store import KernelRecord
 from bai.agent.runnerlink import RunnerLink
-from bai.common.types import KernelStatus
+from bai.common.agent_api import DestroyResult
+from bai.common.types import KernelStatus, check_transition
 
 #: File operations (upload, download, list) one kernel may have running at once.
 FILE_OPS_AT_ONCE: Final = 2
@@ -60,11 +66,18 @@ class AgentKernel:
     last_stat: dict[str, Any] | None = None
     _previous: tuple[int, float] | None = None
     #: What ``destroy_kernel`` answers once the kernel is gone.
-    result: dict[str, Any] = field(default_factory=dict)
+    result: DestroyResult | None = None
 
     @property
     def kernel_id(self) -> str:
         return self.record.kernel_id
+
+    def transition(self, status: KernelStatus) -> None:
+        """Move to *status*; staying where it is does nothing, a move the table forbids raises."""
+        if status is self.status:
+            return
+        check_transition(self.status, status)
+        self.status = status
 
     def update_stats(self, usage: CgroupUsage) -> None:
         """Record a new sample as :attr:`last_stat` (``cpu_util`` needs two samples)."""

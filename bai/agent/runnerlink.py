@@ -41,6 +41,7 @@ from typing import Any, Final
 import trio
 
 from bai.common import _nng
+from bai.common.agent_api import ExecutionResult
 from bai.common.errors import BaiError
 from bai.kernel.protocol import (
     OUTPUT_LIMIT,
@@ -413,7 +414,7 @@ class RunnerLink:
             run.changed.set()
         self._order.clear()
 
-    async def collect(self, run: Run, flush_timeout: float) -> dict[str, Any]:
+    async def collect(self, run: Run, flush_timeout: float) -> ExecutionResult:
         """One execute call's Execution Result Object (see the module docstring)."""
         if run.collecting:
             raise RunError(f"another execute call is already waiting on run {run.run_id!r}")

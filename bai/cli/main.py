@@ -88,7 +88,7 @@ def up(data_dir: Path, host: str, port: int | None) -> None:
     `bai` and the official `backend.ai` client talk to this cluster.
     Ctrl-C stops everything and leaves no kernel behind.
     """
-    from bai.manager.embedded import DEFAULT_PORT, main
+    from bai.embedded import DEFAULT_PORT, main
 
     raise SystemExit(main(data_dir, host=host, port=DEFAULT_PORT if port is None else port))
 

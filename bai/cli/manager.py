@@ -9,7 +9,7 @@ needed, so they serve before the first manager starts:
   gets its first users.  Populating is idempotent and atomic (see
   :mod:`bai.manager.fixtures`).
 * ``config get|put|put-json|delete`` read and write the shared configuration
-  (:mod:`bai.manager.models.config`, the spec's etcd), as the spec's
+  (:mod:`bai.manager.models.shared_config`, the spec's etcd), as the spec's
   ``backend.ai mgr etcd ...`` commands do; ``get --prefix ""`` prints the
   whole tree as JSON and ``put-json "" FILE`` writes such a backup back.
 
@@ -138,8 +138,8 @@ def config_get(config_path: Path | None, key: str, prefix: bool) -> None:
     KEY (KEY's own value under ""); put-json KEY reads it back.
     """
     from bai.cli.commands.config import print_value
-    from bai.manager.api.config import nest_config
-    from bai.manager.models.config import get_config, get_config_prefix
+    from bai.manager.api.shared_config import nest_config
+    from bai.manager.models.shared_config import get_config, get_config_prefix
 
     async def read(db: Database) -> Any:
         async with db.begin_readonly() as conn:
@@ -155,8 +155,8 @@ def config_get(config_path: Path | None, key: str, prefix: bool) -> None:
 
 def _write(config_path: Path | None, command: str, key: str, value: Any) -> None:
     from bai.common.errors import InvalidValue
-    from bai.manager.api.config import flatten_config
-    from bai.manager.models.config import ROOT, check_config_key, put_config_many
+    from bai.manager.api.shared_config import flatten_config
+    from bai.manager.models.shared_config import ROOT, check_config_key, put_config_many
 
     if key == ROOT and (not isinstance(value, dict) or ROOT in value):
         _fail(command, 'the root key "" holds no value: write a JSON object without a "" member')
@@ -208,7 +208,7 @@ def config_put_json(config_path: Path | None, key: str, file: IO[str]) -> None:
 @click.pass_obj
 def config_delete(config_path: Path | None, key: str, prefix: bool) -> None:
     """Delete the value at KEY (with --prefix, the keys below it too); print how many went."""
-    from bai.manager.models.config import delete_config
+    from bai.manager.models.shared_config import delete_config
 
     async def delete(db: Database) -> int:
         async with db.begin() as conn:

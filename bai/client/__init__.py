@@ -15,7 +15,6 @@ This package imports only :mod:`bai.common` from bai (and httpx, trio).
 """
 
 from bai.client.admin import SessionPage, graphql, list_sessions
-from bai.client.config import API_VERSION, APIConfig, ClientConfigError
 from bai.client.exceptions import (
     BackendAPIError,
     BackendClientError,
@@ -38,7 +37,8 @@ from bai.client.session import (
     FileListing,
     session_events,
 )
-from bai.client.sharedconfig import delete_config, get_config, set_config
+from bai.client.settings import API_VERSION, APIConfig, ClientConfigError
+from bai.client.shared_config import delete_config, get_config, set_config
 from bai.client.sse import SSEEvent
 from bai.client.sync import SyncAPIClient, SyncComputeSession
 

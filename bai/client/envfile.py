@@ -4,13 +4,13 @@
 ``bai up`` knows once the manager answers); ``source DATA_DIR/client.env``
 then exports the official client's variable names (``BACKEND_ENDPOINT``,
 ``BACKEND_ACCESS_KEY``, ``BACKEND_SECRET_KEY``, ``BACKEND_ENDPOINT_TYPE=api``),
-which ``bai`` reads too (see :mod:`bai.client.config`).
+which ``bai`` reads too (see :mod:`bai.client.settings`).
 
 Guarantees: values are shell-quoted, so any text survives ``source``; the
 file is written atomically (a reader never sees half of it) and is readable by
 its owner only, since it holds a secret key.  :func:`read_client_env` parses
 what :func:`write_client_env` writes (and simple ``export NAME=value`` lines),
-and both functions validate through :class:`~bai.client.config.APIConfig`.
+and both functions validate through :class:`~bai.client.settings.APIConfig`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from bai.client.config import ENV_VARS, APIConfig, ClientConfigError
+from bai.client.settings import ENV_VARS, APIConfig, ClientConfigError
 
 __all__ = ["CLIENT_ENV_NAME", "read_client_env", "render_client_env", "write_client_env"]
 
@@ -32,7 +32,7 @@ _EXPORTED: Final = ("endpoint", "endpoint_type", "access_key", "secret_key")
 def render_client_env(endpoint: str, access_key: str, secret_key: str) -> str:
     """The text of a ``client.env`` for *endpoint* and the keypair.
 
-    Raises :class:`~bai.client.config.ClientConfigError` if the endpoint or
+    Raises :class:`~bai.client.settings.ClientConfigError` if the endpoint or
     keys are unusable.
     """
     config = APIConfig(endpoint=endpoint, access_key=access_key, secret_key=secret_key)
@@ -73,7 +73,7 @@ def write_client_env(
 
 
 def read_client_env(path: str | os.PathLike[str]) -> APIConfig:
-    """Parse a ``client.env`` into an :class:`~bai.client.config.APIConfig`.
+    """Parse a ``client.env`` into an :class:`~bai.client.settings.APIConfig`.
 
     Only ``[export] NAME=value`` lines (shell-quoted values), comments and
     blank lines are understood; anything else raises ClientConfigError

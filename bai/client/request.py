@@ -30,8 +30,8 @@ from typing import Any, Final
 import httpx
 
 from bai import __version__
-from bai.client.config import APIConfig
 from bai.client.exceptions import BackendClientError, MalformedResponse, error_from_response
+from bai.client.settings import APIConfig
 from bai.client.sse import SSEEvent, SSEParser
 from bai.common.auth import sign_request
 

@@ -25,12 +25,12 @@ from typing import Any, TypeVar
 import trio
 
 from bai.client.admin import SessionPage, list_sessions
-from bai.client.config import APIConfig
 from bai.client.exceptions import BackendClientError
 from bai.client.multipart import ProgressCallback
 from bai.client.request import APIClient
 from bai.client.session import ComputeSession, ExecutionResult, FileListing
-from bai.client.sharedconfig import delete_config, get_config, set_config
+from bai.client.settings import APIConfig
+from bai.client.shared_config import delete_config, get_config, set_config
 
 __all__ = ["SyncAPIClient", "SyncComputeSession"]
 

@@ -1,4 +1,4 @@
-"""Identifiers, status enums and the status transition tables.
+"""Identifiers, status enums, the named status groups and the status transition tables.
 
 This module is the single authority on which status changes are legal: the
 manager's one transition function calls :func:`check_transition` before every
@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterable
-from typing import NewType
+from typing import Final, NewType
 
 from bai.common.errors import BaiError
 
@@ -136,6 +136,65 @@ RESOURCE_OCCUPYING_STATUSES = frozenset(
         "TERMINATING",
     }
 )
+#: Statuses (by name, of sessions and kernels) before the first start.
+NOT_STARTED_STATUSES: Final = frozenset(
+    {"PENDING", "SCHEDULED", "PREPARING", "PULLING", "PREPARED", "CREATING"}
+)
+
+# Named status groups of sessions and of kernels (``KERNEL`` in the name).
+
+#: Statuses of a session that has not started yet (what ``enqueueOnly=false`` waits out).
+STARTING_STATUSES: Final = frozenset(SessionStatus(name) for name in NOT_STARTED_STATUSES)
+#: Statuses of a session that is not over (its name is taken).
+ACTIVE_STATUSES: Final = frozenset(SessionStatus) - {
+    SessionStatus.TERMINATED,
+    SessionStatus.CANCELLED,
+}
+#: Statuses of a session whose kernels are being created.
+PRE_START_STATUSES: Final = frozenset(
+    {
+        SessionStatus.PREPARING,
+        SessionStatus.PULLING,
+        SessionStatus.PREPARED,
+        SessionStatus.CREATING,
+    }
+)
+#: Statuses of a session whose kernels run.
+RUNNING_STATUSES: Final = frozenset({SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED})
+#: Statuses of a kernel being created.
+KERNEL_PRE_START_STATUSES: Final = frozenset(
+    {
+        KernelStatus.PREPARING,
+        KernelStatus.PULLING,
+        KernelStatus.PREPARED,
+        KernelStatus.CREATING,
+    }
+)
+#: Kernel statuses an agent has (or is creating) the kernel in.
+LIVE_KERNEL_STATUSES: Final = frozenset(
+    {
+        KernelStatus.SCHEDULED,
+        KernelStatus.PREPARING,
+        KernelStatus.PULLING,
+        KernelStatus.PREPARED,
+        KernelStatus.CREATING,
+        KernelStatus.RUNNING,
+        KernelStatus.RESTARTING,
+        KernelStatus.RUNNING_DEGRADED,
+        KernelStatus.TERMINATING,
+    }
+)
+#: Kernel statuses after the agent reported the kernel created.
+STARTED_KERNEL_STATUSES: Final = frozenset(
+    {
+        KernelStatus.RUNNING,
+        KernelStatus.RESTARTING,
+        KernelStatus.RUNNING_DEGRADED,
+        KernelStatus.TERMINATING,
+    }
+)
+#: Kernel statuses checked against heartbeats: the kernel must exist on its agent.
+REPORTED_KERNEL_STATUSES: Final = frozenset({KernelStatus.RUNNING, KernelStatus.RUNNING_DEGRADED})
 
 
 class InvalidTransition(BaiError):

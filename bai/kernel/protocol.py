@@ -32,10 +32,10 @@ agent writes to ``bootstrap.sh`` in the kernel's ``/home/work``) runs once
 when the runner starts (again after a restart), before it answers anything:
 with the kernel's environment, in the working directory, its stdout and
 stderr going to the runner's own (the kernel's log), stdin from /dev/null.  A
-script that exits non-zero or outlives its timeout makes the runner print why
-on stderr and exit with :data:`BOOTSTRAP_FAILED_EXIT` without ever serving,
-so the agent's ``status`` request is never answered and the kernel fails to
-start.
+script that exits non-zero or outlives its timeout (by default
+:data:`DEFAULT_BOOTSTRAP_TIMEOUT`) makes the runner print why on stderr and
+exit with :data:`BOOTSTRAP_FAILED_EXIT` without ever serving, so the agent's
+``status`` request is never answered and the kernel fails to start.
 
 Messages on the input and output channels are msgpack arrays ``[op, payload]``
 where ``op`` is a string and ``payload`` a map with string keys.  Unknown
@@ -203,6 +203,11 @@ FLUSH_INTERVAL: Final = 0.05
 MAX_MESSAGE_SIZE: Final = 256 * 1024 * 1024
 #: The runner's exit status when the bootstrap script failed (the runner never served).
 BOOTSTRAP_FAILED_EXIT: Final = 3
+#: Seconds a bootstrap script may run (the runner's ``--bootstrap-timeout`` default, and
+#: what the agent passes unless told otherwise).  The agent waits for a kernel with a
+#: script this long on top of its start deadline, so the runner's limit always strikes
+#: first; the manager's ``kernel-creation-timeout`` (5 min) exceeds both together.
+DEFAULT_BOOTSTRAP_TIMEOUT: Final = 240.0
 #: Longest wait for a service port, whatever the request asks (seconds).
 MAX_SERVICE_TIMEOUT: Final = 600.0
 DEFAULT_SERVICE_TIMEOUT: Final = 30.0

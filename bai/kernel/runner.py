@@ -14,7 +14,7 @@ also read from the environment variable in brackets; the option wins):
 ``--service-ports LABEL`` [BAI_KERNEL_SERVICE_PORTS] the ``ai.backend.service-ports`` label
 ``--service-defs DIR``    [BAI_KERNEL_SERVICE_DEFS] default ``/etc/backend.ai/service-defs``
 ``--bootstrap PATH``      [BAI_KERNEL_BOOTSTRAP]   a shell script to run before serving
-``--bootstrap-timeout S`` [BAI_KERNEL_BOOTSTRAP_TIMEOUT] its time limit, default 300 s
+``--bootstrap-timeout S`` [BAI_KERNEL_BOOTSTRAP_TIMEOUT] its time limit, default 240 s
 
 Runtimes: ``python`` runs query mode in a persistent Python process and batch
 mode in the shell; ``shell`` runs each query-mode snippet as a shell command
@@ -49,6 +49,7 @@ from bai.kernel import sockets
 from bai.kernel.output import Outbox
 from bai.kernel.protocol import (
     BOOTSTRAP_FAILED_EXIT,
+    DEFAULT_BOOTSTRAP_TIMEOUT,
     DEFAULT_INPUT_ADDR,
     DEFAULT_OUTPUT_ADDR,
     FINISH_OP,
@@ -73,7 +74,6 @@ if TYPE_CHECKING:
 
 RUNTIMES: Final = ("python", "shell", "app")
 DEFAULT_SERVICE_DEFS: Final = "/etc/backend.ai/service-defs"
-DEFAULT_BOOTSTRAP_TIMEOUT: Final = 300.0
 _TERMINAL = re.compile(r"\s*%(resize|ping)\b(.*)", re.DOTALL)
 #: Failed builds remembered for their exec step (oldest forgotten first).
 _FAILED_BUILDS_KEPT = 256

@@ -1,25 +1,23 @@
-"""The manager's shared state: one object every service and API handler reaches through.
+"""The manager as its API sees it: configuration, database, bus and the services.
 
-``server.py`` builds a :class:`ManagerContext` inside the manager's root
-nursery, starts each service, and attaches them here once they are ready; the
-API reads it as ``current_app.bai``.  A service asked for before it was
-attached raises :class:`ServiceNotReady` instead of failing on ``None``.
+:mod:`bai.manager.server` builds the services (each takes the narrow
+protocols of :mod:`bai.manager.protocols`, never this context) and attaches
+them to a :class:`ManagerContext`; the API reads it as ``current_app.bai``.
+A service asked for before it was attached raises :class:`ServiceNotReady`
+instead of failing on ``None``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bai.common.config import ManagerConfig
 from bai.common.errors import BaiError
 from bai.common.events import EventBus
+from bai.manager.agents import AgentPool
 from bai.manager.db import Database
-
-if TYPE_CHECKING:
-    from bai.manager.agents import AgentPool
-    from bai.manager.scheduler.dispatcher import Dispatcher
-    from bai.manager.sessions.registry import SessionRegistry
+from bai.manager.scheduler.dispatcher import Dispatcher
+from bai.manager.sessions.registry import SessionRegistry
 
 
 class ServiceNotReady(BaiError):

@@ -1,6 +1,12 @@
-"""``bai manager``: the manager's root nursery.
+"""``bai manager``: the manager's composition root and root nursery.
 
-:class:`ManagerService` wires the manager's parts as one Trio service:
+:func:`build_services` is the one place the manager's services are built and
+wired to each other: each takes only the narrow protocols of
+:mod:`bai.manager.protocols` it needs, and the dispatcher hands the sessions
+it placed to the session registry over a Trio memory channel, so no service
+imports another.
+
+:class:`ManagerService` runs the manager's parts as one Trio service:
 
 1. the database (``[db]``: SQLite file or PostgreSQL), upgraded to the newest
    schema unless told otherwise;
@@ -8,7 +14,8 @@
    one the caller passes in, as ``bai up`` does to share it with its agent);
 3. the :class:`~bai.manager.agents.AgentPool`,
    :class:`~bai.manager.sessions.registry.SessionRegistry` and
-   :class:`~bai.manager.scheduler.dispatcher.Dispatcher`, attached to one
+   :class:`~bai.manager.scheduler.dispatcher.Dispatcher` of
+   :func:`build_services`, attached to one
    :class:`~bai.manager.context.ManagerContext` and started in that order;
 4. the REST API (:func:`bai.manager.api.app.serve_api`) on
    ``manager.service-addr``.
@@ -25,6 +32,7 @@ service until SIGINT or SIGTERM and exits 0 (2 for a bad config).
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +42,16 @@ import trio
 from bai.common.config import ManagerConfig
 from bai.common.daemon import run_daemon
 from bai.common.events import EventBus, running_event_bus
+from bai.common.types import SessionId
 from bai.manager.agents import AgentPool
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
 from bai.manager.models import migrate
-from bai.manager.scheduler.dispatcher import Dispatcher
+from bai.manager.scheduler.dispatcher import Dispatcher, ScheduleRequests
 from bai.manager.sessions.registry import SessionRegistry
+from bai.manager.sessions.state import Waiters
 
-__all__ = ["ManagerHandle", "ManagerService", "main"]
+__all__ = ["ManagerHandle", "ManagerService", "build_services", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,35 @@ class ManagerHandle:
 
     ctx: ManagerContext
     urls: tuple[str, ...]
+
+
+def build_services(
+    config: ManagerConfig, db: Database, bus: EventBus, *, dispatcher: bool = True
+) -> ManagerContext:
+    """The manager's services, wired to each other and attached to a new context; none runs yet.
+
+    Without *dispatcher* the process schedules nothing itself: its requests
+    for a pass go to the other managers through the bus only.
+    """
+    section = config.manager
+    placed_send, placed_receive = trio.open_memory_channel[tuple[SessionId, ...]](math.inf)
+    local = Dispatcher(section, db, bus, placed_send) if dispatcher else None
+    schedule = ScheduleRequests(bus, local)
+    waiters = Waiters()
+    ctx = ManagerContext(config=config, db=db, bus=bus)
+    ctx.agents = AgentPool(section, db, bus, schedule=schedule, waiters=waiters)
+    ctx.registry = SessionRegistry(
+        section,
+        db,
+        bus,
+        agents=ctx.agents,
+        schedule=schedule,
+        waiters=waiters,
+        placed=placed_receive,
+    )
+    if local is not None:
+        ctx.dispatcher = local
+    return ctx
 
 
 class ManagerService:
@@ -94,10 +133,7 @@ class ManagerService:
                 # Outside the services' nursery: they still use the bus while they stop.
                 bus = await stack.enter_async_context(running_event_bus(config.redis))
             async with trio.open_nursery() as nursery:
-                ctx = ManagerContext(config=config, db=db, bus=bus)
-                ctx.agents = AgentPool(ctx)
-                ctx.registry = SessionRegistry(ctx)
-                ctx.dispatcher = Dispatcher(ctx)
+                ctx = build_services(config, db, bus)
                 await nursery.start(ctx.agents.serve)
                 await nursery.start(ctx.registry.serve)
                 await nursery.start(ctx.dispatcher.serve)

@@ -58,6 +58,7 @@ from bai.common.errors import BaiError, InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import (
     KERNEL_TRANSITIONS,
+    NOT_STARTED_STATUSES,
     RESOURCE_OCCUPYING_STATUSES,
     SESSION_TRANSITIONS,
     TERMINAL_STATUSES,
@@ -77,8 +78,7 @@ from bai.manager.models.base import utcnow
 from bai.manager.models.session import kernels, sessions
 
 __all__ = [
-    "NOT_STARTED_STATUSES",
-    "KernelNotFound",
+    "KernelRowNotFound",
     "SessionNotFound",
     "TransitionResult",
     "check_reason",
@@ -108,8 +108,8 @@ class SessionNotFound(BaiError, LookupError):
     """No session has the given id."""
 
 
-class KernelNotFound(BaiError, LookupError):
-    """No kernel has the given id."""
+class KernelRowNotFound(BaiError, LookupError):
+    """No kernel row has the given id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +186,6 @@ _KERNEL_EVENTS: Final[dict[KernelStatus, type[ev.KernelEvent]]] = {
     KernelStatus.TERMINATED: ev.KernelTerminated,
     KernelStatus.CANCELLED: ev.KernelCancelled,
 }
-#: Statuses (by name, of sessions and kernels) before the first start.
-NOT_STARTED_STATUSES: Final = frozenset(
-    {"PENDING", "SCHEDULED", "PREPARING", "PULLING", "PREPARED", "CREATING"}
-)
 
 
 def _check_extra(table: sa.Table, values: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -497,7 +493,7 @@ async def transition_kernel(
     all its kernels when that differs from its own and the transition table
     allows it, with the same reason; its events come after the kernel's.
 
-    Raises :class:`KernelNotFound`, :class:`~bai.common.types.InvalidTransition`
+    Raises :class:`KernelRowNotFound`, :class:`~bai.common.types.InvalidTransition`
     or :class:`InvalidValue` before writing anything.
     """
     check_reason(reason)
@@ -505,12 +501,12 @@ async def transition_kernel(
     stamp = now or utcnow()
     session_id = await conn.scalar(sa.select(kernels.c.session_id).where(kernels.c.id == kernel_id))
     if session_id is None:
-        raise KernelNotFound(f"no kernel has the id {kernel_id}")
+        raise KernelRowNotFound(f"no kernel has the id {kernel_id}")
     session = await _lock_session(conn, session_id)
     kernel_list = await _lock_kernels(conn, session_id)
     kernel = next((k for k in kernel_list if k.id == kernel_id), None)
     if kernel is None:
-        raise KernelNotFound(f"no kernel has the id {kernel_id}")
+        raise KernelRowNotFound(f"no kernel has the id {kernel_id}")
     old = kernel.status
     check_transition(old, new_status)
     update = _status_values(kernel.history, new_status, reason, stamp, status_data)

@@ -23,7 +23,7 @@ from test_agent_support import (
     running_agent,
 )
 
-from bai.agent import server
+from bai.agent import supervisor
 from bai.common.events import AgentKernelTerminated
 from bai.common.rpc import RemoteError
 
@@ -274,7 +274,7 @@ async def test_forty_hostile_uploads_leave_the_agent_usable(tmp_path: Path) -> N
 async def test_a_kernel_whose_cleanup_runs_out_of_time_still_frees_its_slots(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server, "CLEANUP_TIMEOUT", 1.0)
+    monkeypatch.setattr(supervisor, "CLEANUP_TIMEOUT", 1.0)
     config = agent_config(tmp_path)
     async with running_agent(config) as harness:
         before = harness.agent.agent_info()["occupied_slots"]

@@ -25,7 +25,7 @@ from bai.manager.models import (
     sessions,
     sgroups_for_keypairs,
 )
-from bai.manager.models.config import put_config
+from bai.manager.models.shared_config import put_config
 from bai.manager.transitions import initial_status
 
 G = 2**30

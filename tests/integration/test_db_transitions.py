@@ -27,7 +27,7 @@ from bai.manager.fixtures import default_fixture, populate
 from bai.manager.models import agents, kernels, keypairs, sessions, users
 from bai.manager.models.resource import AgentStatus
 from bai.manager.transitions import (
-    KernelNotFound,
+    KernelRowNotFound,
     SessionNotFound,
     initial_status,
     transition_kernel,
@@ -211,7 +211,7 @@ async def test_unknown_rows_are_reported(db: Database, owner: Owner) -> None:
     async with db.begin() as conn:
         with pytest.raises(SessionNotFound):
             await transition_session(conn, uuid.uuid4(), SessionStatus.SCHEDULED, "x")
-        with pytest.raises(KernelNotFound):
+        with pytest.raises(KernelRowNotFound):
             await transition_kernel(conn, uuid.uuid4(), KernelStatus.SCHEDULED, "x")
 
 

@@ -15,14 +15,14 @@ from bai.common.slots import ResourceSlot
 from bai.common.types import KernelStatus
 from bai.manager.db import Database
 from bai.manager.models import agents, kernels
-from bai.manager.models.config import (
+from bai.manager.models.resource import AgentStatus
+from bai.manager.models.shared_config import (
     delete_config,
     get_config,
     get_config_prefix,
     put_config,
     put_config_many,
 )
-from bai.manager.models.resource import AgentStatus
 from bai.manager.models.usage import AgentOccupancy, agent_occupancy, keypair_concurrency
 
 ONE_CPU = ResourceSlot({"cpu": 1, "mem": 1 << 30})

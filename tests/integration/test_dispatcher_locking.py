@@ -22,10 +22,9 @@ from bai.manager.db import create_database
 from bai.manager.fixtures import default_fixture, populate
 from bai.manager.models import agents, kernels, keypairs
 from bai.manager.models.resource import AgentStatus
-from bai.manager.scheduler.dispatcher import Dispatcher
 from bai.manager.scheduler.validation import normalize_architecture
+from bai.manager.server import build_services
 from bai.manager.sessions.model import SessionRequest
-from bai.manager.sessions.registry import SessionRegistry
 
 ARCH = normalize_architecture(platform.machine())
 
@@ -51,9 +50,7 @@ async def managers(db_url: str) -> AsyncIterator[list[ManagerContext]]:
         await populate(db1, fixture)
         contexts = []
         for db in (db1, db2):
-            ctx = ManagerContext(config=config, db=db, bus=InProcEventBus())
-            ctx.registry = SessionRegistry(ctx)
-            ctx.dispatcher = Dispatcher(ctx)
+            ctx = build_services(config, db, InProcEventBus())
             contexts.append(ctx)
         yield contexts
 

@@ -22,13 +22,13 @@ from test_hostile_support import assert_contained, parse, probe_code
 from bai.client.envfile import read_client_env
 from bai.common.slots import BinarySize
 from bai.common.types import SessionStatus
-from bai.manager.db import create_database
-from bai.manager.embedded import (
+from bai.embedded import (
     EmbeddedHandle,
     EmbeddedService,
     client_env_name,
     embedded_configs,
 )
+from bai.manager.db import create_database
 from bai.manager.models import sessions
 from bai.manager.sessions.model import SessionRequest
 from bai.manager.sessions.registry import SessionRegistry

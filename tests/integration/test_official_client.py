@@ -27,7 +27,7 @@ import trio
 from test_agent_support import CATALOG
 
 from bai.common.slots import BinarySize
-from bai.manager.embedded import EmbeddedHandle, EmbeddedService, embedded_configs
+from bai.embedded import EmbeddedHandle, EmbeddedService, embedded_configs
 from bai.manager.models import sessions
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,9 +16,8 @@ from test_registry_support import Cluster, manager_config, running_cluster
 
 from bai.common.events import DoSchedule
 from bai.common.types import ClusterMode, SessionStatus
-from bai.manager.context import ManagerContext
+from bai.manager.server import build_services
 from bai.manager.sessions.model import SessionRequest
-from bai.manager.sessions.registry import SessionRegistry
 
 
 @pytest.fixture
@@ -80,8 +79,8 @@ async def test_a_session_enqueued_by_another_manager_is_scheduled_at_once(
         passes_before = (await dispatcher.status())["passes"]
         # A second manager process without a dispatcher of its own (one that
         # only serves the API, say), on its own Redis connection.
-        other = ManagerContext(config=manager_config(), db=cluster.db, bus=await cluster.open_bus())
-        other.registry = SessionRegistry(other)
+        bus = await cluster.open_bus()
+        other = build_services(manager_config(), cluster.db, bus, dispatcher=False)
         request = SessionRequest(image="python", resources={"cpu": "1", "mem": "256m"})
         queued = (await other.registry.enqueue_session(cluster.user_key, request)).session
         assert queued.status is SessionStatus.PENDING

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from test_registry_support import Cluster, running_cluster
 
-from bai.agent.requests import MAX_BOOTSTRAP_SCRIPT
+from bai.common.agent_api import MAX_BOOTSTRAP_SCRIPT
 from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import SessionStatus

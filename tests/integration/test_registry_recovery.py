@@ -18,11 +18,11 @@ import trio
 from test_registry_support import Cluster, eventually, running_cluster
 
 from bai.common.types import SessionResult, SessionStatus, SessionTypes
-from bai.manager.context import ManagerContext
 from bai.manager.db import create_database
 from bai.manager.models import sessions
 from bai.manager.models.base import utcnow
 from bai.manager.models.usage import agent_occupancy
+from bai.manager.server import build_services
 from bai.manager.sessions.model import SessionInfo
 from bai.manager.sessions.registry import SessionRegistry
 
@@ -108,8 +108,8 @@ async def test_one_manager_drives_a_batch_job_at_a_time(cluster: Cluster, db_url
     ):
         others = []
         for db in (db2, db3):
-            ctx = ManagerContext(config=cluster.ctx.config, db=db, bus=cluster.ctx.bus)
-            others.append(SessionRegistry(ctx))
+            ctx = build_services(cluster.ctx.config, db, cluster.ctx.bus, dispatcher=False)
+            others.append(ctx.registry)
         # The first manager holds the job while its lease runs.
         assert [await other._batches.claim(job.id) for other in others] == [None, None]
         # Past the lease (as if the first manager had stopped renewing it), one of two

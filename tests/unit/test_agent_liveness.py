@@ -9,7 +9,8 @@ import pytest
 
 from bai.common.errors import InvalidValue
 from bai.common.events import BusReadHealth
-from bai.manager.agents import _parse_beat, silent_too_long
+from bai.manager.agents.beats import parse_beat
+from bai.manager.agents.liveness import silent_too_long
 
 TIMEOUT = 2.0
 
@@ -42,17 +43,17 @@ def _info(**extra: object) -> dict[str, object]:
 def test_a_heartbeat_names_the_kernels_the_agent_still_has() -> None:
     running, ending, ended = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     statuses = {str(running): "RUNNING", str(ending): "TERMINATING", str(ended): "TERMINATED"}
-    beat = _parse_beat(_info(kernel_statuses=statuses))
+    beat = parse_beat(_info(kernel_statuses=statuses))
     assert beat.live_kernels == {running, ending}
 
 
 def test_a_heartbeat_without_kernel_statuses_says_nothing_about_kernels() -> None:
-    assert _parse_beat(_info()).live_kernels is None
-    assert _parse_beat(_info(kernel_statuses={})).live_kernels == frozenset()
+    assert parse_beat(_info()).live_kernels is None
+    assert parse_beat(_info(kernel_statuses={})).live_kernels == frozenset()
 
 
 @pytest.mark.parametrize("statuses", [["RUNNING"], {"not-a-kernel-id": "RUNNING"}])
 def test_malformed_kernel_statuses_are_refused(statuses: object) -> None:
     with pytest.raises(InvalidValue) as caught:
-        _parse_beat(_info(kernel_statuses=statuses))
+        parse_beat(_info(kernel_statuses=statuses))
     assert caught.value.field == "agent_info.kernel_statuses"

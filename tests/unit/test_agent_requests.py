@@ -1,12 +1,26 @@
-"""RPC arguments of the agent are checked at the edge, naming the bad key."""
+"""RPC arguments of the agent are checked at the edge, naming the bad key; the agent
+answers every method and raises only the errors of its contract (bai.common.agent_api)."""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
-from bai.agent.requests import (
+from bai.agent import errors
+from bai.agent.alloc import FragmentedResource, InsufficientResource, InvalidAllocation
+from bai.agent.backends.local import LocalBackend
+from bai.agent.files import FileOperationTimeout, FileTooLarge, KernelFileError
+from bai.agent.images import UnknownImage
+from bai.agent.kernel_store import KernelStore
+from bai.agent.ports import PortPool
+from bai.agent.rpc_handlers import AgentRPC
+from bai.agent.runnerlink import RunError, RunnerLinkError
+from bai.agent.supervisor import KernelSupervisor
+from bai.common.agent_api import (
+    AgentErrorType,
+    AgentMethod,
     CreateKernels,
     Execute,
     InvalidRequest,
@@ -15,6 +29,7 @@ from bai.agent.requests import (
     UploadFile,
     parse,
 )
+from bai.common.scratch_paths import ScratchPathError
 
 KID = str(uuid.uuid4())
 
@@ -102,3 +117,60 @@ def test_other_methods() -> None:
     assert str(sync.kernels[0][0]) == KID and sync.terminate_unknown is False
     with pytest.raises(InvalidRequest):
         parse({"kernels": [[KID]]}, SyncKernelRegistry)
+
+
+def test_the_agent_answers_every_method_of_the_contract(tmp_path: Path) -> None:
+    backend = LocalBackend(
+        agent_id="i-test",
+        scratch_root=tmp_path / "scratch",
+        ipc_base=tmp_path / "ipc",
+        log_dir=tmp_path / "logs",
+    )
+
+    async def report_end(kernel_id: str, session_id: str, reason: str, code: int | None) -> None:
+        raise AssertionError("no kernel ends here")
+
+    supervisor = KernelSupervisor(
+        agent_id="i-test",
+        backend=backend,
+        store=KernelStore(tmp_path / "kernels"),
+        ports=PortPool(30000, 30010),
+        bind_host="127.0.0.1",
+        report_end=report_end,
+        start_timeout=1.0,
+        bootstrap_timeout=1.0,
+        destroy_grace=1.0,
+        pids_max=64,
+    )
+    rpc = AgentRPC(
+        supervisor,
+        describe=lambda kernel: pytest.fail("nothing to describe"),
+        max_upload_size=1,
+        max_download_size=1,
+    )
+    assert set(rpc.handlers()) == {method.value for method in AgentMethod}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidRequest,
+        errors.KernelNotFound,
+        errors.KernelAlreadyExists,
+        errors.KernelNotRunning,
+        errors.KernelCreationFailed,
+        errors.InsufficientPorts,
+        UnknownImage,
+        InsufficientResource,
+        FragmentedResource,
+        InvalidAllocation,
+        RunError,
+        RunnerLinkError,
+        ScratchPathError,
+        KernelFileError,
+        FileTooLarge,
+        FileOperationTimeout,
+    ],
+)
+def test_the_errors_the_agent_raises_are_the_contracts(error: type[Exception]) -> None:
+    assert AgentErrorType(error.__name__).value == error.__name__

@@ -18,13 +18,11 @@ import trio
 from bai.agent.files import (
     FileTooLarge,
     KernelFileError,
-    ScratchPathError,
     download,
     list_files,
-    split_path,
-    split_upload_paths,
     write_files,
 )
+from bai.common.scratch_paths import ScratchPathError, split_path, split_upload_paths
 
 
 def write_file(scratch: Path, path: str, data: bytes, *, max_size: int) -> int:

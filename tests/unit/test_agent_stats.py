@@ -8,9 +8,10 @@ from decimal import Decimal
 import pytest
 
 from bai.agent.cgroups import CgroupUsage
+from bai.agent.errors import InsufficientPorts
 from bai.agent.kernel import AgentKernel, format_stats
-from bai.agent.registry import KernelRecord
-from bai.agent.server import InsufficientPorts, PortPool
+from bai.agent.kernel_store import KernelRecord
+from bai.agent.ports import PortPool
 from bai.common.types import KernelStatus
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bai.client.config import API_VERSION, APIConfig, ClientConfigError
 from bai.client.envfile import read_client_env, render_client_env, write_client_env
+from bai.client.settings import API_VERSION, APIConfig, ClientConfigError
 
 
 def test_defaults_point_at_a_local_manager_without_keypair() -> None:

@@ -23,7 +23,7 @@ from bai.manager.db import (
     is_retryable,
 )
 from bai.manager.models.base import ResourceSlotType, UTCDateTime, enum_type
-from bai.manager.models.config import check_config_key
+from bai.manager.models.shared_config import check_config_key
 
 _md = sa.MetaData()
 probe = sa.Table(

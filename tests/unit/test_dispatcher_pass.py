@@ -21,9 +21,8 @@ from bai.common.errors import InvalidValue
 from bai.common.events import InProcEventBus
 from bai.common.slots import ResourceSlot
 from bai.common.types import KernelStatus, SessionStatus
-from bai.manager.agents import AgentNotFound
-from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
+from bai.manager.errors import AgentNotFound
 from bai.manager.fixtures import default_fixture, populate
 from bai.manager.models import (
     agents,
@@ -37,6 +36,7 @@ from bai.manager.models.resource import AgentStatus
 from bai.manager.models.usage import agent_occupancy
 from bai.manager.scheduler.dispatcher import Dispatcher
 from bai.manager.scheduler.validation import normalize_architecture
+from bai.manager.server import build_services
 from bai.manager.sessions.model import SessionInfo, SessionRequest
 from bai.manager.sessions.registry import SessionRegistry
 
@@ -99,9 +99,7 @@ async def setup() -> AsyncIterator[Setup]:
             )
         ).scalar()
         config = parse_config(ManagerConfig, "")
-        ctx = ManagerContext(config=config, db=db, bus=InProcEventBus())
-        ctx.registry = SessionRegistry(ctx)
-        ctx.dispatcher = Dispatcher(ctx)
+        ctx = build_services(config, db, InProcEventBus())
         yield Setup(db, ctx.registry, ctx.dispatcher, user_key)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bai.agent.requests import MAX_BOOTSTRAP_SCRIPT
+from bai.common.agent_api import MAX_BOOTSTRAP_SCRIPT
 from bai.common.errors import InvalidValue
 from bai.common.slots import DEFAULT_SLOT_TYPES, INTRINSIC_SLOT_TYPES, ResourceSlot
 from bai.common.types import ClusterMode, SessionTypes

@@ -2,22 +2,23 @@
 
 A backend owns the machinery under a kernel (a process tree in cgroups for
 :mod:`bai.agent.backends.local`, a container for a Docker backend) and nothing
-else: the agent server keeps the kernel registry, allocations, runner links,
-runs and events, and calls the backend for the steps below.  Every method
+else: the agent's kernel supervisor (:mod:`bai.agent.supervisor`) keeps the
+kernel store, allocations, runner links, runs and events, and calls the
+backend for the steps below.  Every method
 that can wait does so under the caller's deadline and may be cancelled;
 :meth:`KernelBackend.terminate` and :meth:`KernelBackend.cleanup` are called
 in shielded scopes with their own bounds.
 
-Life of a kernel, as the server drives it::
+Life of a kernel, as the supervisor drives it::
 
     await backend.prepare(record, launch)   # dirs, cgroups, argv/env -> record
     process = await backend.spawn(record)   # record.pid set
-    ...                                      # (server dials the runner)
+    ...                                      # (the supervisor dials the runner)
     code = await process.wait()              # the kernel ended, by itself or by:
     await backend.terminate(record, process, grace=...)
     await backend.cleanup(record)            # nothing of the kernel remains
 
-After an agent restart, :meth:`KernelBackend.adopt` turns a registry record
+After an agent restart, :meth:`KernelBackend.adopt` turns a kernel store record
 back into a :class:`KernelProcess` when the kernel survived, and
 :meth:`KernelBackend.sweep` removes what no record names.
 """
@@ -34,11 +35,10 @@ import trio
 
 from bai.agent.cgroups import CgroupLimits, CgroupUsage
 from bai.agent.images import Image
-from bai.agent.registry import KernelRecord
+from bai.agent.kernel_store import KernelRecord
 from bai.common.errors import BaiError
+from bai.kernel.protocol import DEFAULT_BOOTSTRAP_TIMEOUT
 
-#: Seconds a kernel's bootstrap script may run (on top of the kernel's start deadline).
-DEFAULT_BOOTSTRAP_TIMEOUT: Final = 240.0
 #: The bootstrap script's file name in the kernel's ``/home/work``.
 BOOTSTRAP_NAME: Final = "bootstrap.sh"
 
@@ -49,7 +49,7 @@ class BackendError(BaiError):
 
 @dataclass(frozen=True)
 class KernelLaunch:
-    """What the server decided about a kernel before the backend makes it."""
+    """What the agent planned for a kernel before the backend makes it (:mod:`bai.agent.launch`)."""
 
     image: Image
     #: The kernel's environment, complete except for what the backend itself adds.

@@ -50,7 +50,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from pathlib import Path
 from typing import Final
 
@@ -66,11 +66,22 @@ from bai.agent.backends.base import (
     KernelLaunch,
     KernelProcess,
 )
+from bai.agent.backends.kernel_etc import refresh_etc
 from bai.agent.backends.network import SLIRP_DNS, KernelNetwork, SessionNetworks
+from bai.agent.backends.processes import (
+    AdoptedProcess,
+    ChildProcess,
+    children,
+    proc_usage,
+    session_members,
+    signal_group,
+    start_time,
+)
 from bai.agent.cgroups import CgroupDriver, CgroupError, CgroupUsage, KernelCgroup, detect
 from bai.agent.images import Image
-from bai.agent.registry import KernelRecord
+from bai.agent.kernel_store import KernelRecord
 from bai.common.errors import sole_exception
+from bai.common.scratch_paths import KERNEL_HOME
 from bai.common.slots import BinarySize
 
 log = logging.getLogger(__name__)
@@ -83,93 +94,6 @@ _PROBE_TIMEOUT: Final = 10.0
 #: The folder under ``etc_root`` every kernel gets as its ``/etc``.
 _ETC_BASE: Final = "_common"
 _IPC_PATH_MAX: Final = 107
-
-
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks after boot (``/proc/PID/stat`` field 22)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    try:
-        return int(fields[19]) if fields[0] != b"Z" else None
-    except (ValueError, IndexError):
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _session_members(sids: Collection[int]) -> dict[int, list[int]]:
-    """Live processes of each session in *sids* (a scan of /proc)."""
-    found: dict[int, list[int]] = {sid: [] for sid in sids}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 3 and fields[0] != b"Z":
-            sid = int(fields[3])
-            if sid in found:
-                found[sid].append(int(entry.name))
-    return found
-
-
-class _Child(KernelProcess):
-    """A kernel process this agent started (its exit code is known)."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self._process = process
-        self.pid = process.pid
-
-    async def wait(self) -> int | None:
-        code = await self._process.wait()
-        return 128 - code if code < 0 else code
-
-    def alive(self) -> bool:
-        return self._process.poll() is None
-
-
-class _Adopted(KernelProcess):
-    """A kernel process found again after an agent restart, watched through a pidfd.
-
-    Any number of tasks may wait at once (the supervisor and a destroy, say):
-    each waits on a duplicate of the pidfd, since Trio lets one task wait on
-    one descriptor.
-    """
-
-    def __init__(self, pid: int, pidfd: int) -> None:
-        self.pid = pid
-        self._pidfd: int | None = pidfd
-
-    async def wait(self) -> int | None:
-        if self._pidfd is not None:
-            fd = os.dup(self._pidfd)
-            try:
-                await trio.lowlevel.wait_readable(fd)
-            finally:
-                os.close(fd)
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
-        return None
-
-    def alive(self) -> bool:
-        return self._pidfd is not None and _start_time(self.pid) is not None
 
 
 #: The system user kernels run as when the operator names none (``.ci/bootstrap`` makes it).
@@ -290,7 +214,7 @@ class LocalBackend(KernelBackend):
             owner = self.kernel_owner or (os.getuid(), os.getgid())
             dns = SLIRP_DNS if self.network_mode == "outbound" and self.networks else None
             accounts = sandbox.account_files(*owner, dns)
-            await trio.to_thread.run_sync(_refresh_etc, self.etc_root / _ETC_BASE, accounts)
+            await trio.to_thread.run_sync(refresh_etc, self.etc_root / _ETC_BASE, accounts)
         if self.kernel_owner is None or self.kernel_owner[0] == 0:
             log.warning("kernels run as root: set [container] kernel-uid to an unprivileged user")
         if not limited:
@@ -504,7 +428,7 @@ class LocalBackend(KernelBackend):
         ]
         if launch.image.service_defs is not None:
             runner += ["--service-defs", str(launch.image.service_defs)]
-        record.work_dir = sandbox.KERNEL_HOME if self.bwrap is not None else str(scratch_dir)
+        record.work_dir = KERNEL_HOME if self.bwrap is not None else str(scratch_dir)
         if record.bootstrap:
             runner += [
                 "--bootstrap",
@@ -606,19 +530,19 @@ class LocalBackend(KernelBackend):
         finally:
             os.close(log_fd)
         record.pid = process.pid
-        record.pid_start = _start_time(process.pid)
-        return _Child(process)
+        record.pid_start = start_time(process.pid)
+        return ChildProcess(process)
 
     async def adopt(self, record: KernelRecord) -> KernelProcess | None:
         pid = record.pid
-        if pid is None or record.pid_start is None or _start_time(pid) != record.pid_start:
+        if pid is None or record.pid_start is None or start_time(pid) != record.pid_start:
             return None
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
             return None
         # The pid may have died (and been reused) between the check and the pidfd.
-        if _start_time(pid) != record.pid_start:
+        if start_time(pid) != record.pid_start:
             os.close(pidfd)
             return None
         if self.networks is not None:
@@ -628,7 +552,7 @@ class LocalBackend(KernelBackend):
                 log.error("kernel %s: cannot restore its network: %s", record.kernel_id, exc)
                 os.close(pidfd)
                 return None
-        return _Adopted(pid, pidfd)
+        return AdoptedProcess(pid, pidfd)
 
     async def connect_port(self, record: KernelRecord, port: int) -> trio.SocketStream:
         """A connection to *port* on the loopback of the kernel's network namespace."""
@@ -664,30 +588,30 @@ class LocalBackend(KernelBackend):
     def _runner_pid(self, record: KernelRecord) -> int | None:
         """Host pid of the runner: the kernel's top process, or two levels below in bwrap."""
         pid = record.pid
-        if pid is None or _start_time(pid) != record.pid_start:
+        if pid is None or start_time(pid) != record.pid_start:
             return None
         if not record.argv or self.bwrap is None or self.bwrap not in record.argv:
             return pid
-        for init in _children(pid):
-            for runner in _children(init):
+        for init in children(pid):
+            for runner in children(init):
                 return runner
         return None
 
     def _kill_all(self, record: KernelRecord) -> None:
         pid = record.pid
-        ours = pid is not None and _start_time(pid) == record.pid_start
+        ours = pid is not None and start_time(pid) == record.pid_start
         # A pid-namespace init dies with its whole namespace; find it before its parent goes.
-        inits = _children(pid) if pid is not None and ours and self.bwrap else []
+        inits = children(pid) if pid is not None and ours and self.bwrap else []
         cgroup = self._cgroup(record)
         if cgroup is not None and not cgroup.kill():
             log.error("kernel %s: processes survive in its cgroup", record.kernel_id)
         if pid is not None and ours:
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
             for init in inits:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(init, signal.SIGKILL)
         if cgroup is None and pid is not None:
-            for member in _session_members([pid])[pid]:
+            for member in session_members([pid])[pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signal.SIGKILL)
 
@@ -730,10 +654,10 @@ class LocalBackend(KernelBackend):
         if without:
             tick = os.sysconf("SC_CLK_TCK")
             page = os.sysconf("SC_PAGE_SIZE")
-            for sid, members in _session_members(without).items():
+            for sid, members in session_members(without).items():
                 cpu = memory = io_read = io_write = 0
                 for pid in members:
-                    cpu_ticks, rss_pages, reads, writes = _proc_usage(pid)
+                    cpu_ticks, rss_pages, reads, writes = proc_usage(pid)
                     cpu += cpu_ticks
                     memory += rss_pages * page
                     io_read += reads
@@ -830,75 +754,8 @@ def _fast_runner_command(runner_python: str) -> list[str] | None:
     return [sys.executable, "-I", "-S", "-c", bootstrap]
 
 
-def _refresh_etc(base: Path, generated: Mapping[str, str]) -> None:
-    """Make *base* hold copies of the host's allowed ``/etc`` entries and *generated* files.
-
-    Each entry is replaced in place by renames, so kernels still running
-    from an earlier agent (their ``/etc`` is *base*) see the new entries (a
-    folder entry is missing for the instant between its two renames).  Links
-    are copied as links: they point into ``/usr``, which the kernels have too.
-    """
-    base.mkdir(mode=0o755, exist_ok=True)
-    os.chmod(base, 0o755)
-    for name in sandbox.ETC_ALLOWED:
-        source = Path("/etc", name)
-        if not os.path.lexists(source):
-            continue
-        target = base / name
-        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fresh = target.with_name(f".{target.name}.new")
-        shutil.rmtree(fresh, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            fresh.unlink()
-        if source.is_symlink():
-            os.symlink(os.readlink(source), fresh)
-        elif source.is_dir():
-            shutil.copytree(source, fresh, symlinks=True)
-        else:
-            shutil.copy2(source, fresh)
-        if target.is_dir() and not target.is_symlink():
-            stale = target.with_name(f".{target.name}.old")
-            shutil.rmtree(stale, ignore_errors=True)
-            os.rename(target, stale)
-            os.rename(fresh, target)
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            os.replace(fresh, target)
-    for name, text in generated.items():
-        fresh = base / f".{name}.new"
-        fresh.write_text(text, encoding="utf-8")
-        os.chmod(fresh, 0o644)
-        os.replace(fresh, base / name)
-    for name in sandbox.HOST_FILES:
-        # Mount points for each kernel's own copy: /etc is read-only by then.
-        (base / name).touch(mode=0o644)
-
-
 def _is_kernel_id(name: str) -> bool:
     try:
         return str(uuid.UUID(name)) == name
     except ValueError:
         return False
-
-
-def _proc_usage(pid: int) -> tuple[int, int, int, int]:
-    """CPU ticks, resident pages, bytes read and written of one process (zeros if gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        cpu = int(fields[11]) + int(fields[12])
-        rss = int(fields[21])
-    except (OSError, IndexError, ValueError):
-        return 0, 0, 0, 0
-    reads = writes = 0
-    try:
-        with open(f"/proc/{pid}/io", "rb") as f:
-            for line in f:
-                key, _, value = line.partition(b":")
-                if key == b"read_bytes":
-                    reads = int(value)
-                elif key == b"write_bytes":
-                    writes = int(value)
-    except (OSError, ValueError):
-        pass
-    return cpu, rss, reads, writes

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-#: Where the scratch directory appears inside the sandbox.
-KERNEL_HOME: Final = "/home/work"
+from bai.common.scratch_paths import KERNEL_HOME
+
 #: The kernel user's name inside the sandbox (the spec's ``work`` user).
 KERNEL_USER: Final = "work"
 #: Host folders a program needs to run, bound read-only (or re-made as the links they are).

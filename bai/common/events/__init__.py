@@ -7,6 +7,8 @@ Each module of the package has one job:
   :func:`decode_event`, an exact MessagePack round trip;
 * :mod:`bai.common.events.bus` -- :class:`EventBus`, the one interface both
   deployment modes use, its delivery model, and the parts every bus shares;
+* :mod:`bai.common.events.publish` -- :func:`publish_events`, publishing
+  what a committed transaction returned: bounded, logged, never raised;
 * :mod:`bai.common.events.inproc` -- :class:`InProcEventBus`, the Trio memory
   bus of the embedded ``bai up`` mode;
 * :mod:`bai.common.events.redis` -- ``RedisEventBus``, the Redis Streams bus
@@ -39,6 +41,7 @@ from bai.common.events.bus import (
 from bai.common.events.codec import InvalidEvent, decode_event, encode_event
 from bai.common.events.factory import event_bus_for, running_event_bus
 from bai.common.events.inproc import InProcEventBus
+from bai.common.events.publish import PUBLISH_TIMEOUT, publish_event, publish_events
 from bai.common.events.types import (
     EVENT_TYPES,
     AgentEvent,
@@ -86,6 +89,7 @@ __all__ = [
     "DEFAULT_MAX_BACKLOG",
     "DEFAULT_SUBSCRIBER_BUFFER",
     "EVENT_TYPES",
+    "PUBLISH_TIMEOUT",
     "AgentEvent",
     "AgentHeartbeat",
     "AgentKernelTerminated",
@@ -141,6 +145,8 @@ __all__ = [
     "event_bus_for",
     "event_type_filter",
     "follow_events",
+    "publish_event",
+    "publish_events",
     "running_event_bus",
     "wanted",
 ]

@@ -44,7 +44,16 @@ from quart.globals import request_ctx
 from quart_trio import QuartTrio
 
 from bai.common.errors import BaiError
-from bai.manager.api import auth, config, events, resource, scheduler, session, stream, version
+from bai.manager.api import (
+    auth,
+    events,
+    resource,
+    scheduler,
+    session,
+    shared_config,
+    stream,
+    version,
+)
 from bai.manager.api.errors import RateLimitExceeded, register_error_handlers
 from bai.manager.api.gql import blueprint as gql_blueprint
 from bai.manager.api.helpers import current_ctx
@@ -75,7 +84,7 @@ MAX_CONTENT_LENGTH: Final = 24 * 1024 * 1024
 BLUEPRINTS: Final[tuple[Blueprint, ...]] = (
     version.blueprint,
     auth.blueprint,
-    config.blueprint,
+    shared_config.blueprint,
     resource.blueprint,
     session.blueprint,
     events.blueprint,

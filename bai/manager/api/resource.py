@@ -54,7 +54,6 @@ from bai.common.types import RESOURCE_OCCUPYING_STATUSES, SlotTypes
 from bai.manager.api.auth import auth_required, current_auth
 from bai.manager.api.helpers import current_ctx, json_response, read_json
 from bai.manager.db import Connection
-from bai.manager.models.config import get_config
 from bai.manager.models.identity import (
     association_groups_users,
     domains,
@@ -63,6 +62,7 @@ from bai.manager.models.identity import (
 )
 from bai.manager.models.resource import AgentStatus, agents, resource_presets
 from bai.manager.models.session import kernels, sessions
+from bai.manager.models.shared_config import get_config
 from bai.manager.models.usage import agent_occupancy
 from bai.manager.policy import (
     Slots,

@@ -46,7 +46,8 @@ from bai.manager.api.auth import (
 )
 from bai.manager.api.errors import problem_of
 from bai.manager.api.helpers import InvalidParameter, current_ctx
-from bai.manager.api.session import batch_options, find_session, translated_errors
+from bai.manager.api.session.lookup import find_session, translated_errors
+from bai.manager.api.session.schema import batch_options
 from bai.manager.api.version import RAW_TARGET, VERSION_HEADER, parse_api_version
 from bai.manager.sessions.model import SessionInfo
 

@@ -5,12 +5,11 @@ creates and upgrades the schema with alembic on SQLite and PostgreSQL.
 Modules by area: :mod:`~.identity` (domains, projects, users, keypairs,
 resource policies), :mod:`~.resource` (resource groups, agents, presets),
 :mod:`~.session` (sessions, kernels, dependencies, templates), :mod:`~.image`,
-:mod:`~.config` (the shared key-value configuration), :mod:`~.errorlog`, and
+:mod:`~.shared_config` (the shared key-value configuration), :mod:`~.errorlog`, and
 :mod:`~.usage` (occupancy derived from kernels).
 """
 
 from bai.manager.models.base import metadata
-from bai.manager.models.config import shared_config
 from bai.manager.models.errorlog import ErrorLogSeverity, error_logs
 from bai.manager.models.identity import (
     UserRole,
@@ -41,6 +40,7 @@ from bai.manager.models.session import (
     session_templates,
     sessions,
 )
+from bai.manager.models.shared_config import shared_config
 
 __all__ = [
     "AgentStatus",

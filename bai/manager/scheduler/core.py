@@ -37,7 +37,7 @@ from bai.common.slots import ResourceSlot
 from bai.common.types import AgentId, SessionId
 from bai.manager.scheduler.options import DEFAULT_OPTIONS, AgentSelector, SchedulerOptions
 from bai.manager.scheduler.predicates import PolicyLedger, run_predicates
-from bai.manager.scheduler.selectors import AgentPool, Placement, load_engine
+from bai.manager.scheduler.selectors import Placement, PlacementTargets, load_engine
 from bai.manager.scheduler.sequencers import make_queue
 from bai.manager.scheduler.types import (
     AgentInfo,
@@ -67,10 +67,10 @@ class _Allocations:
         self.slots: dict[AgentId, list[ResourceSlot]] = {}
 
     def add(
-        self, pool: AgentPool, candidate: Candidate, placement: Placement
+        self, targets: PlacementTargets, candidate: Candidate, placement: Placement
     ) -> tuple[AgentId, ...]:
         """Record *placement* and return the agent id of each kernel."""
-        agents = tuple(pool.agents[index].id for index in placement.agents)
+        agents = tuple(targets.agents[index].id for index in placement.agents)
         for agent_id, requested in zip(agents, candidate.session.kernels, strict=True):
             self.slots.setdefault(agent_id, []).append(requested)
         return agents
@@ -111,7 +111,7 @@ def schedule(data: SchedulingInput, *, engine: str | None = None) -> SchedulingR
         agents_by_group.setdefault(getattr(agent, "resource_group", ""), []).append(agent)
     allocations = _Allocations()
     roundrobin: dict[str, AgentId] = {}
-    pools: list[AgentPool] = []
+    all_targets: list[PlacementTargets] = []
 
     for group in sorted(by_group):
         options = data.options.get(group, DEFAULT_OPTIONS)
@@ -119,7 +119,7 @@ def schedule(data: SchedulingInput, *, engine: str | None = None) -> SchedulingR
             message = f"scheduler options of resource group {group!r} are not SchedulerOptions"
             decisions.extend(SchedulerError(c.id, group, message, now) for c in by_group[group])
             continue
-        pool = AgentPool(
+        targets = PlacementTargets(
             group,
             agents_by_group.get(group, []),
             options,
@@ -127,29 +127,29 @@ def schedule(data: SchedulingInput, *, engine: str | None = None) -> SchedulingR
             data.roundrobin.get(group),
             errors,
         )
-        pools.append(pool)
+        all_targets.append(targets)
         started = _schedule_group(
-            by_group[group], options, pool, ledger, allocations, decisions, now
+            by_group[group], options, targets, ledger, allocations, decisions, now
         )
         if started and options.agent_selector is AgentSelector.ROUNDROBIN:
-            roundrobin[group] = pool.agents[pool.roundrobin_after].id
+            roundrobin[group] = targets.agents[targets.roundrobin_after].id
 
-    return _result(decisions, allocations, pools, roundrobin, errors)
+    return _result(decisions, allocations, all_targets, roundrobin, errors)
 
 
 def _schedule_group(
     candidates: list[Candidate],
     options: SchedulerOptions,
-    pool: AgentPool,
+    targets: PlacementTargets,
     ledger: PolicyLedger,
     allocations: _Allocations,
     decisions: list[Decision],
     now: datetime,
 ) -> bool:
     """Evaluate the sessions of one resource group in sequencer order; True if any started."""
-    group = pool.resource_group
+    group = targets.resource_group
     queue = make_queue(
-        options, candidates, pool.capacity, ledger.group_user_slots.get(group, {}), now
+        options, candidates, targets.capacity, ledger.group_user_slots.get(group, {}), now
     )
     blocker: SessionId | None = None
     holding = False
@@ -173,12 +173,12 @@ def _schedule_group(
                     )
                 )
                 continue
-            placement = pool.place(candidate)
+            placement = targets.place(candidate)
             if isinstance(placement, str):
                 if (
                     not holding
                     and candidate.id in queue.starving
-                    and (held := pool.hold_for(candidate))
+                    and (held := targets.hold_for(candidate))
                 ):
                     holding = True
                     placement += f"; holding {', '.join(held)} for it"
@@ -191,7 +191,7 @@ def _schedule_group(
                     blocker = session.id
                 continue
             if blocker is not None and not exempt:
-                pool.release(placement)
+                targets.release(placement)
                 decisions.append(
                     NotScheduled(
                         session.id,
@@ -207,14 +207,14 @@ def _schedule_group(
             try:
                 ledger.commit(candidate)
             except BaseException:
-                pool.release(placement)
+                targets.release(placement)
                 raise
         except Exception as exc:
             decisions.append(SchedulerError(session.id, group, _error_message(exc), now))
             continue
         queue.placed(candidate)
         started = True
-        agents = allocations.add(pool, candidate, placement)
+        agents = allocations.add(targets, candidate, placement)
         decisions.append(Scheduled(session.id, group, agents, passed))
     return started
 
@@ -222,13 +222,13 @@ def _schedule_group(
 def _result(
     decisions: list[Decision],
     allocations: _Allocations,
-    pools: Sequence[AgentPool],
+    all_targets: Sequence[PlacementTargets],
     roundrobin: dict[str, AgentId],
     errors: list[str],
 ) -> SchedulingResult:
     agents: dict[AgentId, AgentInfo] = {}
-    for pool in pools:
-        for agent in pool.agents:
+    for targets in all_targets:
+        for agent in targets.agents:
             agents[agent.id] = agent
     occupied: dict[AgentId, ResourceSlot] = {}
     allocated: dict[AgentId, ResourceSlot] = {}

@@ -4,8 +4,8 @@
 
 * whenever :meth:`Dispatcher.trigger` is called (a session was enqueued or
   ended, an agent appeared, gained or lost capacity -- see
-  :func:`bai.manager.agents.request_schedule` -- or an operator asked
-  through ``POST /manager/scheduler/trigger``),
+  :class:`ScheduleRequests` -- or an operator asked through
+  ``POST /manager/scheduler/trigger``),
 * whenever another manager asks for a pass with a ``do_schedule`` event
   (a broadcast, so a session enqueued through one manager is placed by
   whichever dispatcher takes the scheduling lock first, without waiting for
@@ -36,14 +36,19 @@ transaction:
   ``scheduler_opts.pending_timeout`` seconds is CANCELLED
   (``dependency-failed``, ``pending-timeout``).
 
-After the commit it publishes the transitions' events and hands the placed
-sessions to :meth:`bai.manager.sessions.registry.SessionRegistry.start_scheduled`.
+After the commit it publishes the transitions' events and sends the ids of
+the placed sessions down its *placed* channel, never blocking (the session
+registry reads them and starts the sessions).
 A dependency in ERROR counts as failed.  A resource group whose scheduler
 options are invalid schedules nothing; its sessions carry the configuration
 error in ``status_data["scheduler"]`` and the pass goes on for the others.
 
 Operator controls for ``/manager/scheduler/*``: :meth:`Dispatcher.operation`
 (``include-agents``/``exclude-agents``) and :meth:`Dispatcher.status`.
+
+:class:`ScheduleRequests` is the manager's
+:class:`~bai.manager.protocols.ScheduleRequester`: it triggers this
+process's dispatcher (if it runs one) and asks the others on the bus.
 """
 
 from __future__ import annotations
@@ -56,13 +61,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 import trio
 
+from bai.common.config import ManagerSection
 from bai.common.errors import InvalidValue
-from bai.common.events import DoSchedule, Event, follow_events
+from bai.common.events import DoSchedule, Event, EventBus, follow_events, publish_events
 from bai.common.slots import ResourceSlot
 from bai.common.types import (
     RESOURCE_OCCUPYING_STATUSES,
@@ -76,8 +82,8 @@ from bai.common.types import (
     SessionStatus,
 )
 from bai.manager import transitions
-from bai.manager.agents import AgentNotFound, publish_events
-from bai.manager.db import Connection
+from bai.manager.db import Connection, Database
+from bai.manager.errors import AgentNotFound
 from bai.manager.models.base import utcnow
 from bai.manager.models.identity import domains, groups, keypair_resource_policies, keypairs
 from bai.manager.models.resource import AgentStatus, agents, scaling_groups
@@ -98,10 +104,7 @@ from bai.manager.scheduler.types import (
     SchedulingInput,
 )
 
-if TYPE_CHECKING:
-    from bai.manager.context import ManagerContext
-
-__all__ = ["SCHEDULER_OPS", "Dispatcher", "PassReport"]
+__all__ = ["SCHEDULER_OPS", "Dispatcher", "PassReport", "ScheduleRequests"]
 
 log = logging.getLogger(__name__)
 
@@ -159,16 +162,26 @@ class _Read:
 class Dispatcher:
     """The scheduling loop; see the module docstring.
 
-    *engine* picks the core's agent-fit scan (``"cython"``/``"python"``,
+    Built with the manager's ``[manager]`` settings, its database and bus,
+    and *placed*, the channel the ids of the sessions each pass placed go
+    to.  *engine* picks the core's agent-fit scan (``"cython"``/``"python"``,
     default: the fastest available).  :attr:`origin` is this dispatcher's
     name in the ``do_schedule`` events its process sends.
     """
 
-    def __init__(self, ctx: ManagerContext, *, engine: str | None = None) -> None:
-        self._ctx = ctx
-        self._db = ctx.db
-        self._bus = ctx.bus
-        self.interval = float(ctx.config.manager.scheduler_interval)
+    def __init__(
+        self,
+        section: ManagerSection,
+        db: Database,
+        bus: EventBus,
+        placed: trio.MemorySendChannel[tuple[SessionId, ...]],
+        *,
+        engine: str | None = None,
+    ) -> None:
+        self._db = db
+        self._bus = bus
+        self._placed = placed
+        self.interval = float(section.scheduler_interval)
         self._engine = engine
         self.origin = uuid.uuid4().hex
         self._wakeup = trio.Event()
@@ -235,9 +248,7 @@ class Dispatcher:
             self._last = report
         await publish_events(self._bus, events)
         if report.scheduled:
-            registry = self._ctx._registry
-            if registry is not None:
-                registry.start_scheduled(report.scheduled)
+            self._placed.send_nowait(report.scheduled)
         if report.cancelled:
             # Sessions that depended on the cancelled ones learn of it in the next pass.
             self.trigger()
@@ -637,7 +648,7 @@ class Dispatcher:
         *op* is ``include-agents`` or ``exclude-agents``; an excluded agent
         keeps its kernels.  Raises :class:`~bai.common.errors.InvalidValue` for
         an unknown operation or malformed ids and
-        :class:`~bai.manager.agents.AgentNotFound` (nothing changed) when an
+        :class:`~bai.manager.errors.AgentNotFound` (nothing changed) when an
         id is not registered.
         """
         if op not in SCHEDULER_OPS:
@@ -684,3 +695,24 @@ class Dispatcher:
             "excluded_agents": list(excluded.scalars()),
             "last_pass": self._last.to_json() if self._last is not None else None,
         }
+
+
+class ScheduleRequests:
+    """Asks every manager's dispatcher for a pass: a pending session may fit now.
+
+    *local* is this process's dispatcher, triggered at once; the others hear
+    ``do_schedule`` (with *local*'s origin, empty without one) on the bus.
+    Never raises (see :func:`~bai.common.events.publish_events`).
+    """
+
+    def __init__(self, bus: EventBus, local: Dispatcher | None) -> None:
+        self._bus = bus
+        self._local = local
+
+    async def request_schedule(self) -> None:
+        """Ask for a pass; call it after the commit that made a pending session fit."""
+        origin = ""
+        if self._local is not None:
+            self._local.trigger()
+            origin = self._local.origin
+        await publish_events(self._bus, [DoSchedule(origin=origin)])

@@ -1,7 +1,8 @@
 """Agent selection: where each kernel of a session goes.
 
-An :class:`AgentPool` holds the agents of one resource group for one pass and
-tracks their free capacity as sessions are placed.  Guarantees:
+A :class:`PlacementTargets` holds the agents of one resource group that one
+pass may place kernels on, and tracks their free capacity as sessions are
+placed.  Guarantees:
 
 * a kernel only ever goes to an agent of the session's resource group and
   architecture (to the designated agent when the session names one) that is
@@ -18,7 +19,7 @@ tracks their free capacity as sessions are placed.  Guarantees:
   most free (and the fewest containers); ``roundrobin`` takes the first
   fitting agent after the previous pick in agent-id order.  Remaining ties
   go to the smallest agent id;
-* :meth:`AgentPool.hold_for` holds agents for a starving session that does
+* :meth:`PlacementTargets.hold_for` holds agents for a starving session that does
   not fit now: nothing else is placed on a held agent for the rest of the pass.
 
 The scan runs in the Cython module ``_binpack`` when it is built (fixed-point
@@ -29,6 +30,7 @@ do not fit in 62 bits.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from bisect import bisect_right
@@ -52,8 +54,8 @@ from bai.manager.scheduler.validation import (
 __all__ = [
     "DEFAULT_ENGINE",
     "ENGINES",
-    "AgentPool",
     "Placement",
+    "PlacementTargets",
     "describe_slots",
     "load_engine",
     "slot_order",
@@ -81,10 +83,13 @@ class _Bins(Protocol):
 def _find_engines() -> dict[str, ModuleType]:
     engines: dict[str, ModuleType] = {"python": _binpack_py}
     try:
-        from bai.manager.scheduler import _binpack
+        # By name: an import graph cannot see a compiled module, and would take
+        # ``from bai.manager.scheduler import _binpack`` for an import of the
+        # package, which imports this module (a cycle that is not there).
+        binpack = importlib.import_module("bai.manager.scheduler._binpack")
     except ImportError:
         return engines
-    engines["cython"] = _binpack
+    engines["cython"] = binpack
     return engines
 
 
@@ -159,8 +164,8 @@ class Placement:
     roundrobin_before: int
 
 
-class AgentPool:
-    """The agents of one resource group and their free capacity during one pass.
+class PlacementTargets:
+    """The agents one pass may place a resource group's kernels on, with their free capacity.
 
     Agents that fail validation are left out and described in *errors*.
     *roundrobin_last* is the agent the round-robin selector picked last in

@@ -14,8 +14,8 @@ Life of a session
    in one transaction, publishes ``session_enqueued`` and asks every
    manager's dispatcher for a pass (``do_schedule``).
 2. The dispatcher (:mod:`bai.manager.scheduler.dispatcher`) moves it to
-   SCHEDULED with an agent per kernel and hands it to
-   :meth:`SessionRegistry.start_scheduled`.
+   SCHEDULED with an agent per kernel and hands its id to the registry over
+   a Trio memory channel; the registry starts it.
 3. Starting moves it to PREPARING (a compare-and-set: one manager wins), then
    CREATING, calls ``create_kernels`` on each agent of the session (all of
    its kernels there, with the whole cluster's ``BACKENDAI_CLUSTER_*``
@@ -79,9 +79,9 @@ RESTARTING forever, nor a batch session RUNNING past its deadline.  Its
 first pass comes as the registry starts.
 
 Whenever a pending session may now fit (one was enqueued, or a session
-ended and freed its slots) the registry asks for a scheduling pass with
-:func:`~bai.manager.agents.request_schedule`: this manager's dispatcher at
-once, every other manager's through ``do_schedule``.
+ended and freed its slots) the registry asks for a scheduling pass through
+its :class:`~bai.manager.protocols.ScheduleRequester`: this manager's
+dispatcher at once, every other manager's through ``do_schedule``.
 
 Modules
 =======

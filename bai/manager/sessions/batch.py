@@ -28,14 +28,15 @@ from bai.common.events import (
     ExecutionFinished,
     ExecutionStarted,
     ExecutionTimeout,
+    publish_events,
 )
-from bai.common.types import SessionId, SessionResult, SessionStatus, SessionTypes
-from bai.manager.agents import AgentUnavailable, publish_events
+from bai.common.types import RUNNING_STATUSES, SessionId, SessionResult, SessionStatus, SessionTypes
 from bai.manager.db import UNAVAILABLE_ERRORS, Connection, Database
+from bai.manager.errors import AgentUnavailable
 from bai.manager.models.base import utcnow
 from bai.manager.models.session import sessions
 from bai.manager.sessions.errors import AgentError, InvalidSessionRequest, SessionNotRunning
-from bai.manager.sessions.model import RUNNING_STATUSES, BatchClaim, SessionInfo
+from bai.manager.sessions.model import BatchClaim, SessionInfo
 from bai.manager.sessions.queries import SessionLookup
 from bai.manager.sessions.relay import Relay
 from bai.manager.sessions.state import LocalState

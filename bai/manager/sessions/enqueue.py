@@ -45,9 +45,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from bai.common.errors import InvalidValue
-from bai.common.events import EventBus, SessionEnqueued
+from bai.common.events import EventBus, SessionEnqueued, publish_events
 from bai.common.slots import DEFAULT_SLOT_TYPES, ResourceSlot
 from bai.common.types import (
+    ACTIVE_STATUSES,
     AccessKey,
     AgentId,
     KernelStatus,
@@ -56,7 +57,6 @@ from bai.common.types import (
     SessionTypes,
     SlotTypes,
 )
-from bai.manager.agents import publish_events
 from bai.manager.db import Connection, Database
 from bai.manager.models.base import utcnow
 from bai.manager.models.identity import (
@@ -89,7 +89,6 @@ from bai.manager.sessions.errors import (
     SessionNotFound,
 )
 from bai.manager.sessions.model import (
-    ACTIVE_STATUSES,
     EnqueueResult,
     Owner,
     SessionInfo,

@@ -1,6 +1,6 @@
-"""The session services' data: requests, sessions and kernels as read, results, status sets.
+"""The session services' data: requests, sessions and kernels as read, results.
 
-Plain frozen dataclasses and constants; nothing here reads or writes.
+Plain frozen dataclasses; nothing here reads or writes.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from bai.common.slots import ResourceSlot
 from bai.common.types import (
+    ACTIVE_STATUSES,
     AccessKey,
     AgentId,
     ClusterMode,
@@ -23,15 +24,9 @@ from bai.common.types import (
     SessionStatus,
     SessionTypes,
 )
-from bai.manager import transitions
 from bai.manager.models.identity import UserRole
 
 __all__ = [
-    "ACTIVE_STATUSES",
-    "KERNEL_PRE_START_STATUSES",
-    "PRE_START_STATUSES",
-    "RUNNING_STATUSES",
-    "STARTING_STATUSES",
     "BatchClaim",
     "DestroyResult",
     "EnqueueResult",
@@ -42,36 +37,6 @@ __all__ = [
     "SessionRef",
     "SessionRequest",
 ]
-
-#: Statuses of a session that has not started yet (what ``enqueueOnly=false`` waits out).
-STARTING_STATUSES: Final = frozenset(
-    SessionStatus(name) for name in transitions.NOT_STARTED_STATUSES
-)
-#: Statuses of a session that is not over (its name is taken).
-ACTIVE_STATUSES: Final = frozenset(SessionStatus) - {
-    SessionStatus.TERMINATED,
-    SessionStatus.CANCELLED,
-}
-#: Statuses of a session whose kernels are being created.
-PRE_START_STATUSES: Final = frozenset(
-    {
-        SessionStatus.PREPARING,
-        SessionStatus.PULLING,
-        SessionStatus.PREPARED,
-        SessionStatus.CREATING,
-    }
-)
-#: Statuses of a session whose kernels run.
-RUNNING_STATUSES: Final = frozenset({SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED})
-#: Statuses of a kernel being created.
-KERNEL_PRE_START_STATUSES: Final = frozenset(
-    {
-        KernelStatus.PREPARING,
-        KernelStatus.PULLING,
-        KernelStatus.PREPARED,
-        KernelStatus.CREATING,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)

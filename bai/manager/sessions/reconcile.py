@@ -22,21 +22,23 @@ from typing import Any, Final
 import sqlalchemy as sa
 import trio
 
-from bai.common.events import Event, EventBus
+from bai.common.agent_api import AgentMethod
+from bai.common.events import Event, EventBus, publish_events
 from bai.common.rpc import RemoteError
-from bai.common.types import InvalidTransition, KernelStatus, SessionId, SessionStatus
-from bai.manager import transitions
-from bai.manager.agents import (
+from bai.common.types import (
     LIVE_KERNEL_STATUSES,
-    AgentNotFound,
-    AgentUnavailable,
-    publish_events,
+    PRE_START_STATUSES,
+    InvalidTransition,
+    KernelStatus,
+    SessionId,
+    SessionStatus,
 )
+from bai.manager import transitions
 from bai.manager.db import UNAVAILABLE_ERRORS, Connection, Database
+from bai.manager.errors import AgentNotFound, AgentUnavailable
 from bai.manager.models.base import utcnow
 from bai.manager.models.session import kernels, sessions
 from bai.manager.sessions.batch import BatchDrivers
-from bai.manager.sessions.model import PRE_START_STATUSES
 from bai.manager.sessions.queries import (
     SessionLookup,
     kernel_status,
@@ -154,7 +156,7 @@ class Reconciler:
             try:
                 answer = await self._cluster.call(
                     agent_id,
-                    "describe_kernels",
+                    AgentMethod.DESCRIBE_KERNELS,
                     {"kernel_ids": kernel_ids},
                     timeout=ADOPT_ASK_TIMEOUT,
                 )
@@ -191,7 +193,7 @@ class Reconciler:
         await publish_events(self._bus, events)
         if adopted:
             log.info("session %s was up on its agents: recorded RUNNING", session_id)
-            self._state.notify([session_id])
+            self._state.waiters.notify([session_id])
         return adopted
 
     async def _fail_stuck(self, session_id: SessionId, reason: str) -> None:
@@ -234,7 +236,7 @@ class Reconciler:
             return list(moved.events)
 
         await publish_events(self._bus, await self._db.transaction(write))
-        self._state.notify([session_id])
+        self._state.waiters.notify([session_id])
         await self._cluster.request_schedule()
         if leftovers:
             self._state.spawn(self._terminator.destroy_leftovers, leftovers, reason)

@@ -11,24 +11,26 @@ import functools
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import trio
 
+from bai.common.config import ManagerSection
 from bai.common.events import (
     AgentKernelTerminated,
     Event,
+    EventBus,
     EventBusError,
     SessionEvent,
     follow_events,
 )
-from bai.common.types import SessionId
-from bai.manager.agents import request_schedule
+from bai.common.types import STARTING_STATUSES, SessionId
+from bai.manager.db import Database
+from bai.manager.protocols import AgentCaller, ScheduleRequester
 from bai.manager.sessions.batch import BatchDrivers
 from bai.manager.sessions.enqueue import Enqueuer
 from bai.manager.sessions.model import (
-    STARTING_STATUSES,
     DestroyResult,
     EnqueueResult,
     SessionInfo,
@@ -39,11 +41,8 @@ from bai.manager.sessions.queries import SessionLookup
 from bai.manager.sessions.reconcile import Reconciler
 from bai.manager.sessions.relay import Relay
 from bai.manager.sessions.start import Starter
-from bai.manager.sessions.state import ClusterLink, LocalState, Timeouts
+from bai.manager.sessions.state import ClusterLink, LocalState, Timeouts, Waiters
 from bai.manager.sessions.terminate import Terminator
-
-if TYPE_CHECKING:
-    from bai.manager.context import ManagerContext
 
 __all__ = ["WAIT_POLL", "SessionRegistry"]
 
@@ -56,14 +55,26 @@ WAIT_POLL: Final = 2.0
 class SessionRegistry:
     """Compute sessions from enqueue to termination; see :mod:`bai.manager.sessions`.
 
-    Built with the manager's context (config, db, bus; the agent pool and the
-    dispatcher are reached through it).  Run :meth:`serve` in the manager's
-    nursery: it handles agents' ``agent_kernel_terminated`` reports, runs the
-    reconcile loop and owns the tasks that start sessions and run batch jobs.
+    Built with the manager's ``[manager]`` settings, its database and bus,
+    *agents* to call them, *schedule* to ask for scheduling passes, the
+    process's start *waiters* and *placed*, the channel on which the
+    dispatcher hands over the sessions it placed.  Run :meth:`serve` in the
+    manager's nursery: it handles agents' ``agent_kernel_terminated`` reports,
+    runs the reconcile loop and owns the tasks that start sessions and run
+    batch jobs.
     """
 
-    def __init__(self, ctx: ManagerContext) -> None:
-        section = ctx.config.manager
+    def __init__(
+        self,
+        section: ManagerSection,
+        db: Database,
+        bus: EventBus,
+        *,
+        agents: AgentCaller,
+        schedule: ScheduleRequester,
+        waiters: Waiters,
+        placed: trio.MemoryReceiveChannel[tuple[SessionId, ...]],
+    ) -> None:
         timeouts = Timeouts(
             rpc=float(section.rpc_timeout),
             creation=float(section.kernel_creation_timeout),
@@ -71,10 +82,10 @@ class SessionRegistry:
             flush=float(section.execute_flush_timeout),
             reconcile_interval=max(0.2, min(5.0, float(section.scheduler_interval))),
         )
-        db, bus = ctx.db, ctx.bus
         self._bus = bus
-        self._state = LocalState()
-        cluster = ClusterLink(lambda: ctx.agents, functools.partial(request_schedule, ctx))
+        self._placed = placed
+        self._state = LocalState(waiters)
+        cluster = ClusterLink(agents, schedule)
         self._lookup = SessionLookup(db)
         self._relay = Relay(db, cluster, self._lookup, timeouts)
         self._terminator = Terminator(db, bus, cluster, self._state, self._lookup, timeouts)
@@ -125,6 +136,7 @@ class SessionRegistry:
                 await nursery.start(self._consume_kernel_events)
                 nursery.start_soon(self._reconciler.run)
                 nursery.start_soon(self._relay.flush_query_counts)
+                nursery.start_soon(self._start_placed)
                 self._state.nursery = nursery
                 task_status.started()
         finally:
@@ -134,22 +146,21 @@ class SessionRegistry:
                 await self._relay.write_query_counts()
 
     async def _on_session_event(self, event: Event) -> None:
+        # Session events from any manager wake this process's waiters; the
+        # services also wake them right after their own moves, so that the
+        # waiters do not depend on the bus.
         assert isinstance(event, SessionEvent)
-        self.notify([event.session_id])
+        self._state.waiters.notify([event.session_id])
 
     @staticmethod
     def _on_session_overflow() -> None:
         # Waiters also poll the database, so a missed wake-up only delays them.
         log.warning("session events came faster than they were handled")
 
-    def notify(self, session_ids: Iterable[uuid.UUID]) -> None:
-        """Wake the :meth:`wait_for_start` callers of these sessions (their status changed).
-
-        Session events from any manager wake them through the bus; the
-        registry also calls this right after its own moves out of the starting
-        statuses, so that its waiters do not depend on the bus.
-        """
-        self._state.notify(session_ids)
+    async def _start_placed(self) -> None:
+        """Start the sessions the dispatcher placed, as it hands them over."""
+        async for session_ids in self._placed:
+            self._starter.start_scheduled(session_ids)
 
     async def _consume_kernel_events(self, *, task_status: trio.TaskStatus[None]) -> None:
         types = (AgentKernelTerminated,)
@@ -208,7 +219,7 @@ class SessionRegistry:
         sid = SessionId(session_id)
         deadline = math.inf if timeout is None else trio.current_time() + max(timeout, 0.0)
         while True:
-            event = self._state.waiter(sid)
+            event = self._state.waiters.waiter(sid)
             info = await self._lookup.get_session_by_id(sid)
             if info.status not in STARTING_STATUSES or trio.current_time() >= deadline:
                 return info
@@ -220,10 +231,6 @@ class SessionRegistry:
     async def enqueue_session(self, access_key: str, request: SessionRequest) -> EnqueueResult:
         """Validate *request* and queue a new session (:meth:`Enqueuer.enqueue_session`)."""
         return await self._enqueuer.enqueue_session(access_key, request)
-
-    def start_scheduled(self, session_ids: Iterable[uuid.UUID]) -> None:
-        """Start each SCHEDULED session in the background (:meth:`Starter.start_scheduled`)."""
-        self._starter.start_scheduled(session_ids)
 
     async def destroy_session(
         self, session: SessionRef, *, forced: bool = False, reason: str = "user-requested"

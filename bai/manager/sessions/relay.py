@@ -18,12 +18,13 @@ from typing import Any, Final
 import sqlalchemy as sa
 import trio
 
-from bai.agent.files import ScratchPathError, split_path, split_upload_paths
+from bai.common.agent_api import AgentErrorType, AgentMethod
 from bai.common.errors import BaiError
 from bai.common.rpc import RemoteError
-from bai.common.types import KernelStatus, SessionId
-from bai.manager.agents import STARTED_KERNEL_STATUSES, AgentNotFound, AgentUnavailable
+from bai.common.scratch_paths import ScratchPathError, split_path, split_upload_paths
+from bai.common.types import RUNNING_STATUSES, STARTED_KERNEL_STATUSES, KernelStatus, SessionId
 from bai.manager.db import Connection, Database
+from bai.manager.errors import AgentNotFound, AgentUnavailable
 from bai.manager.models.session import sessions
 from bai.manager.sessions.errors import (
     AgentError,
@@ -32,7 +33,7 @@ from bai.manager.sessions.errors import (
     SessionFileTooLarge,
     SessionNotRunning,
 )
-from bai.manager.sessions.model import RUNNING_STATUSES, KernelInfo, SessionInfo, SessionRef
+from bai.manager.sessions.model import KernelInfo, SessionInfo, SessionRef
 from bai.manager.sessions.queries import SessionLookup
 from bai.manager.sessions.state import ClusterLink, Timeouts
 
@@ -69,20 +70,28 @@ def _map_remote(exc: RemoteError, path_field: str | None = None) -> BaiError:
     problem = detail.get("problem")
     message = exc.remote_message
     kind = exc.remote_type
-    if kind == "ScratchPathError" and path_field is not None:
+    if kind == AgentErrorType.SCRATCH_PATH_ERROR and path_field is not None:
         field_name = path_field
-    if kind in ("InvalidRequest", "RunError", "ScratchPathError"):
+    if kind in (
+        AgentErrorType.INVALID_REQUEST,
+        AgentErrorType.RUN_ERROR,
+        AgentErrorType.SCRATCH_PATH_ERROR,
+    ):
         if isinstance(problem, str):
             # The agent's message already names its field and value: say them once.
             return InvalidSessionRequest(problem, value=detail.get("value"), field=field_name)
         return InvalidSessionRequest(message, value=None, field=field_name)
-    if kind == "FileTooLarge" and isinstance(problem, str):
+    if kind == AgentErrorType.FILE_TOO_LARGE and isinstance(problem, str):
         return SessionFileTooLarge(problem, value=detail.get("value"), field=path_field)
-    if kind == "KernelFileError":
+    if kind == AgentErrorType.KERNEL_FILE_ERROR:
         return KernelFileError(message)
-    if kind == "FileOperationTimeout":
+    if kind == AgentErrorType.FILE_OPERATION_TIMEOUT:
         return AgentUnavailable(message)
-    if kind in ("KernelNotFound", "KernelNotRunning", "RunnerLinkError"):
+    if kind in (
+        AgentErrorType.KERNEL_NOT_FOUND,
+        AgentErrorType.KERNEL_NOT_RUNNING,
+        AgentErrorType.RUNNER_LINK_ERROR,
+    ):
         return SessionNotRunning(f"the session's kernel is not running: {message}")
     return AgentError(f"{kind}: {message}")
 
@@ -188,7 +197,7 @@ class Relay:
         if mode == "batch":
             args["options"] = dict(options or {})
         result: dict[str, Any] = await self._kernel_call(
-            kernel, "execute", args, timeout=flush + self._rpc_timeout
+            kernel, AgentMethod.EXECUTE, args, timeout=flush + self._rpc_timeout
         )
         if mode in ("query", "batch"):
             self._query_counts[info.id] = self._query_counts.get(info.id, 0) + 1
@@ -197,7 +206,7 @@ class Relay:
     async def interrupt(self, session: SessionRef) -> None:
         """Send an interrupt to the main kernel's current run (no guarantee it stops)."""
         kernel = self._running_main(await self._lookup.resolve(session))
-        await self._kernel_call(kernel, "interrupt_kernel", {"kernel_id": str(kernel.id)})
+        await self._kernel_call(kernel, AgentMethod.INTERRUPT_KERNEL, {"kernel_id": str(kernel.id)})
 
     async def complete(
         self, session: SessionRef, code: str, options: Mapping[str, Any] | None = None
@@ -209,7 +218,7 @@ class Relay:
             args["options"] = {
                 k: options[k] for k in ("post", "line", "row", "col") if options.get(k) is not None
             }
-        result = await self._kernel_call(kernel, "get_completions", args)
+        result = await self._kernel_call(kernel, AgentMethod.GET_COMPLETIONS, args)
         return [item for item in result if isinstance(item, str)]
 
     async def upload_files(
@@ -240,7 +249,7 @@ class Relay:
         kernel = self._running_main(await self._lookup.resolve(session))
         written: list[dict[str, Any]] = await self._kernel_call(
             kernel,
-            "upload_files",
+            AgentMethod.UPLOAD_FILES,
             {
                 "kernel_id": str(kernel.id),
                 "files": [{"path": path, "data": bytes(data)} for path, data in files],
@@ -273,7 +282,7 @@ class Relay:
         for path in paths:
             data = await self._kernel_call(
                 kernel,
-                "download_file",
+                AgentMethod.DOWNLOAD_FILE,
                 {"kernel_id": str(kernel.id), "path": path},
                 path_field=path_field,
             )
@@ -286,7 +295,10 @@ class Relay:
             split_path(path, allow_root=True)
         kernel = self._running_main(await self._lookup.resolve(session))
         result: dict[str, Any] = await self._kernel_call(
-            kernel, "list_files", {"kernel_id": str(kernel.id), "path": path}, path_field="path"
+            kernel,
+            AgentMethod.LIST_FILES,
+            {"kernel_id": str(kernel.id), "path": path},
+            path_field="path",
         )
         return result
 
@@ -296,7 +308,9 @@ class Relay:
         kernel = info.main_kernel
         if kernel.agent is None or kernel.status not in STARTED_KERNEL_STATUSES:
             raise SessionNotRunning(f"session {info.name} has no running kernel to read logs from")
-        result = await self._kernel_call(kernel, "get_logs", {"kernel_id": str(kernel.id)})
+        result = await self._kernel_call(
+            kernel, AgentMethod.GET_LOGS, {"kernel_id": str(kernel.id)}
+        )
         logs = result.get("logs", "") if isinstance(result, Mapping) else ""
         return logs if isinstance(logs, str) else ""
 

@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from enum import StrEnum
+from typing import Any, Final, TypeVar
 
-from bai.agent.requests import MAX_BOOTSTRAP_SCRIPT
+from bai.common.agent_api import MAX_BOOTSTRAP_SCRIPT
 from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import ClusterMode, SessionTypes, SlotTypes
@@ -24,8 +25,16 @@ from bai.manager.scheduler.validation import MAX_CLUSTER_SIZE, MAX_PRIORITY
 from bai.manager.sessions.errors import InvalidSessionRequest
 from bai.manager.sessions.model import SessionRequest
 
-__all__ = ["check_name", "check_request", "kernel_slots", "nested_problem", "normalized"]
+__all__ = [
+    "check_name",
+    "check_request",
+    "enum_member",
+    "kernel_slots",
+    "nested_problem",
+    "normalized",
+]
 
+_Choice = TypeVar("_Choice", bound=StrEnum)
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]\Z", re.ASCII)
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
 
@@ -52,6 +61,15 @@ def check_name(name: object, field: str = "name") -> str:
     raise InvalidSessionRequest("a session name must not be a UUID", value=name, field=field)
 
 
+def enum_member(kind: type[_Choice], value: str, field: str) -> _Choice:
+    """The member of *kind* whose value is *value*; :class:`InvalidSessionRequest` about *field*."""
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(member.value for member in kind)
+        raise InvalidSessionRequest(f"must be one of {known}", value=value, field=field) from None
+
+
 def normalized(request: SessionRequest) -> SessionRequest:
     """*request* with ``session_type`` and ``cluster_mode`` given as strings turned into enums."""
     changes: dict[str, Any] = {}
@@ -61,13 +79,7 @@ def normalized(request: SessionRequest) -> SessionRequest:
     ):
         value = getattr(request, name)
         if isinstance(value, str) and not isinstance(value, kind):
-            try:
-                changes[name] = kind(value)
-            except ValueError:
-                known = ", ".join(member.value for member in kind)
-                raise InvalidSessionRequest(
-                    f"must be one of {known}", value=value, field=api_name
-                ) from None
+            changes[name] = enum_member(kind, value, api_name)
     return dataclasses.replace(request, **changes) if changes else request
 
 

@@ -17,9 +17,11 @@ from typing import Any, Final
 import sqlalchemy as sa
 import trio
 
-from bai.common.events import Event, EventBus
+from bai.common.agent_api import AgentErrorType, AgentMethod
+from bai.common.events import Event, EventBus, publish_events
 from bai.common.rpc import RemoteError
 from bai.common.types import (
+    PRE_START_STATUSES,
     InvalidTransition,
     KernelStatus,
     SessionId,
@@ -27,12 +29,11 @@ from bai.common.types import (
     SessionTypes,
 )
 from bai.manager import transitions
-from bai.manager.agents import AgentNotFound, AgentUnavailable, publish_events
 from bai.manager.db import Connection, Database
+from bai.manager.errors import AgentNotFound, AgentUnavailable
 from bai.manager.models.session import kernels, sessions
 from bai.manager.sessions.batch import BatchDrivers
 from bai.manager.sessions.errors import AgentError
-from bai.manager.sessions.model import PRE_START_STATUSES
 from bai.manager.sessions.queries import kernel_status, merge_status_data, running_values
 from bai.manager.sessions.state import ClusterLink, LocalState
 from bai.manager.sessions.terminate import Terminator
@@ -49,12 +50,14 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, RemoteError):
         detail = exc.detail if isinstance(exc.detail, Mapping) else {}
         reasons = detail.get("reasons")
-        if exc.remote_type == "KernelCreationFailed" and isinstance(reasons, Mapping):
+        if exc.remote_type == AgentErrorType.KERNEL_CREATION_FAILED and isinstance(
+            reasons, Mapping
+        ):
             for reason in reasons.values():
                 if reason in _AGENT_START_REASONS:
                     return str(reason)
         return {
-            "KernelCreationFailed": "failed-to-start",
+            AgentErrorType.KERNEL_CREATION_FAILED: "failed-to-start",
             "UnknownImage": "unknown-image",
             "InsufficientResource": "insufficient-resource",
             "FragmentedResource": "insufficient-resource",
@@ -230,7 +233,10 @@ class Starter:
             try:
                 with trio.fail_after(self._creation_timeout):
                     results = await self._cluster.call(
-                        agent_id, "create_kernels", args, timeout=self._creation_timeout + 1.0
+                        agent_id,
+                        AgentMethod.CREATE_KERNELS,
+                        args,
+                        timeout=self._creation_timeout + 1.0,
                     )
                 for item in results:
                     created[str(item["kernel_id"])] = item
@@ -330,7 +336,7 @@ class Starter:
 
         await self._db.transaction(write)
         await publish_events(self._bus, events)
-        self._state.notify([session_id])
+        self._state.waiters.notify([session_id])
         await self._cluster.request_schedule()
         if leftovers:
             await self._terminator.destroy_leftovers(leftovers, reason)

@@ -1,9 +1,10 @@
 """What the session services of one manager process share beside the database.
 
-:class:`LocalState` holds the sessions this process is busy with, the start
-waiters and the nursery its background tasks run in; :class:`ClusterLink` is
-how the services reach the agents and every manager's dispatcher;
-:class:`Timeouts` are the deadlines of the manager's configuration.
+:class:`LocalState` holds the sessions this process is busy with, its
+:class:`Waiters` and the nursery its background tasks run in;
+:class:`ClusterLink` is how the services reach the agents and every
+manager's dispatcher; :class:`Timeouts` are the deadlines of the manager's
+configuration.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import trio
 
 from bai.common.events import AgentKernelTerminated
 from bai.common.types import SessionId
-from bai.manager.agents import AgentPool
+from bai.manager.protocols import AgentCaller, ScheduleRequester
 
-__all__ = ["ClusterLink", "LocalState", "Timeouts"]
+__all__ = ["ClusterLink", "LocalState", "Timeouts", "Waiters"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +40,10 @@ class Timeouts:
 
 
 class ClusterLink:
-    """The agents (by RPC) and every manager's dispatcher, as the session services reach them.
+    """The agents (by RPC) and every manager's dispatcher, as the session services reach them."""
 
-    The agent pool is looked up at each call: the manager attaches it to its
-    context after it built the registry.
-    """
-
-    def __init__(
-        self, pool: Callable[[], AgentPool], schedule: Callable[[], Awaitable[None]]
-    ) -> None:
-        self._pool = pool
+    def __init__(self, agents: AgentCaller, schedule: ScheduleRequester) -> None:
+        self._agents = agents
         self._schedule = schedule
 
     async def call(
@@ -59,41 +54,28 @@ class ClusterLink:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - each call's deadline is the contract
     ) -> Any:
-        """Call *method* on *agent_id* (see :meth:`bai.manager.agents.AgentPool.call`)."""
-        return await self._pool().call(agent_id, method, args, timeout=timeout)
+        """Call *method* on *agent_id* (see :meth:`bai.manager.protocols.AgentCaller.call`)."""
+        return await self._agents.call(agent_id, method, args, timeout=timeout)
 
     def resync(self, agent_id: str) -> None:
         """Reconcile *agent_id*'s kernels again at its next heartbeat."""
-        self._pool().resync(agent_id)
+        self._agents.resync(agent_id)
 
     async def request_schedule(self) -> None:
-        """Ask every manager's dispatcher for a pass (see :mod:`bai.manager.agents`)."""
-        await self._schedule()
+        """Ask every manager's dispatcher for a pass (see :mod:`bai.manager.protocols`)."""
+        await self._schedule.request_schedule()
 
 
-class LocalState:
-    """The sessions this process is starting, terminating or restarting, and its waiters.
+class Waiters:
+    """Those waiting in this process for a session's next status change.
 
-    Also the kernel-end reports about sessions it is starting, applied once the
-    start is over, and the nursery (set while the registry serves) that runs
-    its background tasks.
+    The manager's :class:`~bai.manager.protocols.SessionWaiters`: the
+    registry waits on them, and whatever changes a session's status here (or
+    reports a change on the bus) wakes them.
     """
 
     def __init__(self) -> None:
-        self.nursery: trio.Nursery | None = None
-        self.starting: set[SessionId] = set()
-        self.terminating: set[SessionId] = set()
-        self.restarting: set[SessionId] = set()
-        self.deferred: dict[SessionId, list[AgentKernelTerminated]] = {}
         self._waiters: dict[SessionId, trio.Event] = {}
-
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
-        """Run ``fn(*args)`` in the background; False (and nothing runs) while not serving."""
-        nursery = self.nursery
-        if nursery is None:
-            return False
-        nursery.start_soon(fn, *args)
-        return True
 
     def waiter(self, session_id: SessionId) -> trio.Event:
         """The event :meth:`notify` sets at the session's next status change."""
@@ -105,3 +87,28 @@ class LocalState:
             waiter = self._waiters.pop(SessionId(session_id), None)
             if waiter is not None:
                 waiter.set()
+
+
+class LocalState:
+    """The sessions this process is starting, terminating or restarting, and its *waiters*.
+
+    Also the kernel-end reports about sessions it is starting, applied once the
+    start is over, and the nursery (set while the registry serves) that runs
+    its background tasks.
+    """
+
+    def __init__(self, waiters: Waiters) -> None:
+        self.waiters = waiters
+        self.nursery: trio.Nursery | None = None
+        self.starting: set[SessionId] = set()
+        self.terminating: set[SessionId] = set()
+        self.restarting: set[SessionId] = set()
+        self.deferred: dict[SessionId, list[AgentKernelTerminated]] = {}
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run ``fn(*args)`` in the background; False (and nothing runs) while not serving."""
+        nursery = self.nursery
+        if nursery is None:
+            return False
+        nursery.start_soon(fn, *args)
+        return True

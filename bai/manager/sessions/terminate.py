@@ -15,10 +15,16 @@ from typing import Any
 import sqlalchemy as sa
 import trio
 
+from bai.common.agent_api import AgentErrorType, AgentMethod
 from bai.common.errors import InvalidValue
-from bai.common.events import AgentKernelTerminated, Event, EventBus
+from bai.common.events import AgentKernelTerminated, Event, EventBus, publish_events
 from bai.common.rpc import RemoteError
 from bai.common.types import (
+    ACTIVE_STATUSES,
+    KERNEL_PRE_START_STATUSES,
+    PRE_START_STATUSES,
+    RUNNING_STATUSES,
+    STARTED_KERNEL_STATUSES,
     InvalidTransition,
     KernelStatus,
     SessionId,
@@ -26,20 +32,11 @@ from bai.common.types import (
     SessionStatus,
 )
 from bai.manager import transitions
-from bai.manager.agents import (
-    STARTED_KERNEL_STATUSES,
-    AgentNotFound,
-    AgentUnavailable,
-    publish_events,
-)
 from bai.manager.db import UNAVAILABLE_ERRORS, Connection, Database
+from bai.manager.errors import AgentNotFound, AgentUnavailable
 from bai.manager.models.session import kernels, sessions
 from bai.manager.sessions.errors import SessionBusy, SessionNotFound, SessionNotRunning
 from bai.manager.sessions.model import (
-    ACTIVE_STATUSES,
-    KERNEL_PRE_START_STATUSES,
-    PRE_START_STATUSES,
-    RUNNING_STATUSES,
     DestroyResult,
     KernelRow,
     SessionInfo,
@@ -64,7 +61,7 @@ def reason_of(text: object, fallback: str) -> str:
 
 def _kernel_gone(answer: object) -> bool:
     """Whether an agent answered that it does not have the kernel (nothing left to destroy)."""
-    return isinstance(answer, RemoteError) and answer.remote_type == "KernelNotFound"
+    return isinstance(answer, RemoteError) and answer.remote_type == AgentErrorType.KERNEL_NOT_FOUND
 
 
 class Terminator:
@@ -113,7 +110,7 @@ class Terminator:
         A kernel the agent does not have answers ``KernelNotFound``.
         """
         return await self._call_each_kernel(
-            targets, "destroy_kernel", {"reason": reason}, self._termination_timeout
+            targets, AgentMethod.DESTROY_KERNEL, {"reason": reason}, self._termination_timeout
         )
 
     async def _call_each_kernel(
@@ -373,7 +370,10 @@ class Terminator:
             rows = await self._db.transaction(begin)
             await publish_events(self._bus, events)
             answers = await self._call_each_kernel(
-                {row.id: row.agent for row in rows}, "restart_kernel", {}, self._creation_timeout
+                {row.id: row.agent for row in rows},
+                AgentMethod.RESTART_KERNEL,
+                {},
+                self._creation_timeout,
             )
 
             async def finish(conn: Connection) -> None:
@@ -439,7 +439,7 @@ class Terminator:
                 moved = await transitions.transition_kernel(
                     conn, event.kernel_id, target, reason, exit_code=exit_code
                 )
-            except (InvalidTransition, transitions.KernelNotFound):
+            except (InvalidTransition, transitions.KernelRowNotFound):
                 return None
             events.extend(moved.events)
             return moved.session_status
@@ -447,5 +447,5 @@ class Terminator:
         status = await self._db.transaction(write)
         await publish_events(self._bus, events)
         if status is not None and status not in RUNNING_STATUSES:
-            self._state.notify([event.session_id])
+            self._state.waiters.notify([event.session_id])
             await self._cluster.request_schedule()

@@ -53,7 +53,7 @@ from bai.common.config import AgentConfig, ManagerConfig, parse_config
 from bai.common.daemon import private_dir, private_file, serve_until_signal, tune_collector
 from bai.common.events import InProcEventBus
 from bai.common.logging import setup_logging
-from bai.manager.agents import STARTED_KERNEL_STATUSES
+from bai.common.types import STARTED_KERNEL_STATUSES
 from bai.manager.db import Database, create_database
 from bai.manager.fixtures import default_fixture, populate
 from bai.manager.models import agents, kernels, keypairs, migrate, users

@@ -1,4 +1,4 @@
-"""The agent's kernel registry on disk: what it needs to find its kernels after a restart.
+"""The agent's kernel store on disk: what it needs to find its kernels after a restart.
 
 One JSON file per kernel (``<var-base-path>/kernels/<kernel-id>.json``),
 replaced atomically (write to a temporary file, then ``rename``) on every
@@ -10,7 +10,7 @@ folder is the agent user's only (0700, records 0600): a record holds the
 runner's environment, which carries the variables the session was created
 with.
 
-:meth:`KernelRegistry.load` reads every record back; a file that does not
+:meth:`KernelStore.load` reads every record back; a file that does not
 parse (a disk error, a hand edit) is renamed to ``*.corrupt`` and reported,
 never fatal.  All methods do blocking file I/O: call them through
 ``trio.to_thread.run_sync`` from async code.
@@ -76,7 +76,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(KernelRecord)
 
 
-class KernelRegistry:
+class KernelStore:
     """The folder of kernel records (see the module docstring)."""
 
     def __init__(self, directory: Path) -> None:
@@ -134,7 +134,7 @@ class KernelRegistry:
                 if record.kernel_id != path.stem:
                     raise msgspec.ValidationError(f"file names kernel {record.kernel_id}")
             except (OSError, msgspec.DecodeError) as exc:
-                log.error("kernel registry entry %s is unreadable (%s); set aside", path, exc)
+                log.error("kernel store entry %s is unreadable (%s); set aside", path, exc)
                 with contextlib.suppress(OSError):
                     path.rename(path.with_suffix(".corrupt"))
                 continue

@@ -1,7 +1,7 @@
 """``/config``: raw access to the shared configuration, and the cluster's slot types.
 
 The shared configuration is the key-value table of
-:mod:`bai.manager.models.config`, which stands in for the spec's etcd; keys
+:mod:`bai.manager.models.shared_config`, which stands in for the spec's etcd; keys
 are ``/``-separated paths and a *prefix* selects a key and every key below
 it (``a/b`` selects ``a/b`` and ``a/b/c``, not ``a/bc``).  The three raw
 routes need a superadmin:
@@ -32,7 +32,7 @@ from bai.common.errors import InvalidValue
 from bai.manager.api.auth import auth_required, superadmin_required
 from bai.manager.api.helpers import current_ctx, json_response, read_json
 from bai.manager.api.resource import cluster_slot_types
-from bai.manager.models.config import (
+from bai.manager.models.shared_config import (
     check_config_key,
     delete_config,
     get_config,

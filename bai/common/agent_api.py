@@ -1,0 +1,496 @@
+"""The agent's RPC contract: method names, arguments, replies, errors and deadlines.
+
+This module is the one home of what the manager and an agent agree on over
+RPC (:mod:`bai.common.rpc`): :class:`AgentMethod` names the methods, the
+frozen structs below are their arguments, the TypedDicts their fixed replies,
+:class:`AgentErrorType` the error types they raise, and the constants their
+deadlines.  The agent (:mod:`bai.agent.rpc_handlers`) parses with :func:`parse`
+and answers in these shapes; a caller may build its arguments from the same
+structs (``msgspec.to_builtins``) or as plain maps with the same keys.
+
+Arguments
+=========
+
+Every method takes one msgpack map (``args``); :func:`parse` turns it into
+the method's frozen struct or raises :class:`InvalidRequest` (an
+:class:`~bai.common.errors.InvalidValue`) naming the key and the problem, so
+the manager gets a typed error and the agent changes nothing.  Unknown keys
+are refused too: a misspelt option should not be silently ignored.  The
+structs' fields and defaults are the wire contract.  Kernel and session ids
+travel as UUID strings.
+
+Errors
+======
+
+Errors travel as the RPC ``err`` envelope whose ``type`` is one of
+:class:`AgentErrorType`: ``InvalidRequest`` (malformed arguments; ``detail``
+names the field), ``KernelNotFound``, ``KernelAlreadyExists``,
+``KernelNotRunning``, ``UnknownImage``, ``InsufficientResource``/
+``FragmentedResource``/``InvalidAllocation``/``InsufficientPorts`` (the
+request cannot be placed), ``KernelCreationFailed`` (``detail = {"kernels":
+{kernel_id: "reason: message"}, "reasons": {kernel_id: reason}}``),
+``RunError`` (an execute call that does not fit its run), ``RunnerLinkError``
+(the runner did not answer in time), ``ScratchPathError`` (a path leaving
+``/home/work``, or naming a symbolic link or special file),
+``KernelFileError``, ``FileTooLarge`` and ``FileOperationTimeout``.  A failed
+call changes nothing.
+
+Methods
+=======
+
+``create_kernels {session_id, kernels: [KernelConfig], cluster?}``
+    Creates the kernels of one session, all or nothing (all are started
+    concurrently; if one fails the others are destroyed with reason
+    ``cluster-peer-failed`` and ``KernelCreationFailed`` is raised).  Returns
+    one :class:`KernelDescription` per kernel, in order: ``kernel_id``,
+    ``session_id``, ``status`` (``RUNNING``), ``agent_id``, ``agent_addr``,
+    ``kernel_host``, ``repl_in``/``repl_out`` (runner addresses),
+    ``service_ports`` (``[{name, protocol, container_ports, host_ports}]``),
+    ``occupied_slots`` (ResourceSlot JSON), ``attached_devices`` (allocation
+    by plugin: ``{plugin: {slot: {device: amount}}}``), ``resource_opts``,
+    ``pid``, ``scratch_dir``, ``isolation`` (``bwrap`` or ``process``),
+    ``image``.  A kernel with a ``bootstrap_script`` gets it as
+    ``bootstrap.sh`` in its ``/home/work`` and is RUNNING only once the script
+    exited 0 (its output is in the kernel's log); a script that fails or
+    outlives the agent's bootstrap timeout fails the kernel with reason
+    ``bootstrap-failed`` and the end of its output in the message.  The
+    script runs again when the kernel is restarted.  Deadline: the agent's
+    start deadline, plus its bootstrap timeout for a kernel with a script.
+``destroy_kernel {kernel_id, reason="user-requested"}``
+    Stops the kernel (SIGTERM, SIGKILL after the grace period), releases
+    everything, answers a :class:`DestroyResult` ``{kernel_id, session_id,
+    reason, exit_code, last_stat}``.  Repeating it for a kernel that just
+    ended answers the same.
+``restart_kernel {kernel_id}``
+    Restarts the runner in the same scratch directory and allocation (the
+    Python namespace is lost); answers like one kernel of create_kernels.
+``execute {kernel_id, run_id, mode, code="", options=None, flush_timeout=None}``
+    One call of the execute long-poll: mode ``query`` (new run of *code*),
+    ``batch`` (new run; *options* is the Batch Execution Query Object),
+    ``input`` (*code* answers a ``waiting-input``), ``continue``.  Returns
+    the :class:`ExecutionResult` ``{runId, status, exitCode, console,
+    options}`` after the run finishes a step or after *flush_timeout*
+    (:data:`DEFAULT_FLUSH_TIMEOUT` by default) with status ``continued``.
+    ``continue`` on a run already collected to its end answers ``finished``
+    with its exit code again.
+``interrupt_kernel {kernel_id}`` -> nil
+``get_completions {kernel_id, code, options}`` -> ``[str]``, within :data:`COMPLETION_TIMEOUT`
+``get_logs {kernel_id}`` -> ``{"logs": str}`` (the last :data:`LOG_TAIL_BYTES` of the kernel's log)
+``upload_file {kernel_id, path, data: bin}`` -> ``{"path": abspath, "size": int}``
+``upload_files {kernel_id, files: [{path, data: bin}]}`` -> ``[{"path": abspath, "size": int}]``
+    Writes all the files or, when one is refused, none.
+``download_file {kernel_id, path}`` -> tar archive (bin) of the file or folder
+``list_files {kernel_id, path="."}`` -> ``{"files": JSON text, "errors": str, "abspath": str}``
+    The file methods each finish within :data:`FILE_OP_TIMEOUT` or raise
+    ``FileOperationTimeout``.
+``start_service {kernel_id, service, options: {envs, timeout}}``
+    -> ``{"status": "started"|"running"|"failed", "error": str|None, "ports": [int]}``;
+    *timeout* (the runner's default when unset) bounds the service's start,
+    and the answer comes within it plus :data:`SERVICE_REPLY_MARGIN`.
+``shutdown_service {kernel_id, service}`` -> ``{"status": "stopped"|"not-running"}``,
+    within :data:`SERVICE_SHUTDOWN_TIMEOUT`
+``get_apps {kernel_id}`` -> ``[{name, protocol, ports, url_template, running}]``,
+    within :data:`GET_APPS_TIMEOUT`
+``ping <anything>`` -> the same value
+``gather_hwinfo`` -> ``{plugin key: {"status", "status_info", "metadata"}}``
+``sync_kernel_registry {kernels: [[kernel_id, session_id]], terminate_unknown=False}``
+    -> ``{"missing": [...], "unknown": [...], "terminated": [...]}``: kernels
+    the manager lists but the agent does not run get an
+    ``agent_kernel_terminated`` report (``already-terminated``, or their real
+    reason if they ended recently); kernels the agent runs that the manager
+    does not list are reported, and destroyed (``not-found-in-manager``) with
+    *terminate_unknown*.
+``get_stats {kernel_ids=None}`` -> ``{kernel_id: last_stat}``
+``describe_kernels {kernel_ids}`` -> ``[description]``: those of the named
+    kernels the agent has RUNNING, each as one kernel of ``create_kernels``
+    answers it (a manager restarted while it created them records them so).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from typing import Annotated, Any, Final, Literal, TypedDict, TypeVar
+
+import msgspec
+
+from bai.common.validation import InvalidField, bracketed, invalid_value
+
+
+class AgentMethod(enum.StrEnum):
+    """The names of the agent's RPC methods (see the module docstring)."""
+
+    CREATE_KERNELS = "create_kernels"
+    DESTROY_KERNEL = "destroy_kernel"
+    RESTART_KERNEL = "restart_kernel"
+    EXECUTE = "execute"
+    INTERRUPT_KERNEL = "interrupt_kernel"
+    GET_COMPLETIONS = "get_completions"
+    GET_LOGS = "get_logs"
+    UPLOAD_FILE = "upload_file"
+    UPLOAD_FILES = "upload_files"
+    DOWNLOAD_FILE = "download_file"
+    LIST_FILES = "list_files"
+    START_SERVICE = "start_service"
+    SHUTDOWN_SERVICE = "shutdown_service"
+    GET_APPS = "get_apps"
+    PING = "ping"
+    GATHER_HWINFO = "gather_hwinfo"
+    SYNC_KERNEL_REGISTRY = "sync_kernel_registry"
+    GET_STATS = "get_stats"
+    DESCRIBE_KERNELS = "describe_kernels"
+
+
+class AgentErrorType(enum.StrEnum):
+    """The ``type`` of an agent's RPC error envelope (the raised exception's class name)."""
+
+    INVALID_REQUEST = "InvalidRequest"
+    KERNEL_NOT_FOUND = "KernelNotFound"
+    KERNEL_ALREADY_EXISTS = "KernelAlreadyExists"
+    KERNEL_NOT_RUNNING = "KernelNotRunning"
+    KERNEL_CREATION_FAILED = "KernelCreationFailed"
+    UNKNOWN_IMAGE = "UnknownImage"
+    INSUFFICIENT_RESOURCE = "InsufficientResource"
+    FRAGMENTED_RESOURCE = "FragmentedResource"
+    INVALID_ALLOCATION = "InvalidAllocation"
+    INSUFFICIENT_PORTS = "InsufficientPorts"
+    RUN_ERROR = "RunError"
+    RUNNER_LINK_ERROR = "RunnerLinkError"
+    SCRATCH_PATH_ERROR = "ScratchPathError"
+    KERNEL_FILE_ERROR = "KernelFileError"
+    FILE_TOO_LARGE = "FileTooLarge"
+    FILE_OPERATION_TIMEOUT = "FileOperationTimeout"
+
+
+# ----------------------------------------------------------------------- deadlines
+
+#: The execute long-poll's flush timeout when the caller names none (ARCHITECTURE.md).
+DEFAULT_FLUSH_TIMEOUT: Final = 2.0
+#: How long get_completions waits for the runner's answer.
+COMPLETION_TIMEOUT: Final = 10.0
+#: How long get_apps waits for the runner's answer.
+GET_APPS_TIMEOUT: Final = 10.0
+#: How long start_service waits for the runner beyond the service's own start timeout.
+SERVICE_REPLY_MARGIN: Final = 10.0
+#: How long shutdown_service waits for the runner's answer.
+SERVICE_SHUTDOWN_TIMEOUT: Final = 30.0
+#: Bound on one file operation (upload, download, list), waiting for a thread included.
+FILE_OP_TIMEOUT: Final = 10.0
+#: Bytes of the kernel's log that get_logs returns (its end).
+LOG_TAIL_BYTES: Final = 64 * 1024
+
+# ----------------------------------------------------------------------- arguments
+
+_NAME: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+Name = Annotated[str, msgspec.Meta(pattern=_NAME)]
+RunId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+#: Longest bootstrap script accepted (characters).
+MAX_BOOTSTRAP_SCRIPT: Final = 1024 * 1024
+#: Files one ``upload_files`` call may carry.
+MAX_UPLOAD_FILES: Final = 100
+
+
+class InvalidRequest(InvalidField):
+    """Malformed RPC arguments: wrong type, missing or unknown key, value out of range."""
+
+
+class _Args(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class KernelArgs(_Args, frozen=True):
+    """Methods that name one kernel."""
+
+    kernel_id: uuid.UUID
+
+
+class ClusterInfo(_Args, frozen=True):
+    """The whole cluster session, when this agent runs only part of it."""
+
+    size: Annotated[int, msgspec.Meta(ge=1, le=1024)]
+    hosts: list[str]
+    replicas: dict[str, Annotated[int, msgspec.Meta(ge=1)]]
+
+
+class ResourceOpts(_Args, frozen=True):
+    """Per-kernel options beyond resource slots."""
+
+    #: Tasks (threads included) the kernel may have; the agent's default when None.
+    pids_max: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] | None = None
+
+
+class KernelConfig(_Args, frozen=True):
+    """One kernel to create."""
+
+    kernel_id: uuid.UUID
+    image: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    architecture: str | None = None
+    #: Slot name -> amount, as ``ResourceSlot.parse`` reads it (``"2"``, ``"512m"``).
+    resource_slots: dict[str, str | int | float] = msgspec.field(default_factory=dict)
+    resource_opts: ResourceOpts = msgspec.field(default_factory=ResourceOpts)
+    environ: dict[str, str] = msgspec.field(default_factory=dict)
+    cluster_role: Name = "main"
+    cluster_idx: Annotated[int, msgspec.Meta(ge=1)] = 1
+    local_rank: Annotated[int, msgspec.Meta(ge=0)] = 0
+    cluster_hostname: Name | None = None
+    session_type: Literal["interactive", "batch", "inference", "system"] = "interactive"
+    #: A shell script the kernel runs once it starts, before it is ready (None: none).
+    bootstrap_script: Annotated[str, msgspec.Meta(max_length=MAX_BOOTSTRAP_SCRIPT)] | None = None
+
+    def __post_init__(self) -> None:
+        for key, value in self.environ.items():
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"environ: not an environment variable name: {key!r}")
+            if "\x00" in value:
+                raise ValueError(f"environ.{key}: NUL is not allowed in a value")
+
+
+class CreateKernels(_Args, frozen=True):
+    """``create_kernels``: the kernels of one session that this agent runs."""
+
+    session_id: uuid.UUID
+    kernels: Annotated[list[KernelConfig], msgspec.Meta(min_length=1, max_length=1024)]
+    cluster: ClusterInfo | None = None
+
+
+class DestroyKernel(KernelArgs, frozen=True):
+    """``destroy_kernel``."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "user-requested"
+
+
+class BatchOptions(_Args, frozen=True):
+    """The spec's Batch Execution Query Object."""
+
+    clean: str | None = None
+    build: str | None = None
+    exec: str | None = None
+    buildLog: bool = False
+
+
+class Execute(KernelArgs, frozen=True):
+    """``execute``: one call of the execute long-poll."""
+
+    run_id: RunId
+    mode: Literal["query", "batch", "input", "continue"]
+    code: str = ""
+    options: dict[str, Any] | None = None
+    flush_timeout: Seconds | None = None
+
+
+class CompletionOptions(_Args, frozen=True):
+    """Cursor context of a completion request (the spec's ``options``)."""
+
+    post: str | None = None
+    line: str | None = None
+    row: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    col: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class GetCompletions(KernelArgs, frozen=True):
+    """``get_completions``."""
+
+    code: str = ""
+    options: CompletionOptions | None = None
+
+
+class UploadFile(KernelArgs, frozen=True):
+    """``upload_file``: *data* goes to *path* (relative to, or inside, ``/home/work``)."""
+
+    path: str
+    data: bytes
+
+
+class FileData(_Args, frozen=True):
+    """One file of ``upload_files``."""
+
+    path: str
+    data: bytes
+
+
+class UploadFiles(KernelArgs, frozen=True):
+    """``upload_files``: all of *files* are written, or none."""
+
+    files: Annotated[list[FileData], msgspec.Meta(min_length=1, max_length=MAX_UPLOAD_FILES)]
+
+
+class FilePath(KernelArgs, frozen=True):
+    """``download_file``."""
+
+    path: str
+
+
+class ListFiles(KernelArgs, frozen=True):
+    """``list_files``."""
+
+    path: str = "."
+
+
+class ServiceOptions(_Args, frozen=True):
+    """Options of ``start_service``."""
+
+    envs: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout: Seconds | None = None
+
+
+class StartService(KernelArgs, frozen=True):
+    """``start_service``."""
+
+    service: Name
+    options: ServiceOptions = msgspec.field(default_factory=ServiceOptions)
+
+
+class ShutdownService(KernelArgs, frozen=True):
+    """``shutdown_service``."""
+
+    service: Name
+
+
+class SyncKernelRegistry(_Args, frozen=True):
+    """``sync_kernel_registry``: the kernels the manager believes run on this agent."""
+
+    kernels: list[tuple[uuid.UUID, uuid.UUID]]
+    terminate_unknown: bool = False
+
+
+class GetStats(_Args, frozen=True):
+    """``get_stats``: stats of these kernels (all when None)."""
+
+    kernel_ids: list[uuid.UUID] | None = None
+
+
+class DescribeKernels(_Args, frozen=True):
+    """``describe_kernels``: these kernels as ``create_kernels`` described them."""
+
+    kernel_ids: list[uuid.UUID]
+
+
+class NoArgs(_Args, frozen=True):
+    """Methods without arguments (``args`` may also be nil)."""
+
+
+T = TypeVar("T", bound=_Args)
+
+
+def parse(args: Any, kind: type[T]) -> T:
+    """Validate *args* as *kind*; raises :class:`InvalidRequest` naming the offending key."""
+    if args is None and kind is NoArgs:
+        args = {}
+    try:
+        return msgspec.convert(args, kind)
+    except msgspec.ValidationError as exc:
+        raise invalid_value(
+            exc, args, where="args", error=InvalidRequest, notation=bracketed
+        ) from None
+    except ValueError as exc:  # a __post_init__ check
+        raise InvalidRequest(str(exc), value=args) from None
+
+
+# ------------------------------------------------------------------------- replies
+
+
+class ServicePortInfo(TypedDict):
+    """One service port of a kernel, as its description carries it."""
+
+    name: str
+    protocol: str
+    container_ports: list[int]
+    host_ports: list[int]
+
+
+class KernelDescription(TypedDict):
+    """One kernel as ``create_kernels``, ``restart_kernel`` and ``describe_kernels`` answer it."""
+
+    kernel_id: str
+    session_id: str
+    status: str
+    agent_id: str
+    agent_addr: str
+    kernel_host: str
+    image: str
+    architecture: str
+    repl_in: str
+    repl_out: str
+    service_ports: list[ServicePortInfo]
+    occupied_slots: dict[str, str]
+    attached_devices: dict[str, dict[str, dict[str, str]]]
+    resource_opts: dict[str, Any]
+    pid: int | None
+    scratch_dir: str
+    isolation: str
+
+
+class DestroyResult(TypedDict):
+    """What ``destroy_kernel`` answers once the kernel is gone."""
+
+    kernel_id: str
+    session_id: str
+    reason: str
+    exit_code: int | None
+    last_stat: dict[str, Any] | None
+
+
+class ExecutionResult(TypedDict):
+    """The spec's Execution Result Object, one ``execute`` call's answer."""
+
+    runId: str
+    status: str
+    exitCode: int | None
+    #: ``[[stream, data], ...]``: merged ``stdout``/``stderr`` text and media records.
+    console: list[list[Any]]
+    options: dict[str, Any] | None
+
+
+class LogsReply(TypedDict):
+    """``get_logs``."""
+
+    logs: str
+
+
+class UploadedFile(TypedDict):
+    """One file ``upload_file`` or ``upload_files`` wrote."""
+
+    path: str
+    size: int
+
+
+class FileListing(TypedDict):
+    """``list_files``: ``files`` is JSON text of the entries, ``errors`` empty if all went well."""
+
+    files: str
+    errors: str
+    abspath: str
+
+
+class StartServiceReply(TypedDict):
+    """``start_service``."""
+
+    status: str | None
+    error: str | None
+    ports: list[int]
+
+
+class ShutdownServiceReply(TypedDict):
+    """``shutdown_service``."""
+
+    status: str | None
+
+
+class HardwareStatus(TypedDict):
+    """One compute plugin of ``gather_hwinfo``."""
+
+    status: str
+    status_info: str
+    metadata: dict[str, Any]
+
+
+class SyncReply(TypedDict):
+    """``sync_kernel_registry``: kernel ids by what the agent did about them."""
+
+    missing: list[str]
+    unknown: list[str]
+    terminated: list[str]
