@@ -3,7 +3,7 @@
 ``db_url`` is an empty database at the newest schema, once per backend;
 ``empty_db_url`` a database without tables (for migration tests); ``db`` the
 ``db_url`` one, open; ``backends`` each deployment mode of the API tests
-(``test_api_session_support``) and ``deployment`` one running on them;
+(``support.api_session``) and ``deployment`` one running on them;
 ``kernel`` a ready client of the module's ``runner`` (a kernel runner process).
 PostgreSQL needs the service at 127.0.0.1:5432 (see
 ``tests/conftest.py``: skipped on a laptop without it, a failure in CI).
@@ -22,17 +22,18 @@ import pytest
 import sqlalchemy as sa
 import trio
 import trio_asyncio
-from test_api_session_support import (
+
+from bai.kernel.client import RunnerClient, RunnerProcess
+from bai.manager.db import Database, create_database
+from bai.manager.models import metadata, migrate
+
+from support.api_session import (
     MODES,
     Backends,
     Deployment,
     backends_for,
     running_deployment,
 )
-
-from bai.kernel.client import RunnerClient, RunnerProcess
-from bai.manager.db import Database, create_database
-from bai.manager.models import metadata, migrate
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_agent_support import (
+
+from bai.common.events import AgentKernelTerminated, KernelEvent
+from bai.common.rpc import RemoteError
+
+from support.agent import (
     AS_ROOT,
     Harness,
     agent_config,
@@ -17,10 +21,7 @@ from test_agent_support import (
     running_agent,
     session_pids,
 )
-from test_registry_support import eventually
-
-from bai.common.events import AgentKernelTerminated, KernelEvent
-from bai.common.rpc import RemoteError
+from support.registry import eventually
 
 SCRIPT = """\
 echo "bootstrapped as $BACKENDAI_CLUSTER_ROLE in $PWD" > boot.txt

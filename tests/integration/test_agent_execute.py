@@ -9,9 +9,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_agent_support import Harness, agent_config, running_agent
 
 from bai.common.rpc import RemoteError
+
+from support.agent import Harness, agent_config, running_agent
 
 
 @pytest.fixture

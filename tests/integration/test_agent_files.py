@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 import trio
-from test_agent_support import (
+
+from bai.agent import supervisor
+from bai.common.events import AgentKernelTerminated
+from bai.common.rpc import RemoteError
+
+from support.agent import (
     HOSTILE_FILES,
     HOSTILE_KINDS,
     Harness,
@@ -22,10 +27,6 @@ from test_agent_support import (
     read,
     running_agent,
 )
-
-from bai.agent import supervisor
-from bai.common.events import AgentKernelTerminated
-from bai.common.rpc import RemoteError
 
 
 @pytest.fixture

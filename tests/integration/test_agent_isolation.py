@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_agent_support import (
+
+from support.agent import (
     AS_ROOT,
     Harness,
     agent_config,

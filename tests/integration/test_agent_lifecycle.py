@@ -15,16 +15,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_agent_support import (
-    Harness,
-    agent_config,
-    alive,
-    cgroup_pids,
-    entries,
-    exists,
-    fake_runner,
-    running_agent,
-)
 
 from bai.common.events import (
     AgentHeartbeat,
@@ -37,6 +27,17 @@ from bai.common.events import (
 )
 from bai.common.rpc import RemoteError
 from bai.common.types import KernelStatus
+
+from support.agent import (
+    Harness,
+    agent_config,
+    alive,
+    cgroup_pids,
+    entries,
+    exists,
+    fake_runner,
+    running_agent,
+)
 
 
 @pytest.fixture

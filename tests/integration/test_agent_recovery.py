@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_agent_support import (
+
+from bai.agent.cgroups import detect
+from bai.common.config import AgentConfig, load_config
+from bai.common.events import AgentKernelTerminated
+from bai.common.rpc import RPCClient
+
+from support.agent import (
     CATALOG,
     alive,
     cgroup_pids,
@@ -23,11 +29,6 @@ from test_agent_support import (
     read,
     running_agent,
 )
-
-from bai.agent.cgroups import detect
-from bai.common.config import AgentConfig, load_config
-from bai.common.events import AgentKernelTerminated
-from bai.common.rpc import RPCClient
 
 
 def _write_config(tmp_path: Path) -> tuple[Path, str]:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_agent_support import Harness, agent_config, is_root, running_agent
-from test_hostile_support import assert_contained, parse, probe_code
+
+from support.agent import Harness, agent_config, is_root, running_agent
+from support.hostile import assert_contained, parse, probe_code
 
 pytestmark = [
     pytest.mark.skipif(not is_root(), reason="the kernel user and namespaces need root"),

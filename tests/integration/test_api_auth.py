@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
-from test_api_support import Api, assert_problem, running_api
 
 from bai.manager.db import Database
 from bai.manager.models import groups, keypairs, users
 from bai.manager.models.identity import hash_password
+
+from support.api import Api, assert_problem, running_api
 
 PASSWORD = "correct horse battery staple"
 

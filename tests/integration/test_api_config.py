@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from test_api_support import Api, assert_problem, running_api
 
 from bai.common.slots import ResourceSlot
 from bai.manager.db import Database
 from bai.manager.models import AgentStatus, agents, shared_config
+
+from support.api import Api, assert_problem, running_api
 
 
 @pytest.fixture

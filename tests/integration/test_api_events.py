@@ -8,15 +8,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from test_api_session_support import (
-    Deployment,
-    unique_name,
-)
-from test_api_support import Key
 
 from bai.client import APIClient
 from bai.client.sse import SSEEvent
 from bai.common.events import BgtaskCancelled, BgtaskDone, BgtaskUpdated
+
+from support.api import Key
+from support.api_session import (
+    Deployment,
+    unique_name,
+)
 
 LIFECYCLE = [
     "session_enqueued",

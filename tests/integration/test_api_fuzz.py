@@ -16,9 +16,10 @@ import httpx
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_api_support import PROBLEM_JSON, Api, running_api
 
 from bai.manager.db import create_database
+
+from support.api import PROBLEM_JSON, Api, running_api
 
 EXAMPLES = 200
 

@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 import trio
-from test_api_support import Api, Key, assert_problem, running_api
 
 from bai.common.auth import sign_request
 from bai.manager.db import Database
 from bai.manager.fixtures import populate
 from bai.manager.models import domains, users
+
+from support.api import Api, Key, assert_problem, running_api
 
 
 @pytest.fixture

@@ -17,12 +17,13 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 from graphql import get_introspection_query
-from test_api_gql_support import IMAGE, World, build_world, data_of, gql, gql_raw, messages
-from test_api_support import Key, assert_problem, manager_config, running_api
 
 from bai.cli.main import cli
 from bai.client import APIClient, APIConfig, BackendAPIError, list_sessions
 from bai.manager.db import Database
+
+from support.api import Key, assert_problem, manager_config, running_api
+from support.api_gql import IMAGE, World, build_world, data_of, gql, gql_raw, messages
 
 
 @pytest.fixture

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from test_api_gql_support import World, build_world, data_of, gql, messages
-from test_api_support import running_api
 
 from bai.manager.db import Database
+
+from support.api import running_api
+from support.api_gql import World, build_world, data_of, gql, messages
 
 
 @pytest.fixture

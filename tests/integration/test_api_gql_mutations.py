@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from test_api_gql_support import World, build_world, data_of, gql, messages
-from test_api_support import Key, running_api
 
 from bai.manager.db import Database
+
+from support.api import Key, running_api
+from support.api_gql import World, build_world, data_of, gql, messages
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 import coredis
 import pytest
 import trio
-from test_api_support import manager_config, running_api
 
 from bai.common.config import RedisConfig
 from bai.manager.api.ratelimit import (
@@ -24,6 +23,8 @@ from bai.manager.api.ratelimit import (
     open_rate_limiter,
 )
 from bai.manager.db import Database
+
+from support.api import manager_config, running_api
 
 WINDOW = 0.6
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from test_api_support import Api, Key, assert_problem, running_api
 
 from bai.common.slots import ResourceSlot
 from bai.common.types import KernelStatus, SessionStatus
@@ -27,6 +26,8 @@ from bai.manager.models import (
 )
 from bai.manager.models.shared_config import put_config
 from bai.manager.transitions import initial_status
+
+from support.api import Api, Key, assert_problem, running_api
 
 G = 2**30
 

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_api_session_support import (
+
+from bai.client import APIClient, ComputeSession
+from bai.common.auth import sign_request
+from bai.common.types import SessionStatus
+
+from support.api import API_VERSION
+from support.api_session import (
     RESOURCES,
     Backends,
     Deployment,
@@ -24,11 +30,6 @@ from test_api_session_support import (
     running_deployment,
     unique_name,
 )
-from test_api_support import API_VERSION
-
-from bai.client import APIClient, ComputeSession
-from bai.common.auth import sign_request
-from bai.common.types import SessionStatus
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_agent_support import read
-from test_api_session_support import (
+from support.agent import read
+from support.api_session import (
     Deployment,
     problem,
     unique_name,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from test_api_session_support import (
+from support.api_session import (
     RESOURCES,
     Deployment,
     problem,

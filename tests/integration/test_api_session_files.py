@@ -10,11 +10,12 @@ from typing import Any
 
 import httpx
 import trio
-from test_agent_support import HOSTILE_FILES, HOSTILE_KINDS
-from test_api_session_support import Deployment, problem, unique_name
 
 from bai.common.errors import describe_value
 from bai.manager.sessions.relay import MAX_UPLOAD_FILE_SIZE, MAX_UPLOAD_FILES
+
+from support.agent import HOSTILE_FILES, HOSTILE_KINDS
+from support.api_session import Deployment, problem, unique_name
 
 
 async def file_route(deployment: Deployment, name: str, field: str, path: str) -> httpx.Response:

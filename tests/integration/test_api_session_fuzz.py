@@ -21,16 +21,17 @@ import sqlalchemy as sa
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_api_session_support import (
+
+from bai.common.auth import sign_request
+from bai.manager.models.resource import scaling_groups
+
+from support.api import API_VERSION, PROBLEM_JSON
+from support.api_session import (
     Backends,
     Deployment,
     running_deployment,
     unique_name,
 )
-from test_api_support import API_VERSION, PROBLEM_JSON
-
-from bai.common.auth import sign_request
-from bai.manager.models.resource import scaling_groups
 
 EXAMPLES = 150
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from test_api_session_support import (
+from bai.common.types import SessionStatus
+
+from support.api_session import (
     Deployment,
     unique_name,
 )
-
-from bai.common.types import SessionStatus
 
 
 async def test_excluded_agents_get_no_sessions_until_included(deployment: Deployment) -> None:

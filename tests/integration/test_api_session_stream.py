@@ -7,11 +7,6 @@ from typing import Any
 
 import pytest
 import trio
-from test_api_session_support import (
-    Deployment,
-    unique_name,
-)
-from test_api_support import API_VERSION, Key
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -20,6 +15,12 @@ from trio_websocket import (
 )
 
 from bai.common.auth import sign_request
+
+from support.api import API_VERSION, Key
+from support.api_session import (
+    Deployment,
+    unique_name,
+)
 
 
 def _headers(deployment: Deployment, target: str, key: Key | None) -> list[tuple[bytes, bytes]]:

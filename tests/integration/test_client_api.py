@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 from click.testing import CliRunner, Result
-from test_api_support import Api, Key, running_api
 
 from bai.cli.main import cli
 from bai.client import (
@@ -28,6 +27,8 @@ from bai.client import (
     set_config,
 )
 from bai.manager.db import Database
+
+from support.api import Api, Key, running_api
 
 
 @pytest.fixture

@@ -24,8 +24,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import trio
-from test_agent_support import alive
-from test_distributed_support import (
+
+from bai.client import APIClient, APIConfig, ComputeSession
+from bai.common.slots import ResourceSlot
+from bai.manager.db import Database, create_database
+from bai.manager.models import agents
+from bai.manager.models.usage import agent_occupancy
+
+from support.agent import alive
+from support.distributed import (
     HEARTBEAT_TIMEOUT,
     Daemon,
     Deployment,
@@ -38,12 +45,6 @@ from test_distributed_support import (
     wait_for_agents,
     wait_until_serving,
 )
-
-from bai.client import APIClient, APIConfig, ComputeSession
-from bai.common.slots import ResourceSlot
-from bai.manager.db import Database, create_database
-from bai.manager.models import agents
-from bai.manager.models.usage import agent_occupancy
 
 SESSION_TIMEOUT = 60.0
 

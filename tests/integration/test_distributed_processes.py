@@ -8,7 +8,7 @@ Redis Streams and ``ipc://`` RPC.  The test talks to them as a user would,
 through the client SDK over HTTP, and looks at the host's processes to see
 where kernels run and that none is left behind.
 
-The harness is :mod:`test_distributed_support`.
+The harness is :mod:`support.distributed`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from typing import Any
 
 import pytest
 import trio
-from test_distributed_support import (
+
+from bai.client import APIClient, APIConfig, ComputeSession, get_config, graphql
+
+from support.distributed import (
     START_TIMEOUT,
     Daemon,
     Deployment,
@@ -34,9 +37,7 @@ from test_distributed_support import (
     wait_for_agents,
     wait_until_serving,
 )
-from test_hostile_support import assert_contained, parse, probe_code
-
-from bai.client import APIClient, APIConfig, ComputeSession, get_config, graphql
+from support.hostile import assert_contained, parse, probe_code
 
 
 @pytest.fixture

@@ -16,8 +16,6 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 import trio
-from test_agent_support import CATALOG, alive
-from test_hostile_support import assert_contained, parse, probe_code
 
 from bai.client.envfile import read_client_env
 from bai.common.slots import BinarySize
@@ -32,6 +30,9 @@ from bai.manager.db import create_database
 from bai.manager.models import sessions
 from bai.manager.sessions.model import SessionRequest
 from bai.manager.sessions.registry import SessionRegistry
+
+from support.agent import CATALOG, alive
+from support.hostile import assert_contained, parse, probe_code
 
 BAI = Path(sys.executable).with_name("bai")
 

@@ -24,11 +24,12 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 import trio
-from test_agent_support import CATALOG
 
 from bai.common.slots import BinarySize
 from bai.embedded import EmbeddedHandle, EmbeddedService, embedded_configs
 from bai.manager.models import sessions
+
+from support.agent import CATALOG
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("BAI_OFFICIAL_CLIENT_VENV") or REPO / ".venv-official-client")

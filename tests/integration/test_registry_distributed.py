@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_registry_support import Cluster, manager_config, running_cluster
 
 from bai.common.events import DoSchedule
 from bai.common.types import ClusterMode, SessionStatus
 from bai.manager.server import build_services
 from bai.manager.sessions.model import SessionRequest
+
+from support.registry import Cluster, manager_config, running_cluster
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from test_registry_support import Cluster, running_cluster
 
 from bai.common.agent_api import MAX_BOOTSTRAP_SCRIPT
 from bai.common.errors import InvalidValue
@@ -28,6 +27,8 @@ from bai.manager.sessions.errors import (
     SessionNotFound,
 )
 from bai.manager.sessions.model import SessionRequest
+
+from support.registry import Cluster, running_cluster
 
 
 @pytest.fixture

@@ -8,14 +8,15 @@ from pathlib import Path
 import msgspec
 import pytest
 import sqlalchemy as sa
-from test_agent_support import agent_config, fake_runner
-from test_registry_support import eventually, running_cluster, unreadable
 
 from bai.common.config import Duration
 from bai.common.events import AgentHeartbeat, AgentTerminated
 from bai.common.types import AgentId, KernelStatus, SessionStatus
 from bai.manager.models import agents
 from bai.manager.models.usage import agent_occupancy
+
+from support.agent import agent_config, fake_runner
+from support.registry import eventually, running_cluster, unreadable
 
 
 async def test_a_lost_agent_fails_its_sessions_and_frees_their_slots(

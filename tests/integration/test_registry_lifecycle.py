@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import trio
-from test_registry_support import Cluster, running_cluster
 
 from bai.common.types import KernelStatus, SessionResult, SessionStatus, SessionTypes
 from bai.manager import transitions
@@ -25,6 +24,8 @@ from bai.manager.sessions.errors import (
     SessionNotFound,
     SessionNotRunning,
 )
+
+from support.registry import Cluster, running_cluster
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_registry_support import Cluster, eventually, running_cluster, unreadable
 
 from bai.common.slots import ResourceSlot
 from bai.common.types import KernelStatus, SessionStatus
@@ -22,6 +21,8 @@ from bai.manager.db import Connection
 from bai.manager.models import agents, kernels
 from bai.manager.models.base import utcnow
 from bai.manager.models.resource import AgentStatus
+
+from support.registry import Cluster, eventually, running_cluster, unreadable
 
 
 @pytest.fixture

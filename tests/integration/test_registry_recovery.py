@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import trio
-from test_registry_support import Cluster, eventually, running_cluster
 
 from bai.common.types import SessionResult, SessionStatus, SessionTypes
 from bai.manager.db import create_database
@@ -25,6 +24,8 @@ from bai.manager.models.usage import agent_occupancy
 from bai.manager.server import build_services
 from bai.manager.sessions.model import SessionInfo
 from bai.manager.sessions.registry import SessionRegistry
+
+from support.registry import Cluster, eventually, running_cluster
 
 #: Seconds the dying manager's claims hold: the new one waits this long before resuming.
 LEASE = 2.0

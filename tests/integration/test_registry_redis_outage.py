@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import trio
-from test_distributed_support import RedisServer, private_redis_server
-from test_registry_support import Cluster, eventually, running_cluster
 
 from bai.common.types import SessionStatus
 from bai.manager.models import agents
 from bai.manager.models.usage import agent_occupancy
+
+from support.distributed import RedisServer, private_redis_server
+from support.registry import Cluster, eventually, running_cluster
 
 HEARTBEAT_TIMEOUT = 2.0
 

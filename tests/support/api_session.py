@@ -3,14 +3,14 @@
 Imported by the ``test_api_session*``, ``test_api_events*`` and
 ``test_official_client`` modules (it holds no tests itself).
 :func:`running_deployment` starts one of the two deployments of
-ARCHITECTURE.md around :func:`test_registry_support.running_cluster`:
+ARCHITECTURE.md around :func:`support.registry.running_cluster`:
 
 * ``embedded``: SQLite, the in-process event bus, ``inproc://`` RPC;
 * ``distributed``: PostgreSQL, Redis Streams (one connection per component)
   and ``ipc://`` RPC, as separate processes would use them;
 
 and serves the API on a free loopback port.  :class:`Deployment` sends
-signed requests (:class:`test_api_support.Api`) and has shortcuts for the
+signed requests (:class:`support.api.Api`) and has shortcuts for the
 calls most tests make.
 """
 
@@ -27,8 +27,6 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import sqlalchemy as sa
-from test_api_support import API_VERSION, Api, Key, assert_problem
-from test_registry_support import Cluster, running_cluster
 
 from bai.client import APIConfig
 from bai.common.auth import sign_request
@@ -36,6 +34,9 @@ from bai.manager.api.app import serve_api
 from bai.manager.db import Database
 from bai.manager.models import keypairs, users
 from bai.manager.models.identity import keypair_resource_policies
+
+from support.api import API_VERSION, Api, Key, assert_problem
+from support.registry import Cluster, running_cluster
 
 MODES = ["embedded", "distributed"]
 RESOURCES = {"cpu": "1", "mem": "256m"}

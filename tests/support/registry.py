@@ -20,7 +20,6 @@ from typing import Any
 
 import sqlalchemy as sa
 import trio
-from test_agent_support import agent_config
 
 from bai.agent.server import AgentService
 from bai.common.config import AgentConfig, ManagerConfig, parse_config
@@ -34,6 +33,8 @@ from bai.manager.models import agents, keypairs
 from bai.manager.server import ManagerHandle, ManagerService
 from bai.manager.sessions.model import SessionInfo, SessionRequest
 from bai.manager.sessions.registry import SessionRegistry
+
+from support.agent import agent_config
 
 USER_EMAIL = "user@lablup.com"
 ADMIN_EMAIL = "admin@lablup.com"

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from quart import Response
 from test_cli_session import invoke
-from test_client_fakemanager import FakeManager, Recorded, json_response, manager
+
+from support.fakemanager import FakeManager, Recorded, json_response, manager
 
 __all__ = ["manager"]
 

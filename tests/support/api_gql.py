@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from test_api_support import Api, Key, seeded_keys
 
 from bai.common.slots import ResourceSlot
 from bai.common.types import KernelStatus, SessionStatus, SessionTypes
@@ -30,6 +29,8 @@ from bai.manager.models import (
     sessions,
 )
 from bai.manager.transitions import initial_status
+
+from support.api import Api, Key, seeded_keys
 
 G = 2**30
 IMAGE = "cr.backend.ai/stable/python:3.11"

@@ -32,7 +32,7 @@ from bai.common.config import (
 from bai.common.errors import InvalidValue
 from bai.common.slots import BinarySize
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs"
 KINDS: list[type[DaemonConfig]] = [ManagerConfig, AgentConfig, StorageProxyConfig]
 

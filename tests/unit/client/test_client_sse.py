@@ -9,10 +9,11 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 from quart import Response
-from test_client_fakemanager import FakeManager, Recorded, manager, sse_response
 
 from bai.client import APIClient, BackendClientError
 from bai.client.sse import SSEEvent, SSEParser
+
+from support.fakemanager import FakeManager, Recorded, manager, sse_response
 
 __all__ = ["manager"]
 

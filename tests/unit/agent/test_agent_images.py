@@ -15,7 +15,7 @@ from bai.agent.images import (
     parse_catalog,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 GOOD = """
 [[image]]

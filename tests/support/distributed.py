@@ -34,11 +34,12 @@ import pytest
 import sqlalchemy as sa
 import trio
 from coredis import PureToken
-from test_agent_support import CATALOG
 
 from bai.client import APIClient, ComputeSession, graphql
 from bai.manager.db import create_database
 from bai.manager.models import keypairs
+
+from support.agent import CATALOG
 
 BAI = Path(sys.executable).with_name("bai")
 STREAM = "bai:events"

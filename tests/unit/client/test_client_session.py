@@ -15,15 +15,6 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 from quart import Response
-from test_client_fakemanager import (
-    FakeManager,
-    Recorded,
-    json_response,
-    manager,
-    problem,
-    result,
-    sse_response,
-)
 
 from bai.client import (
     APIClient,
@@ -43,6 +34,16 @@ from bai.client import (
 )
 from bai.client.exceptions import error_from_response
 from bai.common.errors import InvalidValue
+
+from support.fakemanager import (
+    FakeManager,
+    Recorded,
+    json_response,
+    manager,
+    problem,
+    result,
+    sse_response,
+)
 
 __all__ = ["manager"]
 

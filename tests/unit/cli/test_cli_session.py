@@ -2,7 +2,7 @@
 
 Each test runs the real ``bai`` click command (in a worker thread, since the
 command starts its own Trio loop) against the signature-checking HTTP server
-of ``test_client_fakemanager`` and checks the printed lines, the exit status
+of ``support.fakemanager`` and checks the printed lines, the exit status
 and the requests that reached the server.
 """
 
@@ -19,7 +19,10 @@ from typing import Any
 import trio
 from click.testing import CliRunner, Result
 from quart import Response
-from test_client_fakemanager import (
+
+from bai.cli.main import cli
+
+from support.fakemanager import (
     FakeManager,
     Recorded,
     json_response,
@@ -28,8 +31,6 @@ from test_client_fakemanager import (
     result,
     sse_response,
 )
-
-from bai.cli.main import cli
 
 __all__ = ["invoke", "manager"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 
 from test_cli_session import invoke
-from test_client_fakemanager import SECRET_KEY, FakeManager, manager
+
+from support.fakemanager import SECRET_KEY, FakeManager, manager
 
 __all__ = ["manager"]
 

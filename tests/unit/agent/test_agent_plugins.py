@@ -23,7 +23,7 @@ from bai.common.config import AgentConfig, parse_config
 from bai.common.slots import ResourceSlot
 from bai.common.types import SlotTypes
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 MOCK = CONFIGS / "mock-accelerator.toml"
 MOCK_FRACTIONAL = CONFIGS / "mock-accelerator-fractional.toml"
 

@@ -1,0 +1,12 @@
+"""Test harnesses shared by the test suites; this package holds no tests.
+
+Each module stands up one piece of a real deployment for the integration tests
+and is imported as ``support.<name>`` (``tests/`` is on pytest's ``pythonpath``):
+:mod:`support.agent` (a real agent and its RPC client), :mod:`support.registry`
+(a manager's registry with agents), :mod:`support.api` (the HTTP API on
+hypercorn with signed calls), :mod:`support.api_session` (both deployments with
+the HTTP API), :mod:`support.api_gql` (a populated cluster for GraphQL
+visibility), :mod:`support.hostile` (probe code a kernel runs to look for a way
+out of its sandbox) and :mod:`support.distributed` (managers and agents as
+separate ``bai`` processes).
+"""
