@@ -481,6 +481,27 @@ async def test_closing_client_wakes_calls_waiting_for_a_connection(short_dir: st
             assert [str(e) for e in errors] == ["the RPC client is closed"]
 
 
+async def test_a_call_gets_a_reply_until_its_deadline_and_a_timeout_at_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Virtual time: the 30 s deadline costs no real time, and is met to the millisecond.
+    url = f"inproc://deadline-{os.getpid()}"
+
+    async def answer_after(seconds: float) -> float:
+        await trio.sleep(seconds)
+        return seconds
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(RPCServer(url, {"after": answer_after}).serve)
+        async with RPCClient(url) as client:
+            assert await client.call("after", 29.9, timeout=30) == 29.9
+            start = trio.current_time()
+            with pytest.raises(RPCTimeout, match="within 30 s"):
+                await client.call("after", 30.1, timeout=30)
+            assert trio.current_time() - start == pytest.approx(30, abs=1e-3)
+        nursery.cancel_scope.cancel()
+
+
 # --- remote errors --------------------------------------------------------------
 
 
