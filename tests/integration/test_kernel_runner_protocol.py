@@ -111,6 +111,10 @@ def test_records_wait_for_an_agent_that_connects_late(tmp_path: Path) -> None:
                 "code",
                 {"run_id": "late", "code": "import time\ntime.sleep(0.5)\nprint('kept for you')"},
             )
+            # The runner holds the run before this agent goes: a message still in the
+            # closing socket's queue would be lost with it, which is not what is tested.
+            status = first.request("status", "status")
+            assert "late" in [status["active_run"], *status["queued"]]
         time.sleep(1.0)  # the run finishes while no agent is connected
         with runner.client() as second:
             step = second.collect("late", timeout=10)
