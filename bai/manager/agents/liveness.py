@@ -1,18 +1,19 @@
 """When an agent counts as gone, and what happens to its kernels then.
 
-:func:`silent_too_long` is the judgement of silence (pure); :func:`strand_kernels_of`
-and :func:`end_kernels_of` move a departed agent's kernels on inside the
-caller's transaction, through :mod:`bai.manager.transitions`, and return the
-events to publish after the commit.  Guarantees: a manager that cannot read
-its bus never blames an agent; a kernel another writer moved meanwhile is
-skipped, never forced.
+:func:`silent_too_long` is the judgement of silence (pure).
+:func:`strand_kernels_of` and :func:`end_kernels_of` move a departed agent's
+kernels on, and :func:`move_kernels` any rows of kernels, inside the caller's
+transaction, through :mod:`bai.manager.transitions`; they return the events to
+publish after the commit.  Guarantees: a manager that cannot read its bus
+never blames an agent; a kernel another writer moved meanwhile is skipped,
+never forced.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
 
 import sqlalchemy as sa
 
@@ -22,7 +23,13 @@ from bai.manager.db import Connection
 from bai.manager.models.session import kernels
 from bai.manager.transitions import KernelRowNotFound, transition_kernel
 
-__all__ = ["SHUTDOWN_GRACE", "end_kernels_of", "silent_too_long", "strand_kernels_of"]
+__all__ = [
+    "SHUTDOWN_GRACE",
+    "end_kernels_of",
+    "move_kernels",
+    "silent_too_long",
+    "strand_kernels_of",
+]
 
 #: Seconds an agent that announced its shutdown has to report its kernels ended.
 SHUTDOWN_GRACE: Final = 5.0
@@ -46,27 +53,23 @@ def silent_too_long(last_heard: float, health: BusReadHealth | None, timeout: fl
     return health.last - max(last_heard, health.since) > timeout
 
 
-async def end_kernels_of(
-    conn: Connection, agent_ids: Sequence[str], reason: str, touched: set[uuid.UUID]
+async def move_kernels(
+    conn: Connection,
+    rows: Iterable[Any],
+    target_of: Callable[[KernelStatus], KernelStatus | None],
+    reason: str,
+    touched: set[uuid.UUID],
 ) -> list[Event]:
-    """Move every live kernel on *agent_ids* on (TERMINATING -> TERMINATED, others -> ERROR).
+    """Move each kernel of *rows* (``id``, ``session_id``, ``status``) to ``target_of(status)``.
 
-    Adds the ids of the sessions concerned to *touched*.
+    A kernel whose target is ``None``, or that another writer moved meanwhile,
+    is skipped.  Adds the ids of the sessions concerned to *touched*.
     """
-    rows = await conn.execute(
-        sa.select(kernels.c.id, kernels.c.session_id, kernels.c.status)
-        .where(
-            kernels.c.agent.in_(list(agent_ids)),
-            kernels.c.status.in_(sorted(s.value for s in LIVE_KERNEL_STATUSES)),
-        )
-        .order_by(kernels.c.session_id, kernels.c.id)
-    )
     events: list[Event] = []
     for row in rows:
-        status = KernelStatus(row.status)
-        target = (
-            KernelStatus.TERMINATED if status is KernelStatus.TERMINATING else KernelStatus.ERROR
-        )
+        target = target_of(KernelStatus(row.status))
+        if target is None:
+            continue
         try:
             result = await transition_kernel(conn, row.id, target, reason)
         except (InvalidTransition, KernelRowNotFound):
@@ -74,6 +77,40 @@ async def end_kernels_of(
         touched.add(row.session_id)
         events.extend(result.events)
     return events
+
+
+def _ended(status: KernelStatus) -> KernelStatus:
+    return KernelStatus.TERMINATED if status is KernelStatus.TERMINATING else KernelStatus.ERROR
+
+
+def _stranded(status: KernelStatus) -> KernelStatus | None:
+    if status is KernelStatus.RUNNING_DEGRADED:
+        return None
+    if status in _WAITING_KERNEL_STATUSES:
+        return KernelStatus.RUNNING_DEGRADED
+    return _ended(status)
+
+
+async def _live_kernels_of(conn: Connection, agent_ids: Sequence[str]) -> Iterable[Any]:
+    return await conn.execute(
+        sa.select(kernels.c.id, kernels.c.session_id, kernels.c.status)
+        .where(
+            kernels.c.agent.in_(list(agent_ids)),
+            kernels.c.status.in_(sorted(s.value for s in LIVE_KERNEL_STATUSES)),
+        )
+        .order_by(kernels.c.session_id, kernels.c.id)
+    )
+
+
+async def end_kernels_of(
+    conn: Connection, agent_ids: Sequence[str], reason: str, touched: set[uuid.UUID]
+) -> list[Event]:
+    """Move every live kernel on *agent_ids* on (TERMINATING -> TERMINATED, others -> ERROR).
+
+    Adds the ids of the sessions concerned to *touched*.
+    """
+    rows = await _live_kernels_of(conn, agent_ids)
+    return await move_kernels(conn, rows, _ended, reason, touched)
 
 
 async def strand_kernels_of(
@@ -85,29 +122,5 @@ async def strand_kernels_of(
     others end as :func:`end_kernels_of` ends them.  Adds the ids of the
     sessions concerned to *touched*.
     """
-    rows = await conn.execute(
-        sa.select(kernels.c.id, kernels.c.session_id, kernels.c.status)
-        .where(
-            kernels.c.agent == agent_id,
-            kernels.c.status.in_(sorted(s.value for s in LIVE_KERNEL_STATUSES)),
-        )
-        .order_by(kernels.c.session_id, kernels.c.id)
-    )
-    events: list[Event] = []
-    for row in rows:
-        status = KernelStatus(row.status)
-        if status is KernelStatus.RUNNING_DEGRADED:
-            continue
-        if status in _WAITING_KERNEL_STATUSES:
-            target = KernelStatus.RUNNING_DEGRADED
-        elif status is KernelStatus.TERMINATING:
-            target = KernelStatus.TERMINATED
-        else:
-            target = KernelStatus.ERROR
-        try:
-            result = await transition_kernel(conn, row.id, target, "agent-lost")
-        except (InvalidTransition, KernelRowNotFound):
-            continue
-        touched.add(row.session_id)
-        events.extend(result.events)
-    return events
+    rows = await _live_kernels_of(conn, [agent_id])
+    return await move_kernels(conn, rows, _stranded, "agent-lost", touched)

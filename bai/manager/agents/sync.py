@@ -28,16 +28,15 @@ from bai.common.types import (
     LIVE_KERNEL_STATUSES,
     REPORTED_KERNEL_STATUSES,
     STARTED_KERNEL_STATUSES,
-    InvalidTransition,
     KernelStatus,
 )
 from bai.manager.agents.clients import AgentClients
+from bai.manager.agents.liveness import move_kernels
 from bai.manager.db import UNAVAILABLE_ERRORS, Connection, Database
 from bai.manager.errors import AgentNotFound, AgentUnavailable
 from bai.manager.models.resource import AgentStatus, agents
 from bai.manager.models.session import kernels
 from bai.manager.protocols import SessionWaiters
-from bai.manager.transitions import KernelRowNotFound, transition_kernel
 
 __all__ = ["KernelSync"]
 
@@ -212,22 +211,18 @@ class KernelSync:
             if alive is None:
                 return
             rows = await conn.execute(
-                sa.select(kernels.c.id, kernels.c.session_id).where(
+                sa.select(kernels.c.id, kernels.c.session_id, kernels.c.status).where(
                     kernels.c.id.in_(sorted(present)),
                     kernels.c.agent == agent_id,
                     kernels.c.status == KernelStatus.RUNNING_DEGRADED.value,
                     kernels.c.status_info == "agent-lost",
                 )
             )
-            for row in rows:
-                try:
-                    result = await transition_kernel(
-                        conn, row.id, KernelStatus.RUNNING, "agent-returned"
-                    )
-                except (InvalidTransition, KernelRowNotFound):
-                    continue
-                touched.add(row.session_id)
-                events.extend(result.events)
+            events.extend(
+                await move_kernels(
+                    conn, rows, lambda _: KernelStatus.RUNNING, "agent-returned", touched
+                )
+            )
 
         await self._db.transaction(write)
         if touched:
