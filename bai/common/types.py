@@ -170,20 +170,6 @@ KERNEL_PRE_START_STATUSES: Final = frozenset(
         KernelStatus.CREATING,
     }
 )
-#: Kernel statuses an agent has (or is creating) the kernel in.
-LIVE_KERNEL_STATUSES: Final = frozenset(
-    {
-        KernelStatus.SCHEDULED,
-        KernelStatus.PREPARING,
-        KernelStatus.PULLING,
-        KernelStatus.PREPARED,
-        KernelStatus.CREATING,
-        KernelStatus.RUNNING,
-        KernelStatus.RESTARTING,
-        KernelStatus.RUNNING_DEGRADED,
-        KernelStatus.TERMINATING,
-    }
-)
 #: Kernel statuses after the agent reported the kernel created.
 STARTED_KERNEL_STATUSES: Final = frozenset(
     {
@@ -192,6 +178,10 @@ STARTED_KERNEL_STATUSES: Final = frozenset(
         KernelStatus.RUNNING_DEGRADED,
         KernelStatus.TERMINATING,
     }
+)
+#: Kernel statuses an agent has (or is creating) the kernel in.
+LIVE_KERNEL_STATUSES: Final = (
+    frozenset({KernelStatus.SCHEDULED}) | KERNEL_PRE_START_STATUSES | STARTED_KERNEL_STATUSES
 )
 #: Kernel statuses checked against heartbeats: the kernel must exist on its agent.
 REPORTED_KERNEL_STATUSES: Final = frozenset({KernelStatus.RUNNING, KernelStatus.RUNNING_DEGRADED})

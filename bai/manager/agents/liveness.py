@@ -18,7 +18,12 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from bai.common.events import BusReadHealth, Event
-from bai.common.types import LIVE_KERNEL_STATUSES, InvalidTransition, KernelStatus
+from bai.common.types import (
+    LIVE_KERNEL_STATUSES,
+    STARTED_KERNEL_STATUSES,
+    InvalidTransition,
+    KernelStatus,
+)
 from bai.manager.db import Connection
 from bai.manager.models.session import kernels
 from bai.manager.transitions import KernelRowNotFound, transition_kernel
@@ -34,9 +39,7 @@ __all__ = [
 #: Seconds an agent that announced its shutdown has to report its kernels ended.
 SHUTDOWN_GRACE: Final = 5.0
 #: Kernel statuses that a LOST agent's kernels keep (degraded) while it may come back.
-_WAITING_KERNEL_STATUSES: Final = frozenset(
-    {KernelStatus.RUNNING, KernelStatus.RESTARTING, KernelStatus.RUNNING_DEGRADED}
-)
+_WAITING_KERNEL_STATUSES: Final = STARTED_KERNEL_STATUSES - {KernelStatus.TERMINATING}
 
 
 def silent_too_long(last_heard: float, health: BusReadHealth | None, timeout: float) -> bool:
