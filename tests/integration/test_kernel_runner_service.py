@@ -15,12 +15,7 @@ import pytest
 
 from bai.kernel.client import RunnerClient, RunnerProcess
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from support.net import free_port
 
 
 def _accepts(port: int) -> bool:
@@ -44,7 +39,7 @@ HTTP = ["{runtime_path}", "-m", "http.server", "{ports[0]}", "--bind", "127.0.0.
 
 @pytest.fixture
 def port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture
@@ -139,7 +134,7 @@ def test_a_broken_template_fails_before_any_prestart_action(
         "prestart": [{"action": "write_file", "args": {"filename": str(marker), "body": ["x"]}}],
         "command": ["{runtime_path}", "--port", "{ports[1]}"],
     }
-    result = _start(kernel, "broken", definition=definition, ports=[_free_port()])
+    result = _start(kernel, "broken", definition=definition, ports=[free_port()])
     assert result["status"] == "failed"
     assert "command[2]: cannot fill in the template" in result["error"]
     assert "{ports[1]}" in result["error"]
@@ -149,7 +144,7 @@ def test_a_broken_template_fails_before_any_prestart_action(
 
 def test_a_service_that_exits_reports_its_code_and_output(kernel: RunnerClient) -> None:
     definition = {"command": ["sh", "-c", "echo cannot bind >&2; exit 3"]}
-    result = _start(kernel, "dies", definition=definition, ports=[_free_port()])
+    result = _start(kernel, "dies", definition=definition, ports=[free_port()])
     assert result["status"] == "failed"
     assert "exited with code 3" in result["error"]
     assert result["error"].endswith("cannot bind")
@@ -159,14 +154,14 @@ def test_a_service_that_never_listens_is_stopped_at_the_deadline(
     kernel: RunnerClient, runner: RunnerProcess
 ) -> None:
     definition = {"command": ["sleep", "60"]}
-    result = _start(kernel, "mute", definition=definition, ports=[_free_port()], timeout=1)
+    result = _start(kernel, "mute", definition=definition, ports=[free_port()], timeout=1)
     assert result["status"] == "failed"
     assert "did not accept connections" in result["error"]
     assert not any("sleep" in _cmdline(pid) for pid in runner.session_pids())
 
 
 def test_requests_envs_reach_the_service(kernel: RunnerClient, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     definition = {
         "command": [
             "sh",
@@ -183,7 +178,7 @@ def test_requests_envs_reach_the_service(kernel: RunnerClient, tmp_path: Path) -
 
 
 def test_a_service_dying_later_is_logged(kernel: RunnerClient) -> None:
-    port = _free_port()
+    port = free_port()
     script = (
         f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(0.5)"
     )
@@ -215,9 +210,7 @@ def test_tempfiles_of_services_go_away_with_the_runner(
         ],
         "command": HTTP,
     }
-    assert (
-        _start(kernel, "temp", definition=definition, ports=[_free_port()])["status"] == "started"
-    )
+    assert _start(kernel, "temp", definition=definition, ports=[free_port()])["status"] == "started"
     path = Path(kernel.wait_for("log", timeout=5, logger="service.temp")["message"])
     assert path.read_text() == "x"
     runner.stop()

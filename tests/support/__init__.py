@@ -7,6 +7,8 @@ and is imported as ``support.<name>`` (``tests/`` is on pytest's ``pythonpath``)
 hypercorn with signed calls), :mod:`support.api_session` (both deployments with
 the HTTP API), :mod:`support.api_gql` (a populated cluster for GraphQL
 visibility), :mod:`support.hostile` (probe code a kernel runs to look for a way
-out of its sandbox) and :mod:`support.distributed` (managers and agents as
-separate ``bai`` processes).
+out of its sandbox), :mod:`support.distributed` (managers and agents as
+separate ``bai`` processes), :mod:`support.fakemanager` (the signature-checking
+fake manager of the client and CLI unit tests) and :mod:`support.net`
+(``free_port``).
 """

@@ -40,6 +40,7 @@ from bai.manager.db import create_database
 from bai.manager.models import keypairs
 
 from support.agent import CATALOG
+from support.net import free_port
 
 BAI = Path(sys.executable).with_name("bai")
 STREAM = "bai:events"
@@ -88,13 +89,6 @@ class Daemon:
 def clean_env() -> dict[str, str]:
     # BAI_<SECTION>__<KEY> variables would override the configs this harness writes.
     return {k: v for k, v in os.environ.items() if not (k.startswith("BAI_") and "__" in k)}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class RedisServer:

@@ -32,6 +32,8 @@ from bai.common.rpc import (
     decode_reply,
 )
 
+from support.net import free_port
+
 # Generous outer bound on any single test step; a hang fails instead of blocking CI.
 STEP = 10
 
@@ -369,7 +371,7 @@ async def test_call_that_cannot_send_in_time_times_out(nng_url: str) -> None:
 
 async def test_call_waits_for_a_server_that_starts_later(url: str, service: Service) -> None:
     if url.startswith("tcp"):
-        url = f"tcp://127.0.0.1:{_free_port()}"
+        url = f"tcp://127.0.0.1:{free_port()}"
     async with RPCClient(url, reconnect_max=0.05) as client, trio.open_nursery() as nursery:
         with pytest.raises(RPCTimeout, match="cannot connect"):
             await client.call("echo", 1, timeout=0.1)
@@ -393,7 +395,7 @@ async def test_server_going_away_fails_sent_calls_and_client_reconnects(
     url: str, service: Service
 ) -> None:
     if url.startswith("tcp"):
-        url = f"tcp://127.0.0.1:{_free_port()}"
+        url = f"tcp://127.0.0.1:{free_port()}"
     async with RPCClient(url, reconnect_max=0.05) as client, trio.open_nursery() as nursery:
         first_server = trio.CancelScope()
         await nursery.start(run_server_until, first_server, url, service)
@@ -417,7 +419,7 @@ async def test_server_going_away_fails_sent_calls_and_client_reconnects(
 
 async def test_idle_connection_to_restarted_server_is_renewed(url: str, service: Service) -> None:
     if url.startswith("tcp"):
-        url = f"tcp://127.0.0.1:{_free_port()}"
+        url = f"tcp://127.0.0.1:{free_port()}"
     async with RPCClient(url, reconnect_max=0.05) as client:
         async with trio.open_nursery() as servers:
             await start_server(servers, url, service)
@@ -625,7 +627,7 @@ async def test_nng_req0_peer_gets_replies_to_concurrent_requests(
 
 async def test_client_talks_to_an_nng_rep0_server(nng_url: str) -> None:
     if nng_url.startswith("tcp"):
-        nng_url = f"tcp://127.0.0.1:{_free_port()}"
+        nng_url = f"tcp://127.0.0.1:{free_port()}"
     with pynng.Rep0(listen=nng_url) as rep:
         requests: list[Any] = []
 
@@ -656,13 +658,6 @@ async def test_client_talks_to_an_nng_rep0_server(nng_url: str) -> None:
 
 
 # --- malformed input below the Req/Rep layer ------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def raw_connect(bound: str) -> trio.SocketStream:
