@@ -210,6 +210,31 @@ def vfid_of(folder_id: uuid.UUID) -> str:
     return folder_id.hex
 
 
+def proxy_config_items(
+    proxy: str,
+    *,
+    manager_api: str,
+    client_api: str,
+    secret: str,
+    ssl_verify: bool = True,
+    default_host: str | None = None,
+) -> dict[str, str]:
+    """The shared-configuration entries that make proxy *proxy* known to the managers.
+
+    ``volumes/proxies/PROXY/*`` (:data:`PROXY_KEYS`) and, with
+    *default_host* (``PROXY:VOLUME``), ``volumes/default_host``.
+    """
+    items = {
+        f"volumes/proxies/{proxy}/manager_api": manager_api,
+        f"volumes/proxies/{proxy}/client_api": client_api,
+        f"volumes/proxies/{proxy}/secret": secret,
+        f"volumes/proxies/{proxy}/ssl_verify": "true" if ssl_verify else "false",
+    }
+    if default_host is not None:
+        items["volumes/default_host"] = default_host
+    return items
+
+
 # ------------------------------------------------------------------------- bodies
 
 VolumeName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
