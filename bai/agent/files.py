@@ -39,14 +39,16 @@ from typing import Any, Final
 
 from bai.common.agent_api import FileListing, UploadedFile
 from bai.common.errors import BaiError, InvalidValue
+from bai.common.safe_fs import DIR_FLAGS as _DIR_FLAGS
+from bai.common.safe_fs import is_plain as _plain
+from bai.common.safe_fs import kind_of
+from bai.common.safe_fs import lstat_at as _lstat
+from bai.common.safe_fs import open_plain as _open_plain
 from bai.common.scratch_paths import KERNEL_HOME, ScratchPathError, split_path, split_upload_paths
 
 #: Most entries :func:`list_files` reports for one folder.
 MAX_LIST_ENTRIES: Final = 10_000
 
-# O_NONBLOCK: opening a FIFO the kernel swapped in must not wait for its writer.
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _STAGING_PREFIX: Final = ".bai-upload-"
 
 
@@ -62,21 +64,8 @@ class FileOperationTimeout(KernelFileError):
     """A file operation did not finish within the agent's deadline."""
 
 
-_KINDS: Final = {
-    stat.S_IFLNK: "a symbolic link",
-    stat.S_IFIFO: "a FIFO (named pipe)",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-}
-
-
-def _plain(mode: int) -> bool:
-    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
-
-
 def _refused(path: str, name: str, mode: int) -> ScratchPathError:
-    kind = _KINDS.get(stat.S_IFMT(mode), "a special file")
+    kind = kind_of(mode)
     return ScratchPathError(
         f"{name!r} is {kind}; only regular files and folders are read or written",
         value=path,
@@ -95,13 +84,6 @@ def _fail(exc: OSError, path: str) -> KernelFileError:
         errno.EACCES: "permission denied",
     }.get(exc.errno or 0, exc.strerror or str(exc))
     return KernelFileError(f"{path}: {reason}")
-
-
-def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
 
 
 class _Walk:
@@ -330,23 +312,6 @@ class _Budget:
                 value=self.path,
                 field="path",
             )
-
-
-def _open_plain(name: str, dir_fd: int) -> tuple[int, os.stat_result] | None:
-    """A descriptor of regular file or folder *name*, or None if it is anything else.
-
-    Special files are never opened; what counts is the type of the opened
-    descriptor, since the kernel may swap a FIFO in after the ``lstat``.
-    """
-    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    if not _plain(st.st_mode):
-        return None
-    fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-    st = os.fstat(fd)
-    if not _plain(st.st_mode):
-        os.close(fd)
-        return None
-    return fd, st
 
 
 def _info(arcname: str, st: os.stat_result) -> tarfile.TarInfo:

@@ -6,6 +6,7 @@ PostgreSQL) and talks to it over HTTP with signed requests.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -406,3 +407,28 @@ async def test_public_calls_are_limited_per_client_address(db: Database) -> None
         response = await api.call("GET", "/auth", key=api.user, params={"echo": "x"})
         assert response.status_code == 200
         assert response.headers["X-RateLimit-Limit"] == "30000"
+
+
+# ---------------------------------------------------------------------------
+# hostile connections
+# ---------------------------------------------------------------------------
+
+
+async def test_clients_that_hang_up_mid_body_leave_the_api_serving(api: Api) -> None:
+    """Hypercorn 0.18 lost its listener when an answer met a closing connection
+    (``bai.common.hypercorn_setup``): 300 such clients stopped ``bai up``."""
+    host, port = api.host.rsplit(":", 1)
+    head = (
+        b"POST /session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 10000000\r\n\r\n"
+    )
+
+    def hang_up() -> None:
+        # From another thread, so that the server is busy answering while each one goes.
+        for _ in range(300):
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(head + b"{" * 70000)
+
+    await trio.to_thread.run_sync(hang_up)
+    response = await api.http.get(api.base_url + "/")
+    assert response.status_code == 200

@@ -44,6 +44,7 @@ from quart.globals import request_ctx
 from quart_trio import QuartTrio
 
 from bai.common.errors import BaiError
+from bai.common.hypercorn_setup import prepare_hypercorn
 from bai.manager.api import (
     auth,
     events,
@@ -53,6 +54,7 @@ from bai.manager.api import (
     shared_config,
     stream,
     version,
+    vfolder,
 )
 from bai.manager.api.errors import RateLimitExceeded, register_error_handlers
 from bai.manager.api.gql import blueprint as gql_blueprint
@@ -90,6 +92,7 @@ BLUEPRINTS: Final[tuple[Blueprint, ...]] = (
     events.blueprint,
     stream.blueprint,
     scheduler.blueprint,
+    vfolder.blueprint,
     gql_blueprint,
 )
 
@@ -203,6 +206,7 @@ async def serve_api(
     *graceful_timeout* seconds, and returns; cancellation stops it at once.
     """
     manager = ctx.config.manager
+    prepare_hypercorn()
     hyper = HypercornConfig()
     hyper.bind = [str(manager.service_addr)]
     if manager.ssl_enabled:
