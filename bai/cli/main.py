@@ -95,8 +95,10 @@ def up(data_dir: Path, host: str, port: int | None) -> None:
 
 def _register_daemon_groups() -> None:
     from bai.cli.manager import manager
+    from bai.cli.storage import storage_proxy
 
     cli.add_command(manager)
+    cli.add_command(storage_proxy)
 
 
 _register_daemon_groups()

@@ -303,6 +303,7 @@ class StorageProxySection(Section, frozen=True):
     max_upload_size: BinarySize = BinarySize(100 * 1024**3)
     secret: Name = msgspec.field(default_factory=_random_secret)
     session_expire: Duration = Duration(86400.0)
+    usage_scan_interval: Duration = Duration(300.0)
     user: NonNegativeInt | None = None
     group: NonNegativeInt | None = None
 

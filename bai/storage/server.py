@@ -1,0 +1,145 @@
+"""The storage proxy service: its volumes, its two HTTP listeners and its usage scans.
+
+:class:`StorageProxyService` opens every ``[volume.NAME]`` of the config,
+serves the manager-facing API (:mod:`bai.storage.manager_api`, quart-trio) on
+``[api.manager] service-addr`` and the client-facing API
+(:mod:`bai.storage.client_api`, plain ASGI) on ``[api.client] service-addr``,
+both with hypercorn's Trio worker, and rescans every folder's usage every
+``[storage-proxy] usage-scan-interval``.  ``bai storage-proxy`` runs it as a
+daemon (:mod:`bai.storage.daemon`); ``bai up`` and the tests run it in a
+nursery of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from bai.common.config import StorageProxyConfig
+from bai.common.hypercorn_setup import prepare_hypercorn
+from bai.storage.client_api import ClientApp
+from bai.storage.context import StorageContext
+from bai.storage.manager_api import create_manager_app
+from bai.storage.tokens import TokenSigner
+from bai.storage.volumes.base import Volume
+from bai.storage.volumes.vfs import VfsVolume
+
+__all__ = ["ProxyAddresses", "StorageProxyService", "base_url"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProxyAddresses:
+    """Where the two APIs of a running proxy answer."""
+
+    manager_api: str
+    client_api: str
+
+
+def base_url(bound: list[str]) -> str:
+    """The URL to reach a listener that hypercorn reports bound at *bound*.
+
+    A wildcard address (``0.0.0.0``, ``[::]``) is answered as the loopback
+    address of its family, which reaches it from this host.
+    """
+    url = bound[0]
+    return url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
+
+
+def _hypercorn(addr: Any, ssl_enabled: bool, cert: Any, key: Any, name: str) -> HypercornConfig:
+    hyper = HypercornConfig()
+    hyper.bind = [str(addr)]
+    if ssl_enabled:
+        hyper.certfile = str(cert)
+        hyper.keyfile = str(key)
+    hyper.accesslog = None
+    hyper.errorlog = logging.getLogger(f"bai.storage.{name}")
+    hyper.include_server_header = False
+    hyper.graceful_timeout = 5.0
+    return hyper
+
+
+class StorageProxyService:
+    """One storage proxy: every volume of *config* behind both APIs."""
+
+    def __init__(self, config: StorageProxyConfig) -> None:
+        self.config = config
+        proxy = config.storage_proxy
+        owner = None
+        if proxy.user is not None or proxy.group is not None:
+            owner = (
+                proxy.user if proxy.user is not None else -1,
+                proxy.group if proxy.group is not None else -1,
+            )
+        self.volumes: dict[str, Volume] = {
+            name: VfsVolume(name, volume.path, owner=owner, scandir_limit=proxy.scandir_limit)
+            for name, volume in config.volume.items()
+        }
+        self.ctx = StorageContext(
+            config, self.volumes, TokenSigner(proxy.secret, float(proxy.session_expire))
+        )
+
+    async def _scan_usage(self) -> None:
+        interval = float(self.config.storage_proxy.usage_scan_interval)
+        while True:
+            for volume in self.volumes.values():
+                try:
+                    await volume.refresh_usage()
+                except OSError as exc:
+                    log.warning("volume %s: usage scan failed: %s", volume.name, exc)
+            await trio.sleep(interval)
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[ProxyAddresses] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve both APIs until cancelled; reports the bound addresses (port 0 works)."""
+        api = self.config.api
+        prepare_hypercorn()
+        async with AsyncExitStack() as stack:
+            for volume in self.volumes.values():
+                await volume.open()
+                stack.push_async_callback(volume.aclose)
+            async with trio.open_nursery() as nursery:
+                manager_hyper = _hypercorn(
+                    api.manager.service_addr,
+                    api.manager.ssl_enabled,
+                    api.manager.ssl_cert,
+                    api.manager.ssl_privkey,
+                    "manager_api",
+                )
+                client_hyper = _hypercorn(
+                    api.client.service_addr,
+                    api.client.ssl_enabled,
+                    api.client.ssl_cert,
+                    api.client.ssl_privkey,
+                    "client_api",
+                )
+                manager_bound: list[str] = await nursery.start(
+                    _serve, create_manager_app(self.ctx), manager_hyper
+                )
+                client_bound: list[str] = await nursery.start(
+                    _serve, ClientApp(self.ctx), client_hyper
+                )
+                addresses = ProxyAddresses(base_url(manager_bound), base_url(client_bound))
+                nursery.start_soon(self._scan_usage)
+                log.info(
+                    "storage proxy %s: manager API %s, client API %s, volumes %s",
+                    self.config.storage_proxy.node_id,
+                    addresses.manager_api,
+                    addresses.client_api,
+                    ", ".join(self.volumes),
+                )
+                task_status.started(addresses)
+
+
+async def _serve(
+    app: Any, hyper: HypercornConfig, *, task_status: trio.TaskStatus[list[str]]
+) -> None:
+    await serve(app, hyper, task_status=task_status, mode="asgi")

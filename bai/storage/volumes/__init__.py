@@ -1,0 +1,1 @@
+"""Volume backends of the storage proxy: the interface (:mod:`.base`) and ``vfs`` (:mod:`.vfs`)."""
