@@ -15,7 +15,9 @@ from bai.common.config import ManagerConfig
 from bai.common.errors import BaiError
 from bai.common.events import EventBus
 from bai.manager.agents import AgentPool
+from bai.manager.bgtask import BackgroundTasks
 from bai.manager.db import Database
+from bai.manager.protocols import StorageClient
 from bai.manager.scheduler.dispatcher import Dispatcher
 from bai.manager.sessions.registry import SessionRegistry
 
@@ -35,6 +37,8 @@ class ManagerContext:
     _agents: AgentPool | None = None
     _registry: SessionRegistry | None = None
     _dispatcher: Dispatcher | None = None
+    _storage: StorageClient | None = None
+    _bgtasks: BackgroundTasks | None = None
 
     @property
     def agents(self) -> AgentPool:
@@ -65,3 +69,25 @@ class ManagerContext:
     @dispatcher.setter
     def dispatcher(self, value: Dispatcher) -> None:
         self._dispatcher = value
+
+    @property
+    def storage(self) -> StorageClient:
+        """The storage proxies' client (:class:`bai.manager.vfolders.proxies.StorageProxies`)."""
+        if self._storage is None:
+            raise ServiceNotReady("the storage proxy client is not set up yet")
+        return self._storage
+
+    @storage.setter
+    def storage(self, value: StorageClient) -> None:
+        self._storage = value
+
+    @property
+    def bgtasks(self) -> BackgroundTasks:
+        """The background tasks (:mod:`bai.manager.bgtask`) that routes start."""
+        if self._bgtasks is None:
+            raise ServiceNotReady("background tasks are not running yet")
+        return self._bgtasks
+
+    @bgtasks.setter
+    def bgtasks(self, value: BackgroundTasks) -> None:
+        self._bgtasks = value

@@ -7,16 +7,23 @@ anything may import it.
 
 * :class:`AgentCaller` -- call a method on an agent (the agent pool);
 * :class:`ScheduleRequester` -- ask every manager's dispatcher for a pass;
-* :class:`SessionWaiters` -- wake those waiting on these sessions' status.
+* :class:`SessionWaiters` -- wake those waiting on these sessions' status;
+* :class:`StorageClient` -- call the storage proxies
+  (:class:`bai.manager.vfolders.proxies.StorageProxies`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["AgentCaller", "ScheduleRequester", "SessionWaiters"]
+if TYPE_CHECKING:
+    import msgspec
+
+    from bai.common.storage_api import VolumeInfo
+
+__all__ = ["AgentCaller", "ScheduleRequester", "SessionWaiters", "StorageClient"]
 
 
 class AgentCaller(Protocol):
@@ -64,4 +71,49 @@ class SessionWaiters(Protocol):
 
     def notify(self, session_ids: Iterable[uuid.UUID]) -> None:
         """Wake the waiters of these sessions (their status changed)."""
+        ...
+
+
+class StorageClient(Protocol):
+    """The manager's one way to talk to the storage proxies of the shared configuration.
+
+    Every method raises ``StorageProxyError`` (an HTTP-status-carrying error)
+    for an unknown (404), unreachable (503) or failing (502) proxy, and
+    relays a proxy's 4xx with its status, error name and field.
+    """
+
+    async def call(
+        self,
+        proxy: str,
+        route: str,
+        body: msgspec.Struct | None = None,
+        *,
+        timeout: float = ...,  # noqa: ASYNC109 - a per-request HTTP deadline
+        fields: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Call manager-facing *route* of *proxy* (``GET`` without *body*, else ``POST``)."""
+        ...
+
+    async def names(self) -> list[str]:
+        """The configured, usable proxies' names, sorted."""
+        ...
+
+    async def volumes(self, proxy: str) -> list[VolumeInfo]:
+        """The volumes *proxy* serves."""
+        ...
+
+    async def hosts(self) -> list[str]:
+        """``PROXY:VOLUME`` of every volume of every proxy that answers, sorted."""
+        ...
+
+    async def default_host(self) -> str | None:
+        """``volumes/default_host``, or ``None``."""
+        ...
+
+    async def client_url(self, proxy: str, path: str) -> str:
+        """*path* (``/upload``, ``/download``) on *proxy*'s client-facing API."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connections; later calls fail with 503."""
         ...

@@ -16,7 +16,10 @@ imports another.
    :class:`~bai.manager.sessions.registry.SessionRegistry` and
    :class:`~bai.manager.scheduler.dispatcher.Dispatcher` of
    :func:`build_services`, attached to one
-   :class:`~bai.manager.context.ManagerContext` and started in that order;
+   :class:`~bai.manager.context.ManagerContext` and started in that order,
+   then the :class:`~bai.manager.bgtask.BackgroundTasks` routes start;
+   ``ctx.storage`` (:class:`~bai.manager.vfolders.proxies.StorageProxies`)
+   runs no task and is closed after everything else stopped;
 4. the REST API (:func:`bai.manager.api.app.serve_api`) on
    ``manager.service-addr``.
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +48,14 @@ from bai.common.daemon import run_daemon
 from bai.common.events import EventBus, running_event_bus
 from bai.common.types import SessionId
 from bai.manager.agents import AgentPool
+from bai.manager.bgtask import BackgroundTasks
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
 from bai.manager.models import migrate
 from bai.manager.scheduler.dispatcher import Dispatcher, ScheduleRequests
 from bai.manager.sessions.registry import SessionRegistry
 from bai.manager.sessions.state import Waiters
+from bai.manager.vfolders.proxies import StorageProxies
 
 __all__ = ["ManagerHandle", "ManagerService", "build_services", "main"]
 
@@ -90,6 +96,9 @@ def build_services(
     )
     if local is not None:
         ctx.dispatcher = local
+    # Opens no connection until a route calls a proxy; ManagerService.serve closes it.
+    ctx.storage = StorageProxies(db)
+    ctx.bgtasks = BackgroundTasks(bus)
     return ctx
 
 
@@ -132,11 +141,14 @@ class ManagerService:
             if bus is None:
                 # Outside the services' nursery: they still use the bus while they stop.
                 bus = await stack.enter_async_context(running_event_bus(config.redis))
+            ctx = build_services(config, db, bus)
+            # After the services' nursery: the API may still call a proxy while it stops.
+            stack.push_async_callback(_shielded(ctx.storage.aclose))
             async with trio.open_nursery() as nursery:
-                ctx = build_services(config, db, bus)
                 await nursery.start(ctx.agents.serve)
                 await nursery.start(ctx.registry.serve)
                 await nursery.start(ctx.dispatcher.serve)
+                await nursery.start(ctx.bgtasks.serve)
                 urls: list[str] = []
                 if self._serve_api:
                     from bai.manager.api.app import serve_api
@@ -144,6 +156,14 @@ class ManagerService:
                     urls = await nursery.start(serve_api, ctx)
                 log.info("manager %s is up%s", config.manager.id, f" at {urls[0]}" if urls else "")
                 task_status.started(ManagerHandle(ctx, tuple(urls)))
+
+
+def _shielded(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        with trio.CancelScope(shield=True):
+            await close()
+
+    return run
 
 
 async def _start(config: ManagerConfig, nursery: trio.Nursery) -> None:

@@ -271,11 +271,14 @@ def problem_of(exc: BaseException) -> Problem:
         if isinstance(exc, InvalidValue):
             return _invalid_value(exc, status, error_type, title, data)
         detail = getattr(exc, "detail", None) if isinstance(exc, ApiError) else str(exc)
+        # An error relayed from another service (a storage proxy) may name the offending input.
+        field = getattr(exc, "field", None)
         return Problem(
             status,
             error_type,
             title,
             detail or None,
+            field if isinstance(field, str) else None,
             data=data,
             headers=dict(headers) if isinstance(headers, Mapping) else {},
         )

@@ -32,8 +32,9 @@ stream never shows a session the caller could not ``GET``.
 ``current_progress`` and ``total_progress``), then one of ``task_done``,
 ``task_failed`` or ``task_cancelled``, each with ``{"task_id", "message",
 "current_progress", "total_progress"}``, then ``server_close`` and the end of
-the stream.  Open it before the task can finish: results of finished tasks
-are not kept.
+the stream.  A stream opened after the task ended on this manager gets the
+final event at once (outcomes are kept for a day, see
+:mod:`bai.manager.bgtask`).
 
 Both streams subscribe to the event bus before the response head is sent,
 so a client that has the head misses no later event.  They send a comment
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -335,9 +336,18 @@ def _task_data(event: BgtaskEvent) -> dict[str, Any]:
     }
 
 
-async def _task_messages(bus: EventBus, task_id: uuid.UUID) -> AsyncGenerator[bytes]:
+async def _task_messages(
+    bus: EventBus, task_id: uuid.UUID, ended: Callable[[uuid.UUID], BgtaskEvent | None]
+) -> AsyncGenerator[bytes]:
     async with bus.subscribe(types=(BgtaskEvent,), buffer_size=STREAM_BUFFER) as events:
         yield b""
+        # Checked once subscribed: a task that ends later is seen on the bus, one that
+        # already ended here left its outcome behind (bai.manager.bgtask).
+        final = ended(task_id)
+        if final is not None:
+            yield format_sse(_BGTASK_NAMES[type(final)], _task_data(final))
+            yield format_sse("server_close", {})
+            return
         async with aclosing(_events(events)) as stream:
             async for event in stream:
                 if event is None:
@@ -363,5 +373,6 @@ async def background_task_events() -> Response:
         task_id = uuid.UUID(raw)
     except ValueError:
         raise InvalidParameter("must be a task UUID", field="task_id", value=raw) from None
-    body = await _subscribed(_task_messages(current_ctx().bus, task_id))
+    ctx = current_ctx()
+    body = await _subscribed(_task_messages(ctx.bus, task_id, ctx.bgtasks.outcome))
     return _event_stream(body)

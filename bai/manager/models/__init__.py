@@ -5,7 +5,8 @@ creates and upgrades the schema with alembic on SQLite and PostgreSQL.
 Modules by area: :mod:`~.identity` (domains, projects, users, keypairs,
 resource policies), :mod:`~.resource` (resource groups, agents, presets),
 :mod:`~.session` (sessions, kernels, dependencies, templates), :mod:`~.image`,
-:mod:`~.shared_config` (the shared key-value configuration), :mod:`~.errorlog`, and
+:mod:`~.shared_config` (the shared key-value configuration), :mod:`~.errorlog`,
+:mod:`~.vfolder` (virtual folders, invitations, per-user permissions), and
 :mod:`~.usage` (occupancy derived from kernels).
 """
 
@@ -41,6 +42,7 @@ from bai.manager.models.session import (
     sessions,
 )
 from bai.manager.models.shared_config import shared_config
+from bai.manager.models.vfolder import vfolder_invitations, vfolder_permissions, vfolders
 
 __all__ = [
     "AgentStatus",
@@ -71,4 +73,7 @@ __all__ = [
     "shared_config",
     "user_resource_policies",
     "users",
+    "vfolder_invitations",
+    "vfolder_permissions",
+    "vfolders",
 ]

@@ -35,6 +35,7 @@ from bai.manager.api.auth import AuthContext
 from bai.manager.api.errors import Forbidden
 from bai.manager.db import Connection, Database
 from bai.manager.models.identity import UserRole
+from bai.manager.protocols import StorageClient
 
 __all__ = ["GqlContext", "Info", "context_of"]
 
@@ -53,6 +54,8 @@ class GqlContext:
     hide_agents: bool
     #: Per-request memo for look-ups several resolvers share (e.g. image registries).
     memo: dict[Any, Any] = field(default_factory=dict)
+    #: The storage proxies' client (folder usage), when the manager has one.
+    storage: StorageClient | None = None
 
     # ------------------------------------------------------------------ database
 

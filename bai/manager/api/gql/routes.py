@@ -31,6 +31,7 @@ from bai.manager.api.gql.context import GqlContext
 from bai.manager.api.gql.execution import GqlResult, run_graphql
 from bai.manager.api.gql.schema import SCHEMA
 from bai.manager.api.helpers import InvalidParameter, current_ctx, json_response, read_json
+from bai.manager.context import ServiceNotReady
 
 __all__ = ["MAX_QUERY_BODY", "GraphQLRequestError", "blueprint"]
 
@@ -60,7 +61,16 @@ async def _run() -> GqlResult:
     if "\0" in body.query:
         raise InvalidParameter("must not contain NUL characters", field="query")
     ctx = current_ctx()
-    context = GqlContext(auth=current_auth(), db=ctx.db, hide_agents=ctx.config.manager.hide_agents)
+    try:
+        storage = ctx.storage
+    except ServiceNotReady:
+        storage = None  # an API served without the storage client (tests of other routes)
+    context = GqlContext(
+        auth=current_auth(),
+        db=ctx.db,
+        hide_agents=ctx.config.manager.hide_agents,
+        storage=storage,
+    )
     return await run_graphql(
         SCHEMA,
         body.query,

@@ -15,14 +15,15 @@ Queries: ``compute_session``, ``compute_session_list``,
 ``keypair_resource_policies``, ``scaling_group``, ``scaling_groups``,
 ``scaling_groups_for_domain``, ``scaling_groups_for_user_group``,
 ``scaling_groups_for_keypair``, ``resource_preset``, ``resource_presets``,
-``image``, ``images``.
+``vfolder_list``, ``vfolder_own_list``, ``vfolder_invited_list``,
+``vfolder_project_list``, ``image``, ``images``.
 
 Mutations: ``create_``/``modify_``/``delete_keypair_resource_policy`` and
 ``create_``/``modify_``/``delete_keypair``.
 
 Not in the schema (a query naming them fails validation): the other
 mutations of the spec (domains, projects, users, resource groups and their
-associations, presets, images), ``vfolder_list``, the ``images`` filters
+associations, presets, images), the ``images`` filters
 ``is_installed``/``domain``/``group``/``scaling_group`` and the
 ``installed``/``installed_agents``/``humanized_name`` image fields (bai does
 not record which agent holds which image), ``cluster_template`` (reserved
@@ -52,7 +53,7 @@ from graphql import (
     GraphQLString,
 )
 
-from bai.manager.api.gql import identity, images, mutations, resources, sessions
+from bai.manager.api.gql import identity, images, mutations, resources, sessions, vfolders
 from bai.manager.api.gql.scalars import BigInt, DateTime, JSONString, UUIDType
 
 __all__ = ["SCHEMA"]
@@ -314,6 +315,37 @@ User = GraphQLObjectType(
     },
 )
 
+# ---------------------------------------------------------------------- vfolders
+
+VirtualFolder = GraphQLObjectType(
+    "VirtualFolder",
+    lambda: {
+        **_fields(
+            id=UUIDType,
+            host=STR,
+            name=STR,
+            user=UUIDType,
+            group=UUIDType,
+            user_email=STR,
+            group_name=STR,
+            creator=STR,
+            status=STR,
+            unmanaged_path=STR,
+            usage_mode=STR,
+            permission=STR,
+            ownership_type=STR,
+            max_files=INT,
+            max_size=BigInt,
+            quota=BigInt,
+            created_at=DateTime,
+            last_used=DateTime,
+            cloneable=BOOL,
+        ),
+        "num_files": _field(INT, vfolders.resolve_vfolder_num_files),
+        "cur_size": _field(BigInt, vfolders.resolve_vfolder_cur_size),
+    },
+)
+
 UserInfo = GraphQLObjectType("UserInfo", _fields(email=STR, full_name=STR))
 
 KeyPair = GraphQLObjectType(
@@ -341,6 +373,7 @@ KeyPair = GraphQLObjectType(
         "compute_sessions": _field(
             _list(ComputeSession), sessions.resolve_keypair_sessions, status=STR
         ),
+        "vfolders": _field(_list(VirtualFolder), vfolders.resolve_keypair_vfolders),
     },
 )
 
@@ -409,6 +442,7 @@ Image = GraphQLObjectType(
 # -------------------------------------------------------------------------- query
 
 _LIST_FILTERS: Final[dict[str, GraphQLInputType]] = {"filter": STR, "order": STR}
+VirtualFolderList = _paginated("VirtualFolderList", VirtualFolder)
 
 Query = GraphQLObjectType(
     "Query",
@@ -528,6 +562,32 @@ Query = GraphQLObjectType(
             ResourcePreset, resources.resolve_resource_preset, name=_required(STR)
         ),
         "resource_presets": _field(_list(ResourcePreset), resources.resolve_resource_presets),
+        "vfolder_list": _field(
+            VirtualFolderList,
+            vfolders.resolve_vfolder_list,
+            **_PAGE_ARGS,
+            order_key=STR,
+            order_asc=BOOL,
+            domain_name=STR,
+            group_id=UUIDType,
+            access_key=STR,
+            **_LIST_FILTERS,
+        ),
+        "vfolder_own_list": _field(
+            VirtualFolderList, vfolders.resolve_vfolder_own_list, **_PAGE_ARGS, **_LIST_FILTERS
+        ),
+        "vfolder_invited_list": _field(
+            VirtualFolderList,
+            vfolders.resolve_vfolder_invited_list,
+            **_PAGE_ARGS,
+            **_LIST_FILTERS,
+        ),
+        "vfolder_project_list": _field(
+            VirtualFolderList,
+            vfolders.resolve_vfolder_project_list,
+            **_PAGE_ARGS,
+            **_LIST_FILTERS,
+        ),
         "image": _field(Image, images.resolve_image, reference=_required(STR), architecture=STR),
         "images": _field(_list(Image), images.resolve_images, is_operation=BOOL, architecture=STR),
     },
