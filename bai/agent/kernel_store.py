@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from bai.common.agent_api import VFolderMount
 from bai.common.daemon import private_dir
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class KernelRecord(msgspec.Struct, kw_only=True):
     isolation: str = ""
     #: Whether the runner runs a bootstrap script before it serves (at each start).
     bootstrap: bool = False
+    #: The virtual folders bound into the kernel; the backend checks them before each start.
+    mounts: list[VFolderMount] = msgspec.field(default_factory=list)
 
 
 _encoder = msgspec.json.Encoder()

@@ -4,7 +4,7 @@ The kernel supervisor (:mod:`bai.agent.supervisor`) allocates devices and
 host ports; the functions here turn a :class:`~bai.common.agent_api.KernelConfig`
 and that allocation into the :class:`~bai.agent.backends.base.KernelLaunch`
 the backend makes the kernel from (environment, cgroup limits, service-ports
-label, hostname, bootstrap script) and the
+label, hostname, bootstrap script, virtual folder mounts) and the
 :class:`~bai.agent.kernel_store.KernelRecord` the agent remembers it by.
 They only compute: every input (the host's core count, the clock) is an
 argument, so the same request always plans the same kernel.
@@ -172,6 +172,7 @@ def plan_launch(
         peers=peers,
         bootstrap_script=config.bootstrap_script,
         bootstrap_timeout=bootstrap_timeout,
+        mounts=tuple(config.mounts),
     )
 
 
@@ -211,4 +212,5 @@ def plan_record(
             }
             for service in image.service_ports
         ],
+        mounts=list(launch.mounts),
     )

@@ -547,6 +547,8 @@ class KernelSupervisor:
             process = await self.backend.spawn(record)
         except BackendError as exc:
             kernel.stop_reason = "restart-failed"
+            # The caller hears only the reason; the operator reads why here.
+            log.warning("kernel %s cannot restart: %s", kernel.kernel_id, exc)
             raise KernelStartFailed("restart-failed", str(exc)) from None
         kernel.process = process
         await self._save(record)

@@ -56,6 +56,17 @@ Methods
     ``bootstrap-failed`` and the end of its output in the message.  The
     script runs again when the kernel is restarted.  Deadline: the agent's
     start deadline, plus its bootstrap timeout for a kernel with a script.
+    A kernel's ``mounts`` (at most :data:`MAX_MOUNTS` :class:`VFolderMount`)
+    are virtual folders bound into it: each folder's root, and nothing else
+    of its volume, at its ``kernel_path`` (``/home/work/NAME``, or a path
+    below ``/home/work``, ``/data`` or ``/mnt``; see
+    :func:`bai.common.storage_api.kernel_mount_path`), read-only for mode
+    ``ro`` even to root in the kernel.  No two mounts share a kernel path
+    or lie one inside the other.  ``host_path`` must be an existing folder
+    on the agent's host, not a symbolic link, and the host must isolate
+    kernels with a mount namespace (``isolation`` ``bwrap``); otherwise the
+    kernel fails with reason ``failed-to-start`` and a message saying which
+    mount and why.
 ``destroy_kernel {kernel_id, reason="user-requested"}``
     Stops the kernel (SIGTERM, SIGKILL after the grace period), releases
     everything, answers a :class:`DestroyResult` ``{kernel_id, session_id,
@@ -109,12 +120,15 @@ Methods
 from __future__ import annotations
 
 import enum
+import os
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal, TypedDict, TypeVar
 
 import msgspec
 
+from bai.common.storage_api import InvalidPath, kernel_mount_path
 from bai.common.validation import InvalidField, bracketed, invalid_value
 
 
@@ -192,6 +206,10 @@ Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
 MAX_BOOTSTRAP_SCRIPT: Final = 1024 * 1024
 #: Files one ``upload_files`` call may carry.
 MAX_UPLOAD_FILES: Final = 100
+#: Virtual folders one kernel may mount.
+MAX_MOUNTS: Final = 64
+#: Longest host path of a mounted folder (``PATH_MAX``).
+MAX_HOST_PATH: Final = 4096
 
 
 class InvalidRequest(InvalidField):
@@ -223,6 +241,56 @@ class ResourceOpts(_Args, frozen=True):
     pids_max: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] | None = None
 
 
+class VFolderMount(_Args, frozen=True):
+    """One virtual folder mounted into a kernel (see ``create_kernels`` in the module docs).
+
+    Guarantees once parsed: *host_path* is absolute and normalised (no
+    ``.``, ``..``, repeated or trailing ``/``) and is not ``/``; *kernel_path*
+    is what :func:`~bai.common.storage_api.kernel_mount_path` makes of it.
+    Whether *host_path* exists is the agent's to check when it launches.
+    """
+
+    #: The folder's name, for messages.
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    #: The folder's id in its storage proxy (32 lowercase hex digits).
+    vfid: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+    #: The folder's root on the agent's host, as the proxy's ``folder/mount`` answered it.
+    host_path: Annotated[str, msgspec.Meta(min_length=2, max_length=MAX_HOST_PATH)]
+    kernel_path: Annotated[str, msgspec.Meta(min_length=2, max_length=MAX_HOST_PATH)]
+    mode: Literal["ro", "rw"]
+
+    def __post_init__(self) -> None:
+        host = self.host_path
+        # normpath keeps a leading "//" (POSIX leaves its meaning open), so refuse it apart.
+        normalised = host.startswith("/") and not host.startswith("//")
+        if "\x00" in host or not normalised or os.path.normpath(host) != host:
+            raise ValueError(f"host_path: must be an absolute, normalised path: {host!r}")
+        try:
+            checked = kernel_mount_path(self.name, self.kernel_path, field="kernel_path")
+        except InvalidPath as exc:
+            raise ValueError(f"kernel_path: {exc.problem}: {self.kernel_path!r}") from None
+        if checked != self.kernel_path:
+            raise ValueError(f"kernel_path: must be written as {checked!r}")
+
+
+def paths_overlap(a: str, b: str) -> bool:
+    """Whether absolute paths *a* and *b* are the same or one lies inside the other."""
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def mount_overlap(paths: Sequence[str]) -> tuple[int, int] | None:
+    """Indices ``(i, j)``, ``i < j``, of two kernel paths that overlap, else None.
+
+    Two folders at one path would hide one of them; a folder inside another
+    would make the agent create its mount point inside the outer folder.
+    """
+    for j, later in enumerate(paths):
+        for i in range(j):
+            if paths_overlap(paths[i], later):
+                return i, j
+    return None
+
+
 class KernelConfig(_Args, frozen=True):
     """One kernel to create."""
 
@@ -240,6 +308,10 @@ class KernelConfig(_Args, frozen=True):
     session_type: Literal["interactive", "batch", "inference", "system"] = "interactive"
     #: A shell script the kernel runs once it starts, before it is ready (None: none).
     bootstrap_script: Annotated[str, msgspec.Meta(max_length=MAX_BOOTSTRAP_SCRIPT)] | None = None
+    #: Virtual folders to mount (no two at one path or one inside another).
+    mounts: Annotated[list[VFolderMount], msgspec.Meta(max_length=MAX_MOUNTS)] = msgspec.field(
+        default_factory=list
+    )
 
     def __post_init__(self) -> None:
         for key, value in self.environ.items():
@@ -247,6 +319,13 @@ class KernelConfig(_Args, frozen=True):
                 raise ValueError(f"environ: not an environment variable name: {key!r}")
             if "\x00" in value:
                 raise ValueError(f"environ.{key}: NUL is not allowed in a value")
+        clash = mount_overlap([m.kernel_path for m in self.mounts])
+        if clash is not None:
+            i, j = clash
+            raise ValueError(
+                f"mounts[{j}].kernel_path: {self.mounts[j].kernel_path!r} overlaps "
+                f"mounts[{i}].kernel_path {self.mounts[i].kernel_path!r}"
+            )
 
 
 class CreateKernels(_Args, frozen=True):

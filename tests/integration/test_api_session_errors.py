@@ -60,7 +60,25 @@ BAD_CREATIONS: list[tuple[Any, int, str, str | None]] = [
         {"image": "python", "config": {"mounts": ["data"]}},
         404,
         "vfolder-not-found",
-        None,
+        "config.mounts.0",
+    ),
+    (
+        {"image": "python", "config": {"mounts": ["a/b"]}},
+        400,
+        "invalid-api-params",
+        "config.mounts.0",
+    ),
+    (
+        {"image": "python", "config": {"mounts": ["data"], "mount_map": {"data": "/etc/x"}}},
+        400,
+        "invalid-api-params",
+        "config.mount_map.data",
+    ),
+    (
+        {"image": "python", "config": {"mounts": ["data"], "mount_map": {"other": "x"}}},
+        400,
+        "invalid-api-params",
+        "config.mount_map.other",
     ),
     (
         {"image": "python", "config": {"resource_opts": {"shmem": "64m"}}},

@@ -36,6 +36,7 @@ import trio
 from bai.agent.cgroups import CgroupLimits, CgroupUsage
 from bai.agent.images import Image
 from bai.agent.kernel_store import KernelRecord
+from bai.common.agent_api import VFolderMount
 from bai.common.errors import BaiError
 from bai.kernel.protocol import DEFAULT_BOOTSTRAP_TIMEOUT
 
@@ -65,6 +66,8 @@ class KernelLaunch:
     #: kernel's ``/home/work``), and its time limit in seconds.
     bootstrap_script: str | None = None
     bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT
+    #: Virtual folders bound into the kernel (checked by ``KernelConfig``: no two overlap).
+    mounts: tuple[VFolderMount, ...] = ()
 
 
 class KernelProcess(ABC):

@@ -27,7 +27,15 @@ What a kernel gets:
   kernels on this agent; the agent forwards each service port's host port
   into it (:meth:`LocalBackend.connect_port`);
 * a **scratch size limit** (:mod:`bai.agent.scratch`) when ``scratch-size``
-  is set or ``scratch-type`` is ``memory``.
+  is set or ``scratch-type`` is ``memory``;
+* its **virtual folders**, bound into the sandbox (:mod:`~bai.agent.backends.sandbox`).
+  Before each start (and restart) every folder's host path must be an
+  existing folder that is not a symbolic link, and no mount point below
+  ``/home/work`` may be a symbolic link or a file in the scratch folder
+  (the kernel could have planted one for its next start); otherwise the
+  kernel fails with the reason.  Without a sandbox a kernel with folders is
+  refused: with no mount namespace a read-only folder could not be kept
+  read-only, and the kernel would reach the whole volume by its host path.
 
 Killing a kernel never leaves a process behind: everything in its cgroup is
 killed (frozen first on v1), then its process group, then -- hosts without
@@ -47,6 +55,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import uuid
@@ -101,7 +110,7 @@ KERNEL_SYSTEM_USER: Final = "bai-kernel"
 _NOBODY: Final = 65534
 
 
-def _kernel_owner(uid: int | None, gid: int | None) -> tuple[int, int] | None:
+def kernel_owner(uid: int | None, gid: int | None) -> tuple[int, int] | None:
     """The uid and gid kernels run as (None: as the agent itself).
 
     A root agent never runs kernels as root unless told to: unset, they run
@@ -191,7 +200,7 @@ class LocalBackend(KernelBackend):
                 f"ipc-base-path {self.ipc_base} is too long for kernel sockets "
                 f"({longest} > {_IPC_PATH_MAX} bytes)"
             )
-        self.kernel_owner = _kernel_owner(self._kernel_uid, self._kernel_gid)
+        self.kernel_owner = kernel_owner(self._kernel_uid, self._kernel_gid)
         limited = self.scratch_size > 0 or self.scratch_type == "memory"
         if limited and os.geteuid() != 0:
             raise BackendError(
@@ -372,6 +381,8 @@ class LocalBackend(KernelBackend):
             raise sole_exception(group) from None
 
     def _prepare(self, record: KernelRecord, launch: KernelLaunch) -> None:
+        if launch.mounts and self.bwrap is None:
+            raise BackendError(self._no_sandbox_for_mounts())
         kid = record.kernel_id
         scratch_dir = self.scratch_root / kid
         sock_dir = self.ipc_base / kid
@@ -494,10 +505,41 @@ class LocalBackend(KernelBackend):
                 else None
             ),
             system_links=self._system_links,
+            mounts=launch.mounts,
         )
-        return sandbox.command(spec, runner)
+        try:
+            return sandbox.command(spec, runner)
+        except sandbox.MountRefused as exc:
+            raise BackendError(str(exc)) from None
+
+    def _no_sandbox_for_mounts(self) -> str:
+        return (
+            f"virtual folders cannot be mounted on this agent: it has no sandbox "
+            f"({self.bwrap_problem or 'not bwrap'}), and without a mount namespace a "
+            "read-only folder could not be kept read-only and the kernel would reach "
+            "the whole volume"
+        )
+
+    def _check_mounts(self, record: KernelRecord) -> None:
+        """Raise :class:`BackendError` unless every folder of *record* can be bound safely.
+
+        Runs before each start: the folder must still be a folder (not a
+        link bwrap would follow), and the mount points below ``/home/work``,
+        which live in the kernel's own scratch folder, must not have become
+        links or files while the kernel last ran.
+        """
+        if self.bwrap is None or self.bwrap not in record.argv:
+            raise BackendError(self._no_sandbox_for_mounts())
+        for mount in record.mounts:
+            problem = _source_problem(mount.host_path) or _mount_point_problem(
+                Path(record.scratch_dir), mount.kernel_path
+            )
+            if problem:
+                raise BackendError(f"folder {mount.name!r} cannot be mounted: {problem}")
 
     async def spawn(self, record: KernelRecord) -> KernelProcess:
+        if record.mounts:
+            await trio.to_thread.run_sync(self._check_mounts, record)
         try:
             log_fd = os.open(record.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError as exc:
@@ -752,6 +794,47 @@ def _fast_runner_command(runner_python: str) -> list[str] | None:
         "from bai.kernel.runner import main; raise SystemExit(main())"
     )
     return [sys.executable, "-I", "-S", "-c", bootstrap]
+
+
+def _source_problem(host_path: str) -> str | None:
+    """Why a folder's host path cannot be bound (None: it is a folder, not a link)."""
+    try:
+        info = os.lstat(host_path)
+    except FileNotFoundError:
+        return f"{host_path} does not exist on this agent's host (is its volume shared here?)"
+    except OSError as exc:
+        return f"{host_path} cannot be read: {exc.strerror}"
+    if stat.S_ISLNK(info.st_mode):
+        return f"{host_path} is a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{host_path} is not a folder"
+    return None
+
+
+def _mount_point_problem(scratch_dir: Path, kernel_path: str) -> str | None:
+    """Why *kernel_path* cannot be a mount point in the kernel's scratch folder (None: it can).
+
+    Only paths below ``/home/work`` live in the scratch folder; bwrap makes
+    whatever part of the path is missing.
+    """
+    if not kernel_path.startswith(KERNEL_HOME + "/"):
+        return None
+    current = scratch_dir
+    shown = KERNEL_HOME
+    for part in kernel_path[len(KERNEL_HOME) + 1 :].split("/"):
+        current = current / part
+        shown = f"{shown}/{part}"
+        try:
+            info = os.lstat(current)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"{shown} cannot be read: {exc.strerror}"
+        if stat.S_ISLNK(info.st_mode):
+            return f"{shown} is a symbolic link in the kernel's work folder"
+        if not stat.S_ISDIR(info.st_mode):
+            return f"{shown} is a file in the kernel's work folder, not a folder"
+    return None
 
 
 def _is_kernel_id(name: str) -> bool:

@@ -14,7 +14,16 @@ The sandbox's root starts empty and gets only what is named here:
   package, the image's service definitions), read-only at their host paths;
 * private ``/proc``, ``/dev``, ``/dev/shm``, ``/tmp``, ``/var/tmp`` and ``/run``;
 * its scratch folder read-write at ``/home/work`` and its socket folder at
-  its host path (the agent dials the runner there).
+  its host path (the agent dials the runner there);
+* its virtual folders (:class:`~bai.common.agent_api.VFolderMount`): each
+  folder's root, and nothing else of its volume, at its kernel path,
+  read-write (``--bind``) or read-only (``--ro-bind``: a read-only mount,
+  which even root in the kernel cannot write or remount).  They come after
+  the scratch bind, so a folder at ``/home/work/NAME`` lies on top of the
+  scratch folder, not under it.  A symbolic link inside a folder resolves
+  inside the sandbox, so it reaches nothing the sandbox does not hold.
+  :func:`check_mounts` refuses a kernel path that would cover, or lie
+  inside, anything else the sandbox binds.
 
 The manager's data directory, the agent's state and logs, other kernels'
 files, the host's ``/root``, ``/home`` and every daemon's configuration are
@@ -30,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from bai.common.agent_api import VFolderMount, paths_overlap
 from bai.common.scratch_paths import KERNEL_HOME
 
 #: The kernel user's name inside the sandbox (the spec's ``work`` user).
@@ -91,6 +101,45 @@ class Sandbox:
     netns: tuple[str, Path] | None = None
     #: Which of :data:`SYSTEM_PATHS` are links on this host, and to what.
     system_links: dict[str, str] = field(default_factory=dict)
+    #: Virtual folders bound at their kernel paths (see :func:`check_mounts`).
+    mounts: Sequence[VFolderMount] = ()
+
+
+class MountRefused(ValueError):
+    """A virtual folder's kernel path that would cover or lie inside another bound path."""
+
+
+def check_mounts(sandbox: Sandbox) -> None:
+    """Raise :class:`MountRefused` for a mount that clashes with what the sandbox binds itself.
+
+    A folder may lie below ``/home/work`` (on top of the scratch bind) but
+    not cover ``/home/work`` itself, and it may neither cover nor lie inside
+    the system folders, ``/etc``, the private file systems, the runtime,
+    the socket folder or a device: covering one would take it from the
+    kernel, lying inside one would need a mount point in a read-only tree.
+    Mounts that overlap one another are refused by ``KernelConfig`` already.
+    """
+    fixed = [
+        *SYSTEM_PATHS,
+        "/etc",
+        "/proc",
+        "/dev",
+        *_PRIVATE_TMPFS,
+        *SYS_ALLOWED,
+        *(str(p) for p in sandbox.runtime_paths),
+        *sandbox.devices,
+        str(sandbox.sock_dir),
+    ]
+    for mount in sandbox.mounts:
+        target = mount.kernel_path
+        if target == KERNEL_HOME or not target.startswith("/") or target == "/":
+            raise MountRefused(f"folder {mount.name!r} cannot be mounted at {target!r}")
+        for path in fixed:
+            if paths_overlap(target, path):
+                raise MountRefused(
+                    f"folder {mount.name!r} cannot be mounted at {target!r}: "
+                    f"the sandbox binds {path} there"
+                )
 
 
 def system_links(paths: Iterable[str] = SYSTEM_PATHS) -> dict[str, str]:
@@ -190,7 +239,11 @@ class _Builder:
 
 
 def command(sandbox: Sandbox, runner: Sequence[str]) -> list[str]:
-    """The command line that runs *runner* inside *sandbox*."""
+    """The command line that runs *runner* inside *sandbox*.
+
+    Raises :class:`MountRefused` (:func:`check_mounts`) for a mount that clashes.
+    """
+    check_mounts(sandbox)
     prefix: list[str] = []
     if sandbox.netns is not None:
         nsenter, pinned = sandbox.netns
@@ -216,6 +269,10 @@ def command(sandbox: Sandbox, runner: Sequence[str]) -> list[str]:
     for node in sandbox.devices:
         root.mount("--dev-bind-try", node, node)
     root.mount("--bind", str(sandbox.scratch_dir), KERNEL_HOME)
+    # After the scratch bind: a folder below /home/work goes on top of it.
+    for mount in sorted(sandbox.mounts, key=lambda m: m.kernel_path):
+        option = "--ro-bind" if mount.mode == "ro" else "--bind"
+        root.mount(option, mount.host_path, mount.kernel_path)
     root.mount("--bind", str(sandbox.sock_dir), str(sandbox.sock_dir))
     argv = [*prefix, sandbox.bwrap, *root.argv]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]

@@ -25,6 +25,9 @@ Validation at enqueue
   resource group, or a slot no agent there has: :class:`ResourceLimitExceeded`.
   With no alive agent in the group the capacity check is skipped and the
   session waits for one.
+* ``vfolder_mounts`` (resolved by the API layer, :mod:`bai.manager.vfolders.mounts`)
+  are stored as they are, once every folder they name is still live; a
+  folder deleted meanwhile is :class:`InvalidSessionRequest` about ``mounts``.
 * A name already used by an active session of the same owner:
   :class:`SessionAlreadyExists` (or, with ``reuse_if_exists`` and the same
   image, the existing session is returned).
@@ -72,6 +75,7 @@ from bai.manager.models.identity import (
 from bai.manager.models.image import image_aliases, images
 from bai.manager.models.resource import AgentStatus, agents, scaling_groups
 from bai.manager.models.session import kernels, session_dependencies, sessions
+from bai.manager.models.vfolder import TRASH_STATUSES, VFolderStatus, vfolders
 from bai.manager.policy import cap_limits, excess, keypair_limits, slot_types_of, usable_groups
 from bai.manager.scheduler.types import AgentInfo, PendingSession
 from bai.manager.scheduler.validation import (
@@ -243,6 +247,7 @@ class Enqueuer:
         )
         chosen = await _choose_group(conn, pending, candidates, alive_rows, request.session_type)
         dependencies = await _resolve_dependencies(conn, owner, request.dependencies)
+        await _lock_mounted_folders(conn, request.vfolder_mounts)
         await conn.execute(
             sa.insert(sessions).values(
                 id=session_id,
@@ -270,7 +275,7 @@ class Enqueuer:
                 callback_url=request.callback_url,
                 requested_slots=total,
                 occupying_slots=ResourceSlot(),
-                vfolder_mounts=list(request.mounts),
+                vfolder_mounts=[dict(entry) for entry in request.vfolder_mounts],
                 environ=dict(request.environ),
                 **initial_status(SessionStatus.PENDING, "enqueued", now=now),
             )
@@ -578,6 +583,32 @@ async def _choose_group(
         return group
     assert first_error is not None
     raise first_error
+
+
+async def _lock_mounted_folders(conn: Connection, entries: Sequence[Mapping[str, str]]) -> None:
+    """Refuse folders deleted since the API resolved them; lock the others' rows.
+
+    The locks last until the session row is in, so a folder's deletion,
+    which locks the folder's row before it looks for live sessions mounting
+    it, either comes first (and the session is refused here) or sees the
+    session.
+    """
+    ids = {uuid.UUID(hex=entry["vfid"]) for entry in entries}
+    if not ids:
+        return
+    rows = await conn.execute(
+        sa.select(vfolders.c.id, vfolders.c.status)
+        .where(vfolders.c.id.in_(sorted(ids)))
+        .with_for_update()
+    )
+    live = {row.id for row in rows if VFolderStatus(row.status) not in TRASH_STATUSES}
+    for entry in entries:
+        if uuid.UUID(hex=entry["vfid"]) not in live:
+            raise InvalidSessionRequest(
+                "the folder was deleted while the session was being created",
+                value=entry["name"],
+                field="mounts",
+            )
 
 
 async def _resolve_dependencies(

@@ -46,7 +46,13 @@ class SessionRequest:
     ``resources`` is the Creation Config's per-kernel Resource Slot Object,
     still raw (``{"cpu": "2", "mem": "4g"}``); ``group`` is the project's name
     (or id); ``dependencies`` are ids or names of the owner's sessions.
-    ``starts_at`` must be timezone-aware.
+    ``starts_at`` must be timezone-aware.  ``mounts`` are the folder names
+    (or ids) as the client sent them, ``mount_map`` their requested kernel
+    paths (by the same names); ``vfolder_mounts`` are those folders,
+    and the owner's auto-mounted dot-folders, resolved by the API layer
+    (:mod:`bai.manager.vfolders.mounts`) into the session row's entries
+    ``{"name", "vfid", "host", "host_path", "kernel_path", "mode"}``: the
+    registry stores these, not ``mounts``.
     """
 
     image: str
@@ -61,6 +67,8 @@ class SessionRequest:
     resources: Mapping[str, Any] | None = None
     environ: Mapping[str, str] = field(default_factory=dict)
     mounts: Sequence[str] = ()
+    mount_map: Mapping[str, str] = field(default_factory=dict)
+    vfolder_mounts: Sequence[Mapping[str, str]] = ()
     startup_command: str | None = None
     bootstrap_script: str | None = None
     starts_at: datetime | None = None

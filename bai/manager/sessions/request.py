@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from bai.common.agent_api import MAX_BOOTSTRAP_SCRIPT
+import msgspec
+
+from bai.common.agent_api import MAX_BOOTSTRAP_SCRIPT, MAX_MOUNTS, VFolderMount, mount_overlap
 from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import ClusterMode, SessionTypes, SlotTypes
@@ -26,8 +28,10 @@ from bai.manager.sessions.errors import InvalidSessionRequest
 from bai.manager.sessions.model import SessionRequest
 
 __all__ = [
+    "VFOLDER_MOUNT_KEYS",
     "check_name",
     "check_request",
+    "check_vfolder_mounts",
     "enum_member",
     "kernel_slots",
     "nested_problem",
@@ -37,6 +41,8 @@ __all__ = [
 _Choice = TypeVar("_Choice", bound=StrEnum)
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]\Z", re.ASCII)
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
+#: The keys of one entry of a session's ``vfolder_mounts``.
+VFOLDER_MOUNT_KEYS: Final = ("name", "vfid", "host", "host_path", "kernel_path", "mode")
 
 
 def nested_problem(exc: InvalidValue, kind: type[InvalidValue], field: str) -> InvalidValue:
@@ -117,6 +123,7 @@ def check_request(request: SessionRequest) -> None:
         isinstance(m, str) and 0 < len(m) <= 256 for m in request.mounts
     ):
         raise bad("must be a list of folder names", request.mounts, "mounts")
+    check_vfolder_mounts(request.vfolder_mounts)
     if request.session_type is SessionTypes.BATCH and not request.startup_command:
         raise bad("a batch session needs a startup command", None, "startup_command")
     for name in ("startup_command", "bootstrap_script", "callback_url"):
@@ -149,6 +156,43 @@ def check_request(request: SessionRequest) -> None:
         raise bad("must be a resource group name", request.scaling_group, "scaling_group")
     if isinstance(request.dependencies, str) or len(request.dependencies) > 64:
         raise bad("must be a list of at most 64 sessions", request.dependencies, "dependencies")
+
+
+def check_vfolder_mounts(entries: object) -> None:
+    """Refuse resolved mounts that an agent would refuse (:class:`InvalidSessionRequest`).
+
+    *entries* are a session's ``vfolder_mounts``: at most
+    :data:`~bai.common.agent_api.MAX_MOUNTS` maps of exactly
+    :data:`VFOLDER_MOUNT_KEYS` to strings, each a valid
+    :class:`~bai.common.agent_api.VFolderMount` once ``host`` is left out,
+    no two at overlapping kernel paths.
+    """
+    if isinstance(entries, str | bytes | Mapping) or not isinstance(entries, Sequence):
+        raise InvalidSessionRequest("must be a list of mounts", value=entries, field="mounts")
+    if len(entries) > MAX_MOUNTS:
+        raise InvalidSessionRequest(
+            f"a session mounts at most {MAX_MOUNTS} folders", value=len(entries), field="mounts"
+        )
+    for index, entry in enumerate(entries):
+        where = f"vfolder_mounts.{index}"
+        if not isinstance(entry, Mapping) or set(entry) != set(VFOLDER_MOUNT_KEYS):
+            raise InvalidSessionRequest(
+                f"must be an object of {', '.join(VFOLDER_MOUNT_KEYS)}", value=entry, field=where
+            )
+        if not all(isinstance(value, str) for value in entry.values()):
+            raise InvalidSessionRequest("every value must be a string", value=entry, field=where)
+        try:
+            msgspec.convert({k: entry[k] for k in entry if k != "host"}, VFolderMount)
+        except msgspec.ValidationError as exc:
+            raise InvalidSessionRequest(str(exc), value=entry, field=where) from None
+    clash = mount_overlap([entry["kernel_path"] for entry in entries])
+    if clash is not None:
+        first, second = clash
+        raise InvalidSessionRequest(
+            f"overlaps the mount path of vfolder_mounts.{first}",
+            value=entries[second]["kernel_path"],
+            field=f"vfolder_mounts.{second}",
+        )
 
 
 def kernel_slots(

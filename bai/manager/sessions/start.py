@@ -114,7 +114,28 @@ def _kernel_config(session_row: Any, row: Any) -> dict[str, Any]:
     }
     if session_row.bootstrap_script:
         config["bootstrap_script"] = session_row.bootstrap_script
+    mounts = kernel_mounts(session_row.vfolder_mounts)
+    if mounts:
+        config["mounts"] = mounts
     return config
+
+
+#: The keys of a ``vfolder_mounts`` entry that a kernel's ``VFolderMount`` carries.
+_MOUNT_KEYS: Final = ("name", "vfid", "host_path", "kernel_path", "mode")
+
+
+def kernel_mounts(vfolder_mounts: Any) -> list[dict[str, Any]]:
+    """The ``KernelConfig.mounts`` of every kernel of a session with these ``vfolder_mounts``.
+
+    Each entry of the session row (``{"name", "vfid", "host", "host_path",
+    "kernel_path", "mode"}``, resolved at enqueue) loses ``host``, which the
+    agent does not need.  The agent checks the rest again.
+    """
+    return [
+        {key: mount[key] for key in _MOUNT_KEYS if key in mount}
+        for mount in vfolder_mounts or ()
+        if isinstance(mount, Mapping)
+    ]
 
 
 class Starter:

@@ -9,6 +9,10 @@
   session left the starting statuses, at most ``maxWaitSeconds`` (0: no
   limit); ``status`` is then ``RUNNING``, ``ERROR``, ``CANCELLED``... or
   ``TIMEOUT`` when the wait ran out first.
+  The body's folders (``config.mounts``, ``config.mount_map``) and the
+  owner's dot-folders are resolved first, as the owner
+  (:func:`bai.manager.vfolders.mounts.resolve_mounts`), into the
+  ``vfolder_mounts`` the registry stores and each kernel mounts.
 * ``GET /session/_/match``, ``GET /session/:id`` and
   ``GET /session/:id/status-history`` read; ``DELETE``, ``PATCH`` and
   ``POST /session/:id/rename`` change the session, so they look it up
@@ -17,6 +21,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -39,6 +44,7 @@ from bai.manager.api.session.schema import CreateBody, session_request
 from bai.manager.api.session.views import creation_json, session_json
 from bai.manager.models.base import utcnow
 from bai.manager.models.session import session_dependencies, sessions
+from bai.manager.vfolders.mounts import resolve_mounts
 
 __all__ = ["create", "destroy", "get_info", "match", "rename", "restart", "status_history"]
 
@@ -48,8 +54,12 @@ async def create() -> Response:
     """``POST /session``: create a session or reuse one (module docs)."""
     body = await read_json(CreateBody)
     auth = await resolve_owner(current_auth(), body.owner_access_key)
-    registry = current_ctx().registry
+    ctx = current_ctx()
+    registry = ctx.registry
     requested = session_request(body, auth, utcnow())
+    # Folders are looked up here, as the owner, for the registry (below the API) to store.
+    resolved = await resolve_mounts(ctx, auth, requested.mounts, requested.mount_map)
+    requested = dataclasses.replace(requested, vfolder_mounts=resolved)
     with translated_errors():
         result = await registry.enqueue_session(auth.owner.access_key, requested)
     info = result.session

@@ -25,9 +25,16 @@ true), ``starts_at`` (ISO 8601, naive meaning UTC, or a delay such as
 
 * Only admins may set ``priority`` (other than 0) or designate an agent
   (``config.agentList``, one agent for all kernels): 403 otherwise.
-* ``config.mounts`` must name existing virtual folders; this manager has no
-  storage yet, so naming any is 404 ``vfolder-not-found``.  ``resource_opts``
-  and ``preopen_ports`` are refused unless empty (not supported yet).
+* ``config.mounts`` lists virtual folders by name or id (at most
+  :data:`~bai.common.agent_api.MAX_MOUNTS`), ``config.mount_map`` maps some
+  of them to a path in the kernel (relative to ``/home/work``, or absolute
+  below ``/home/work``, ``/data`` or ``/mnt``: see
+  :func:`~bai.common.storage_api.kernel_mount_path`).  Their shape is checked
+  here (400 naming ``config.mounts.N`` or ``config.mount_map.NAME``); the
+  create route then resolves them against the owner's folders
+  (:mod:`bai.manager.vfolders.mounts`: 404/403/409 naming the entry).
+  ``resource_opts`` and ``preopen_ports`` are refused unless empty (not
+  supported yet).
 * Bad input is refused before anything is written, with the field named as
   the client sent it (``config.resources.cpu``, ``dependencies.0``).
 """
@@ -40,12 +47,14 @@ from typing import Any, Final
 
 import msgspec
 
+from bai.common.agent_api import MAX_MOUNTS
 from bai.common.config import parse_duration
 from bai.common.errors import InvalidValue
+from bai.common.storage_api import InvalidPath, kernel_mount_path
 from bai.common.types import ClusterMode, SessionTypes
 from bai.common.validation import invalid_value
 from bai.manager.api.auth import AuthContext
-from bai.manager.api.errors import ApiError, Forbidden
+from bai.manager.api.errors import Forbidden
 from bai.manager.api.helpers import InvalidParameter
 from bai.manager.sessions.model import SessionRequest
 from bai.manager.sessions.request import enum_member
@@ -54,7 +63,6 @@ __all__ = [
     "MAX_WAIT_SECONDS",
     "CompleteBody",
     "CreateBody",
-    "VFolderNotFound",
     "batch_options",
     "completion_context",
     "completion_options",
@@ -63,14 +71,6 @@ __all__ = [
 
 #: The longest wait ``maxWaitSeconds`` may ask for (a day).
 MAX_WAIT_SECONDS: Final = 86400
-
-
-class VFolderNotFound(ApiError):
-    """A virtual folder to mount does not exist (404)."""
-
-    http_status = 404
-    error_type = "vfolder-not-found"
-    error_title = "Virtual folder not found."
 
 
 class _CreationConfig(msgspec.Struct, kw_only=True):
@@ -162,28 +162,32 @@ def _designated_agent(agent_list: list[str] | None) -> str | None:
     return agent_list[0]
 
 
-def _check_mounts(config: _CreationConfig) -> list[str]:
+def _check_mounts(config: _CreationConfig) -> tuple[list[str], dict[str, str]]:
+    """``config.mounts`` and ``config.mount_map``, checked for shape (nothing is looked up)."""
     mounts = config.mounts or []
+    if len(mounts) > MAX_MOUNTS:
+        raise InvalidParameter(
+            f"a session mounts at most {MAX_MOUNTS} folders",
+            field="config.mounts",
+            value=len(mounts),
+        )
     for index, name in enumerate(mounts):
-        if not name or len(name) > 64 or "/" in name:
+        if not name or len(name) > 64 or "/" in name or "\x00" in name:
             raise InvalidParameter(
                 "must be a virtual folder name", field=f"config.mounts.{index}", value=name
             )
-    for folder, path in (config.mount_map or {}).items():
+    mount_map = config.mount_map or {}
+    for folder, path in mount_map.items():
+        where = f"config.mount_map.{folder}"
         if folder not in mounts:
             raise InvalidParameter(
-                "maps a folder that config.mounts does not name",
-                field=f"config.mount_map.{folder}",
-                value=folder,
+                "maps a folder that config.mounts does not name", field=where, value=folder
             )
-        if not path or ".." in path.split("/"):
-            raise InvalidParameter(
-                "must be a path without '..'", field=f"config.mount_map.{folder}", value=path
-            )
-    if mounts:
-        # Virtual folders arrive with the storage proxy; until then none exists.
-        raise VFolderNotFound(f"no virtual folder is called {mounts[0]!r}")
-    return mounts
+        try:
+            kernel_mount_path(folder, path, field=where)
+        except InvalidPath as exc:
+            raise InvalidParameter(exc.problem, field=where, value=path) from None
+    return mounts, dict(mount_map)
 
 
 def session_request(body: CreateBody, auth: AuthContext, now: datetime) -> SessionRequest:
@@ -229,7 +233,7 @@ def session_request(body: CreateBody, auth: AuthContext, now: datetime) -> Sessi
             field="maxWaitSeconds",
             value=body.max_wait_seconds,
         )
-    mounts = _check_mounts(config)
+    mounts, mount_map = _check_mounts(config)
     starts_at = _parse_starts_at(body.starts_at, now)
     return SessionRequest(
         image=image,
@@ -248,6 +252,7 @@ def session_request(body: CreateBody, auth: AuthContext, now: datetime) -> Sessi
         resources=config.resources,
         environ=config.environ or {},
         mounts=mounts,
+        mount_map=mount_map,
         startup_command=body.startup_command,
         bootstrap_script=body.bootstrap_script,
         starts_at=starts_at,
