@@ -40,7 +40,8 @@ from bai.client.session import (
 from bai.client.settings import API_VERSION, APIConfig, ClientConfigError
 from bai.client.shared_config import delete_config, get_config, set_config
 from bai.client.sse import SSEEvent
-from bai.client.sync import SyncAPIClient, SyncComputeSession
+from bai.client.sync import SyncAPIClient, SyncComputeSession, SyncVFolder
+from bai.client.vfolder import FolderEntry, Transferred, VFolder
 
 __all__ = [
     "API_VERSION",
@@ -57,6 +58,7 @@ __all__ = [
     "ExecutionResult",
     "FileEntry",
     "FileListing",
+    "FolderEntry",
     "Forbidden",
     "InvalidAPIParameters",
     "MalformedResponse",
@@ -67,7 +69,10 @@ __all__ = [
     "SessionPage",
     "SyncAPIClient",
     "SyncComputeSession",
+    "SyncVFolder",
+    "Transferred",
     "Unauthorized",
+    "VFolder",
     "delete_config",
     "get_config",
     "graphql",

@@ -9,7 +9,9 @@ Guarantees: exceptions are the async client's own (they cross the thread
 unchanged); leaving the block closes the connection pool and joins the
 thread; calling a blocking method from inside a Trio task raises
 ``RuntimeError`` instead of deadlocking.  Event streams are not offered here:
-use :class:`~bai.client.request.APIClient` for those.
+use :class:`~bai.client.request.APIClient` for those.  Sessions and virtual
+folders have blocking handles (:class:`SyncComputeSession`,
+:class:`SyncVFolder`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from bai.client.request import APIClient
 from bai.client.session import ComputeSession, ExecutionResult, FileListing
 from bai.client.settings import APIConfig
 from bai.client.shared_config import delete_config, get_config, set_config
+from bai.client.vfolder import FolderEntry, Transferred, VFolder
 
-__all__ = ["SyncAPIClient", "SyncComputeSession"]
+__all__ = ["SyncAPIClient", "SyncComputeSession", "SyncVFolder"]
 
 T = TypeVar("T")
 
@@ -114,6 +117,14 @@ class SyncAPIClient:
     def list_sessions(self, **options: Any) -> SessionPage:
         """One page of sessions; options as :func:`bai.client.admin.list_sessions`."""
         return self.call(list_sessions, self.api, **options)
+
+    def vfolder(self, name: str) -> SyncVFolder:
+        """A handle on a virtual folder (no request is sent).
+
+        Calls on no single folder (``VFolder.create``, ``list``, ``trash``...)
+        go through :meth:`call`: ``client.call(VFolder.list, client.api)``.
+        """
+        return SyncVFolder(self, VFolder(self.api, name))
 
     def get_config(self, key: str, *, prefix: bool = False) -> Any:
         return self.call(get_config, self.api, key, prefix=prefix)
@@ -247,3 +258,77 @@ class SyncComputeSession:
 
     def status_history(self) -> dict[str, Any]:
         return self._client.call(self.session.status_history)
+
+
+class SyncVFolder:
+    """Blocking twin of :class:`~bai.client.vfolder.VFolder` (its per-folder calls).
+
+    Progress callbacks run on the client's event-loop thread: keep them short.
+    """
+
+    def __init__(self, client: SyncAPIClient, folder: VFolder) -> None:
+        self._client = client
+        self.folder = folder
+
+    def __repr__(self) -> str:
+        return f"Sync{self.folder!r}"
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def info(self) -> dict[str, Any]:
+        return self._client.call(self.folder.info)
+
+    def delete(self) -> None:
+        self._client.call(self.folder.delete)
+
+    def rename(self, new_name: str) -> None:
+        self._client.call(self.folder.rename, new_name)
+
+    def update_options(
+        self, *, permission: str | None = None, cloneable: bool | None = None
+    ) -> None:
+        self._client.call(self.folder.update_options, permission=permission, cloneable=cloneable)
+
+    def clone(self, target_name: str, **options: Any) -> dict[str, Any]:
+        return self._client.call(self.folder.clone, target_name, **options)
+
+    def mkdir(self, path: str, *, parents: bool = False, exist_ok: bool = False) -> None:
+        self._client.call(self.folder.mkdir, path, parents=parents, exist_ok=exist_ok)
+
+    def list_files(self, path: str = ".") -> list[FolderEntry]:
+        return self._client.call(self.folder.list_files, path)
+
+    def rename_file(self, target_path: str, new_name: str) -> None:
+        self._client.call(self.folder.rename_file, target_path, new_name)
+
+    def move_file(self, src: str, dst: str) -> None:
+        self._client.call(self.folder.move_file, src, dst)
+
+    def delete_files(self, files: Sequence[str], *, recursive: bool = False) -> None:
+        self._client.call(self.folder.delete_files, files, recursive=recursive)
+
+    def upload(
+        self, sources: Sequence[str | os.PathLike[str]], **options: Any
+    ) -> list[Transferred]:
+        """Options as :meth:`VFolder.upload <bai.client.vfolder.VFolder.upload>`."""
+        return self._client.call(self.folder.upload, sources, **options)
+
+    def download(
+        self, paths: Sequence[str | os.PathLike[str]], **options: Any
+    ) -> list[Transferred]:
+        """Options as :meth:`VFolder.download <bai.client.vfolder.VFolder.download>`."""
+        return self._client.call(self.folder.download, paths, **options)
+
+    def invite(self, perm: str, emails: Sequence[str]) -> dict[str, Any]:
+        return self._client.call(self.folder.invite, perm, emails)
+
+    def share(self, permission: str, emails: Sequence[str]) -> dict[str, Any]:
+        return self._client.call(self.folder.share, permission, emails)
+
+    def unshare(self, emails: Sequence[str]) -> dict[str, Any]:
+        return self._client.call(self.folder.unshare, emails)
+
+    def leave(self, shared_user_uuid: str | None = None) -> None:
+        self._client.call(self.folder.leave, shared_user_uuid)

@@ -12,11 +12,12 @@ import click
 from bai.cli.commands.config import config
 from bai.cli.commands.ps import ps
 from bai.cli.commands.session import events, logs, rm, run, start
+from bai.cli.commands.vfolder import vfolder
 
 __all__ = ["register"]
 
 
 def register(group: click.Group) -> None:
-    """Add ``run``, ``start``, ``ps``, ``rm``, ``logs``, ``events`` and ``config`` to *group*."""
-    for command in (run, start, ps, rm, logs, events, config):
+    """Add ``run``, ``start``, ``ps``, ``rm``, ``logs``, ``events``, ``config`` and ``vfolder``."""
+    for command in (run, start, ps, rm, logs, events, config, vfolder):
         group.add_command(command)

@@ -6,13 +6,19 @@ the user's code printed (``bai run ... > out.txt`` captures just that).
 Colours appear only on a terminal (``click.echo`` strips them otherwise), and
 a waiting line is shown only on a terminal, where the next line overwrites it.
 
-This module imports only click, so command modules can use it at import time.
+Tables go to stdout (:func:`print_table`): a rich table on a terminal,
+otherwise one line of tab-separated values per row under a header line, so
+scripts can ``cut`` them.
+
+This module imports only click (rich when a table is drawn), so command
+modules can use it at import time.
 """
 
 from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Sequence
 from typing import Final
 
 import click
@@ -23,6 +29,7 @@ __all__ = [
     "print_error",
     "print_fail",
     "print_info",
+    "print_table",
     "print_wait",
     "print_warn",
     "set_quiet",
@@ -101,3 +108,18 @@ def error_lines(exc: BaseException) -> list[str]:
 def print_error(exc: BaseException) -> None:
     """Print *exc* as a failure line (API errors show title, status and detail)."""
     print_fail("\n".join(error_lines(exc)))
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print *rows* under *headers* on stdout (see the module docstring)."""
+    if not sys.stdout.isatty():
+        for line in (headers, *rows):
+            click.echo("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in line))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers, header_style="bold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)

@@ -5,20 +5,18 @@ has no list route).  Without options, active sessions are shown (every
 status but TERMINATED and CANCELLED); ``--running`` and ``--dead`` narrow it
 as the spec's table says.  ``-f`` picks columns from :data:`FIELDS`.
 
-On a terminal the list is a rich table; otherwise each row is one line of
-tab-separated values under a header line, so scripts can ``cut`` it.
+The list is printed by :func:`~bai.cli.commands.pretty.print_table`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from bai.cli.commands.pretty import print_info
+from bai.cli.commands.pretty import print_info, print_table
 from bai.cli.commands.runtime import run_client
 
 if TYPE_CHECKING:
@@ -96,20 +94,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) or "-"
     return str(value)
-
-
-def _render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    if not sys.stdout.isatty():
-        for line in (headers, *rows):
-            click.echo("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in line))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*headers, header_style="bold")
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -220,7 +204,7 @@ def ps(
             return 0
         headers = [FIELDS[n][1] for n in names]
         rows = [[_cell(item.get(FIELDS[n][0])) for n in names] for item in page.items]
-        _render(headers, rows)
+        print_table(headers, rows)
         shown_until = offset + len(page.items)
         if page.total_count > shown_until:
             print_info(

@@ -178,9 +178,11 @@ def _start_options(fn: Any) -> Any:
             "-v",
             "--volume",
             "mount",
-            metavar="NAME[=PATH]",
+            metavar="NAME[:PATH]",
             multiple=True,
-            help="Mount a vfolder, at /home/work/NAME or at PATH (repeatable).",
+            help="Mount the vfolder NAME at /home/work/NAME, or at PATH: relative to "
+            "/home/work, or absolute below /home/work, /data or /mnt (repeatable; "
+            "NAME=PATH works too).",
         ),
         click.option(
             "--scaling-group",
