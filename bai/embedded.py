@@ -11,6 +11,12 @@ same services as the distributed mode, wired with the embedded backends:
   with its registry and logs under ``DATA_DIR/agent`` and kernels' scratch
   folders under ``DATA_DIR/scratches``, each limited to :data:`SCRATCH_SIZE`
   when ``bai up`` runs as root;
+* one storage proxy (:class:`~bai.storage.server.StorageProxyService`) named
+  ``local`` with one ``vfs`` volume ``local`` under ``DATA_DIR/vfroot/local``
+  (the vfolder host ``local:local``), its two APIs on loopback ports chosen at
+  each start and announced to the manager in the shared configuration
+  (``volumes/*``); as root, the folders it makes belong to the user kernels
+  run as, so sessions can write in the folders they mount;
 * one in-process event bus both of them use, and manager-to-agent RPC over
   ``inproc://``.
 
@@ -22,8 +28,9 @@ the variables both the official client and ``bai`` read;
 fixture.  The data folder is its user's only (0700, its files 0600, also
 those of an earlier run): it holds every secret key.  Cancelling
 :meth:`EmbeddedService.serve` stops the agent first, which kills and removes
-every kernel, lets the manager record their end, then stops the manager:
-nothing is left running, and no session is left RUNNING in the database.
+every kernel, lets the manager record their end, then stops the manager and
+the storage proxy: nothing is left running, and no session is left RUNNING in
+the database.
 
 :func:`main` is the ``bai up`` process: it prints the endpoint, the access
 keys and the files holding their secret keys (never a secret key: its output
@@ -44,22 +51,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import sqlalchemy as sa
 import trio
 
+from bai.agent.backends.local import kernel_owner
 from bai.agent.server import AgentService
 from bai.client.envfile import CLIENT_ENV_NAME, write_client_env
-from bai.common.config import AgentConfig, ManagerConfig, parse_config
+from bai.common.config import AgentConfig, ManagerConfig, StorageProxyConfig, parse_config
 from bai.common.daemon import private_dir, private_file, serve_until_signal, tune_collector
 from bai.common.events import InProcEventBus
 from bai.common.logging import setup_logging
+from bai.common.storage_api import proxy_config_items
 from bai.common.types import STARTED_KERNEL_STATUSES
 from bai.manager.db import Database, create_database
 from bai.manager.fixtures import default_fixture, populate
 from bai.manager.models import agents, kernels, keypairs, migrate, users
 from bai.manager.models.identity import UserRole
 from bai.manager.models.resource import AgentStatus
+from bai.manager.models.shared_config import put_config_many
 from bai.manager.server import ManagerHandle, ManagerService
+from bai.storage.server import ProxyAddresses, StorageProxyService
 
 __all__ = [
     "DEFAULT_PORT",
@@ -68,6 +80,7 @@ __all__ = [
     "Keypair",
     "client_env_name",
     "embedded_configs",
+    "embedded_storage_config",
     "main",
 ]
 
@@ -81,6 +94,9 @@ SCRATCH_SIZE: Final = "4G"
 REGISTRATION_TIMEOUT: Final = 30.0
 #: Seconds the agent and the manager have to shut down in order before they are cut off.
 SHUTDOWN_TIMEOUT: Final = 60.0
+#: The storage proxy and the volume of ``bai up``: the vfolder host is ``PROXY:VOLUME``.
+STORAGE_PROXY: Final = "local"
+STORAGE_VOLUME: Final = "local"
 #: Socket paths longer than this are moved under /tmp (the kernel's limit is 107 bytes).
 _MAX_IPC_DIR: Final = 60
 
@@ -101,6 +117,7 @@ class EmbeddedHandle:
 
     manager: ManagerHandle
     agent: AgentService
+    storage: ProxyAddresses
     endpoint: str
     keypairs: tuple[Keypair, ...]
     client_env: Path
@@ -180,6 +197,47 @@ type = "inproc"
     return manager, agent
 
 
+def embedded_storage_config(data_dir: Path) -> StorageProxyConfig:
+    """The storage proxy's config for an embedded cluster in *data_dir*.
+
+    Both APIs listen on loopback ports chosen at each start (the manager
+    learns them from the shared configuration); the secrets are new at each
+    start, so transfer tokens do not outlive the process that signed them.
+    """
+    data_dir = data_dir.resolve()
+    return parse_config(
+        StorageProxyConfig,
+        f"""
+[storage-proxy]
+node-id = {_toml(STORAGE_PROXY)}
+[api.client]
+service-addr = "127.0.0.1:0"
+[api.manager]
+service-addr = "127.0.0.1:0"
+[volume.{STORAGE_VOLUME}]
+backend = "vfs"
+path = {_toml(str(data_dir / "vfroot" / STORAGE_VOLUME))}
+""",
+        source="bai up (storage proxy)",
+    )
+
+
+async def _announce_storage(
+    db: Database, config: StorageProxyConfig, addresses: ProxyAddresses
+) -> None:
+    """Tell the manager where the embedded storage proxy answers (``volumes/*``)."""
+    items = proxy_config_items(
+        STORAGE_PROXY,
+        manager_api=addresses.manager_api,
+        client_api=addresses.client_api,
+        secret=config.api.manager.secret,
+        ssl_verify=False,
+        default_host=f"{STORAGE_PROXY}:{STORAGE_VOLUME}",
+    )
+    async with db.begin() as conn:
+        await put_config_many(conn, items)
+
+
 async def _seed(db: Database) -> tuple[Keypair, ...]:
     """Migrate, add the default fixture where missing, and read the fixture users' keypairs."""
     await migrate.upgrade(db)
@@ -205,8 +263,9 @@ class EmbeddedService:
     """The embedded cluster; see the module docstring.
 
     *manager_config* and *agent_config* default to :func:`embedded_configs`
-    of *data_dir*; *agent_options* go to :class:`AgentService` (tunables such
-    as ``start_timeout``).
+    of *data_dir*, *storage_config* to :func:`embedded_storage_config`;
+    *agent_options* go to :class:`AgentService` (tunables such as
+    ``start_timeout``).
     """
 
     def __init__(
@@ -215,12 +274,14 @@ class EmbeddedService:
         *,
         manager_config: ManagerConfig | None = None,
         agent_config: AgentConfig | None = None,
+        storage_config: StorageProxyConfig | None = None,
         agent_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         defaults = embedded_configs(self.data_dir)
         self.manager_config = manager_config or defaults[0]
         self.agent_config = agent_config or defaults[1]
+        self.storage_config = storage_config or embedded_storage_config(self.data_dir)
         self._agent_options = dict(agent_options or {})
 
     async def serve(
@@ -257,12 +318,19 @@ class EmbeddedService:
 
         Shielded, so that the manager still records what the agent reports
         while it kills its kernels; every step of the shutdown is bounded.
+        The storage proxy starts first and stops last: kernels mount its folders.
         """
         bus = InProcEventBus()
         rpc_url = f"inproc://bai-agent-{uuid.uuid4().hex}"
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
                 await nursery.start(bus.serve)
+                storage_config = self._storage_config_for(_kernel_owner_of(self.agent_config))
+                storage: ProxyAddresses = await nursery.start(
+                    StorageProxyService(storage_config).serve
+                )
+                async with create_database(self.manager_config.db) as db:
+                    await _announce_storage(db, storage_config, storage)
                 manager: ManagerHandle = await nursery.start(
                     ManagerService(self.manager_config, bus=bus, upgrade_schema=False).serve
                 )
@@ -298,13 +366,25 @@ class EmbeddedService:
                             name=client_env_name(index, pair),
                         )
                     )
-                task_status.started(EmbeddedHandle(manager, agent, endpoint, pairs, env_path))
+                task_status.started(
+                    EmbeddedHandle(manager, agent, storage, endpoint, pairs, env_path)
+                )
                 await stop.wait()
                 agent_scope.cancel()
                 with trio.move_on_after(SHUTDOWN_TIMEOUT):
                     await agent_done.wait()
                     await _settled(manager.ctx.db, agent.agent_id)
                 nursery.cancel_scope.cancel()
+
+    def _storage_config_for(self, owner: tuple[int, int] | None) -> StorageProxyConfig:
+        """The proxy's config, its folders owned by *owner* unless the config names one."""
+        section = self.storage_config.storage_proxy
+        if owner is None or section.user is not None or section.group is not None:
+            return self.storage_config
+        return msgspec.structs.replace(
+            self.storage_config,
+            storage_proxy=msgspec.structs.replace(section, user=owner[0], group=owner[1]),
+        )
 
     def _prepare_folders(self) -> None:
         private_dir(self.data_dir)
@@ -313,7 +393,14 @@ class EmbeddedService:
             private_file(db.path)  # before SQLite creates it; its journals copy its mode
         for folder in (self.data_dir / "agent", self.data_dir / "scratches"):
             folder.mkdir(parents=True, exist_ok=True)
+        for volume in self.storage_config.volume.values():
+            volume.path.mkdir(parents=True, exist_ok=True)
         self.agent_config.agent.ipc_base_path.mkdir(parents=True, exist_ok=True)
+
+
+def _kernel_owner_of(config: AgentConfig) -> tuple[int, int] | None:
+    """Who the agent's kernels run as, so the folders they mount are theirs to write."""
+    return kernel_owner(config.container.kernel_uid, config.container.kernel_gid)
 
 
 async def _registered(db: Database, agent_id: str) -> None:

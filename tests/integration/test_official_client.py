@@ -1,90 +1,32 @@
 """The official Backend.AI client (``backend.ai-client==23.9.10``) against ``bai up``, unchanged.
 
-The client lives in its own virtual environment (it pins old aiohttp and
-yarl): ``$BAI_OFFICIAL_CLIENT_VENV``, by default ``.venv-official-client`` in
-the repository root, made with
-``python3 -m venv .venv-official-client &&
-.venv-official-client/bin/pip install backend.ai-client==23.9.10 yarl==1.9.4``.
-Without it these tests skip, unless ``BAI_REQUIRE_SERVICES=1`` (CI), where
-they fail.
-
-Each test starts the embedded cluster in-process and runs the client's CLI
-as a separate process with only ``BACKEND_ENDPOINT``, ``BACKEND_ACCESS_KEY``
-and ``BACKEND_SECRET_KEY`` set, as a user would after sourcing
-``client.env``.
+Each test starts the embedded cluster in-process and runs the client's CLI as
+a separate process (:mod:`support.official`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import msgspec
 import pytest
 import sqlalchemy as sa
-import trio
 
-from bai.common.slots import BinarySize
-from bai.embedded import EmbeddedHandle, EmbeddedService, embedded_configs
+from bai.embedded import EmbeddedHandle
 from bai.manager.models import sessions
 
-from support.agent import CATALOG
-
-REPO = Path(__file__).resolve().parents[2]
-VENV = Path(os.environ.get("BAI_OFFICIAL_CLIENT_VENV") or REPO / ".venv-official-client")
-CLI = VENV / "bin" / "backend.ai"
+from support.official import embedded_cluster, official, official_cli_path
 
 
 @pytest.fixture
 def official_cli() -> Path:
-    if not CLI.exists():
-        message = f"the official client is not installed at {VENV}"
-        if os.environ.get("BAI_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{message} and BAI_REQUIRE_SERVICES is set")
-        pytest.skip(message)
-    return CLI
+    return official_cli_path()
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[EmbeddedHandle]:
-    manager, agent = embedded_configs(tmp_path / "data", port=0, image_catalog=CATALOG)
-    agent = msgspec.structs.replace(
-        agent,
-        agent=msgspec.structs.replace(agent.agent, allow_compute_plugins=()),
-        resource=msgspec.structs.replace(
-            agent.resource, reserved_cpu=0, reserved_mem=BinarySize(512 * 1024**2)
-        ),
-    )
-    service = EmbeddedService(tmp_path / "data", manager_config=manager, agent_config=agent)
-    async with trio.open_nursery() as nursery:
-        handle: EmbeddedHandle = await nursery.start(service.serve)
+    async with embedded_cluster(tmp_path / "data") as handle:
         yield handle
-        nursery.cancel_scope.cancel()
-
-
-async def official(
-    cli: Path, handle: EmbeddedHandle, cwd: Path, *args: str
-) -> tuple[int, str, str]:
-    """Run ``backend.ai ARGS`` in *cwd* against *handle*: (exit code, stdout, stderr)."""
-    admin = handle.keypairs[0]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BACKEND_")}
-    env.update(
-        HOME=str(cwd),
-        BACKEND_ENDPOINT=handle.endpoint,
-        BACKEND_ACCESS_KEY=admin.access_key,
-        BACKEND_SECRET_KEY=admin.secret_key,
-    )
-    with trio.fail_after(60):
-        done = await trio.run_process(
-            [str(cli), *args],
-            cwd=cwd,
-            env=env,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
 async def active_sessions(handle: EmbeddedHandle) -> list[str]:

@@ -37,6 +37,7 @@ from bai.manager.models.identity import keypair_resource_policies
 
 from support.api import API_VERSION, Api, Key, assert_problem
 from support.registry import Cluster, running_cluster
+from support.storage import StorageHandle, start_storage_proxy
 
 MODES = ["embedded", "distributed"]
 RESOURCES = {"cpu": "1", "mem": "256m"}
@@ -59,6 +60,8 @@ class Deployment:
     api: Api
     cluster: Cluster
     mode: str
+    #: The storage proxy, when the deployment was started with ``storage=True``.
+    storage: StorageHandle | None = None
 
     @property
     def db(self) -> Database:
@@ -220,8 +223,13 @@ async def running_deployment(
     *,
     agent_count: int = 1,
     manager: dict[str, str] | None = None,
+    storage: bool = False,
 ) -> AsyncIterator[Deployment]:
-    """Run a deployment on *backends* (module docs) for the ``async with`` block."""
+    """Run a deployment on *backends* (module docs) for the ``async with`` block.
+
+    With *storage*, a storage proxy with one ``vfs`` volume (host ``local:local``)
+    runs beside it (:mod:`support.storage`).
+    """
     overrides = {"service-addr": "127.0.0.1:0", **(manager or {})}
     async with running_cluster(
         backends.db_url,
@@ -231,6 +239,11 @@ async def running_deployment(
         manager=overrides,
         rpc=backends.rpc,
     ) as cluster:
+        proxy = (
+            await start_storage_proxy(cluster.nursery, cluster.db, tmp_path / "vfroot")
+            if storage
+            else None
+        )
         urls: list[str] = await cluster.nursery.start(serve_api, cluster.ctx)
         keys = await fixture_keys(cluster.db)
         async with httpx.AsyncClient(timeout=60.0) as http:
@@ -243,4 +256,4 @@ async def running_deployment(
                 admin=keys["admin@lablup.com"],
                 user=keys["user@lablup.com"],
             )
-            yield Deployment(api, cluster, backends.mode)
+            yield Deployment(api, cluster, backends.mode, proxy)

@@ -35,12 +35,16 @@ import sqlalchemy as sa
 import trio
 from coredis import PureToken
 
+from bai.agent.backends.local import kernel_owner
 from bai.client import APIClient, ComputeSession, graphql
+from bai.common.storage_api import proxy_config_items
 from bai.manager.db import create_database
 from bai.manager.models import keypairs
 
 from support.agent import CATALOG
 from support.net import free_port
+from support.storage import PROXY as STORAGE_PROXY
+from support.storage import VOLUME as STORAGE_VOLUME
 
 BAI = Path(sys.executable).with_name("bai")
 STREAM = "bai:events"
@@ -185,6 +189,11 @@ class Deployment:
     pid_files: list[Path]
     agent_ids: list[str]
     agent_tomls: list[Path]
+    #: ``storage-proxy.toml`` of the deployment's one storage proxy, and its two API URLs.
+    storage_toml: Path
+    storage_manager_api: str
+    storage_client_api: str
+    storage_secret: str
     daemons: list[Daemon] = field(default_factory=list)
     session_ids: list[str] = field(default_factory=list)
 
@@ -212,6 +221,23 @@ class Deployment:
     def agent(self, n: int, name: str) -> Daemon:
         """A ``bai agent`` process (not started) with the *n*-th agent config."""
         return self.daemon(name, "agent", "--config", str(self.agent_tomls[n]))
+
+    def storage_proxy(self, name: str = "storage-proxy") -> Daemon:
+        """The ``bai storage-proxy`` process (not started); see :meth:`announce_storage`."""
+        return self.daemon(name, "storage-proxy", "--config", str(self.storage_toml))
+
+    async def announce_storage(self) -> None:
+        """Write the proxy's ``volumes/*`` keys with ``bai manager config put``, as operators do."""
+        items = proxy_config_items(
+            STORAGE_PROXY,
+            manager_api=self.storage_manager_api,
+            client_api=self.storage_client_api,
+            secret=self.storage_secret,
+            ssl_verify=False,
+            default_host=f"{STORAGE_PROXY}:{STORAGE_VOLUME}",
+        )
+        for key, value in items.items():
+            await self.cli("config", "put", key, value)
 
     async def cli(self, *args: str) -> str:
         """Run ``bai manager --config manager.toml ARGS`` to its end; its standard output."""
@@ -285,6 +311,29 @@ colored = false
 """
 
 
+def _storage_toml(folder: Path, manager_port: int, client_port: int, secret: str) -> str:
+    owner = kernel_owner(None, None) if os.geteuid() == 0 else None
+    owner_lines = f"user = {owner[0]}\ngroup = {owner[1]}" if owner else ""
+    return f"""
+[storage-proxy]
+node-id = "i-dist-storage"
+pid-file = "{folder}/storage-proxy.pid"
+{owner_lines}
+[api.client]
+service-addr = "127.0.0.1:{client_port}"
+[api.manager]
+service-addr = "127.0.0.1:{manager_port}"
+secret = "{secret}"
+[volume.{STORAGE_VOLUME}]
+backend = "vfs"
+path = "{folder}/{STORAGE_VOLUME}"
+[logging]
+drivers = ["console"]
+[logging.console]
+colored = false
+"""
+
+
 @asynccontextmanager
 async def deploy(
     pg_url: str,
@@ -321,6 +370,11 @@ async def deploy(
         toml.write_text(_agent_toml(agent_id, folder, ipc, redis, redis_db, 41000 + 100 * n))
         agent_ids.append(agent_id)
         agent_tomls.append(toml)
+    storage_ports = free_port(), free_port()
+    storage_secret = uuid.uuid4().hex
+    storage_toml = tmp_path / "storage-proxy.toml"
+    (tmp_path / "vfroot" / STORAGE_VOLUME).mkdir(parents=True)
+    storage_toml.write_text(_storage_toml(tmp_path / "vfroot", *storage_ports, storage_secret))
     found = Deployment(
         tmp=tmp_path,
         endpoints=endpoints,
@@ -328,6 +382,10 @@ async def deploy(
         pid_files=pid_files,
         agent_ids=agent_ids,
         agent_tomls=agent_tomls,
+        storage_toml=storage_toml,
+        storage_manager_api=f"http://127.0.0.1:{storage_ports[0]}",
+        storage_client_api=f"http://127.0.0.1:{storage_ports[1]}",
+        storage_secret=storage_secret,
     )
     try:
         yield found
@@ -353,15 +411,17 @@ async def _tear_down(deployment: Deployment) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-async def wait_until_serving(endpoint: str, daemons: list[Daemon]) -> None:
-    """Wait until ``GET /`` answers; fail at once if a daemon exits instead."""
+async def wait_until_serving(
+    endpoint: str, daemons: list[Daemon], *, statuses: tuple[int, ...] = (200,)
+) -> None:
+    """Wait until ``GET /`` answers with one of *statuses*; fail at once if a daemon exits."""
     async with httpx.AsyncClient(timeout=2.0) as http:
         with trio.fail_after(START_TIMEOUT):
             while True:
                 for daemon in daemons:
                     assert daemon.running, f"{daemon.name} exited:\n{daemon.output()}"
                 try:
-                    if (await http.get(endpoint + "/")).status_code == 200:
+                    if (await http.get(endpoint + "/")).status_code in statuses:
                         return
                 except httpx.TransportError:
                     pass
