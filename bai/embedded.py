@@ -78,6 +78,7 @@ __all__ = [
     "EmbeddedHandle",
     "EmbeddedService",
     "Keypair",
+    "announce_storage_proxy",
     "client_env_name",
     "embedded_configs",
     "embedded_storage_config",
@@ -222,17 +223,25 @@ path = {_toml(str(data_dir / "vfroot" / STORAGE_VOLUME))}
     )
 
 
-async def _announce_storage(
-    db: Database, config: StorageProxyConfig, addresses: ProxyAddresses
+async def announce_storage_proxy(
+    db: Database,
+    proxy: str,
+    config: StorageProxyConfig,
+    addresses: ProxyAddresses,
+    default_volume: str,
 ) -> None:
-    """Tell the manager where the embedded storage proxy answers (``volumes/*``)."""
+    """Tell the managers of *db* where proxy *proxy* answers (the ``volumes/*`` keys).
+
+    ``PROXY:DEFAULT_VOLUME`` becomes the default vfolder host.  An operator of
+    the distributed mode writes the same keys with ``bai manager config put``.
+    """
     items = proxy_config_items(
-        STORAGE_PROXY,
+        proxy,
         manager_api=addresses.manager_api,
         client_api=addresses.client_api,
         secret=config.api.manager.secret,
         ssl_verify=False,
-        default_host=f"{STORAGE_PROXY}:{STORAGE_VOLUME}",
+        default_host=f"{proxy}:{default_volume}",
     )
     async with db.begin() as conn:
         await put_config_many(conn, items)
@@ -330,7 +339,9 @@ class EmbeddedService:
                     StorageProxyService(storage_config).serve
                 )
                 async with create_database(self.manager_config.db) as db:
-                    await _announce_storage(db, storage_config, storage)
+                    await announce_storage_proxy(
+                        db, STORAGE_PROXY, storage_config, storage, STORAGE_VOLUME
+                    )
                 manager: ManagerHandle = await nursery.start(
                     ManagerService(self.manager_config, bus=bus, upgrade_schema=False).serve
                 )

@@ -125,6 +125,24 @@ class _Reply:
     async def body(self, data: bytes, *, more: bool = False) -> None:
         await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
+    async def stream(
+        self, produce: Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]], *, buffer: int
+    ) -> None:
+        """Send, as the body, the parts *produce* puts in a channel holding *buffer* parts
+        (closed when *produce* returns), then end the body."""
+        send_part, receive_part = trio.open_memory_channel[bytes](buffer)
+
+        async def producer() -> None:
+            async with send_part:
+                await produce(send_part)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(producer)
+            async with receive_part:
+                async for part in receive_part:
+                    await self.body(part, more=True)
+        await self.body(b"")
+
     async def whole(
         self,
         status: int,
@@ -410,26 +428,19 @@ class ClientApp:
         if reply.head_only or span.length == 0:
             await reply.body(b"")
             return
-        send_block, receive_block = trio.open_memory_channel[bytes](1)
 
-        async def reader() -> None:
-            async with send_block:
-                at = span.start
-                while at < span.end:
-                    block = await trio.to_thread.run_sync(
-                        os.pread, fd, min(READ_CHUNK, span.end - at), at
-                    )
-                    if not block:
-                        raise StorageError(_T.FILE_NOT_FOUND, "the file shrank while it was sent")
-                    at += len(block)
-                    await send_block.send(block)
+        async def reader(send_block: trio.MemorySendChannel[bytes]) -> None:
+            at = span.start
+            while at < span.end:
+                block = await trio.to_thread.run_sync(
+                    os.pread, fd, min(READ_CHUNK, span.end - at), at
+                )
+                if not block:
+                    raise StorageError(_T.FILE_NOT_FOUND, "the file shrank while it was sent")
+                at += len(block)
+                await send_block.send(block)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader)
-            async with receive_block:
-                async for block in receive_block:
-                    await reply.body(block, more=True)
-        await reply.body(b"")
+        await reply.stream(reader, buffer=1)
 
     async def _archive(
         self, fd: int, st: os.stat_result, claims: TokenClaims, reply: _Reply
@@ -449,21 +460,14 @@ class ClientApp:
         if reply.head_only:
             await reply.body(b"")
             return
-        send_part, receive_part = trio.open_memory_channel[bytes](2)
 
-        def emit(part: bytes) -> None:
-            trio.from_thread.run(send_part.send, part)
+        async def zipper(send_part: trio.MemorySendChannel[bytes]) -> None:
+            def emit(part: bytes) -> None:
+                trio.from_thread.run(send_part.send, part)
 
-        async def zipper() -> None:
-            async with send_part:
-                await trio.to_thread.run_sync(write_zip, fd, emit)
+            await trio.to_thread.run_sync(write_zip, fd, emit)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(zipper)
-            async with receive_part:
-                async for part in receive_part:
-                    await reply.body(part, more=True)
-        await reply.body(b"")
+        await reply.stream(zipper, buffer=2)
 
 
 def _pwrite_all(fd: int, pieces: list[bytes], offset: int) -> int:

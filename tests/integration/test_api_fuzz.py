@@ -10,16 +10,15 @@ each example through the Trio loop, so examples cost one request each.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import trio
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bai.manager.db import create_database
 
-from support.api import PROBLEM_JSON, Api, running_api
+from support.api import running_api
+from support.fuzz import Request, assert_not_a_500, bodies, json_values, queries, run_examples
 
 EXAMPLES = 200
 
@@ -38,73 +37,36 @@ ROUTES: list[tuple[str, str, list[str]]] = [
     ("POST", "/resource/check-presets", ["group", "scaling_group", "owner_access_key"]),
 ]
 
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=40),
-    st.sampled_from(["default", "a/b", "/", "", "cpu", "keypair", "admin@lablup.com", "Infinity"]),
-)
-_json = st.recursive(
-    _scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=20,
-)
+_json = json_values(["default", "a/b", "/", "", "cpu", "keypair", "admin@lablup.com", "Infinity"])
 
 
 @st.composite
-def requests(draw: st.DrawFn) -> tuple[str, str, str, Any, bytes | None]:
+def requests(draw: st.DrawFn) -> Request:
     method, path, fields = draw(st.sampled_from(ROUTES))
     caller = draw(st.sampled_from(["admin", "user", "anonymous"]))
-    names = st.sampled_from(fields) if fields else st.text(max_size=8)
-    shaped = st.dictionaries(names | st.text(max_size=8), _json, max_size=len(fields) + 1)
     if method == "GET":
-        params = draw(st.dictionaries(names, st.text(max_size=30).filter(lambda t: "\0" not in t)))
-        return method, path, caller, params, None
-    body = draw(
-        st.one_of(
-            shaped.map(lambda value: json.dumps(value).encode()),
-            _json.map(lambda value: json.dumps(value).encode()),
-            st.binary(max_size=64),
-        )
-    )
-    return method, path, caller, {}, body
-
-
-async def _send(
-    api: Api, method: str, path: str, caller: str, params: Any, body: bytes | None
-) -> httpx.Response:
-    key = {"admin": api.admin, "user": api.user}.get(caller)
-    return await api.call(method, path, key=key, params=params or None, content=body)
+        return method, path, caller, draw(queries(fields)), None
+    return method, path, caller, {}, draw(bodies(fields, _json))
 
 
 async def _fuzz(db_url: str) -> None:
     async with create_database(db_url) as db, running_api(db, public_rate_limit=10**6) as api:
         for key in (api.admin, api.user):
             await api.update_keypair(key, rate_limit=10**6)
-        token = trio.lowlevel.current_trio_token()
 
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        )
-        @given(requests())
-        def never_a_500(request: tuple[str, str, str, Any, bytes | None]) -> None:
-            response = trio.from_thread.run(_send, api, *request, trio_token=token)
-            assert response.status_code < 500, (request, response.text)
-            if response.status_code >= 400:
-                assert response.headers["content-type"] == PROBLEM_JSON, request
-                assert {"type", "title"} <= response.json().keys()
-            else:
-                assert response.headers["content-type"] == "application/json"
-                response.json()
+        async def send(request: Request) -> httpx.Response:
+            method, path, caller, params, body = request
+            key = {"admin": api.admin, "user": api.user}.get(caller)
+            return await api.call(method, path, key=key, params=params or None, content=body)
 
-        await trio.to_thread.run_sync(never_a_500)
+        def check(request: Request, response: httpx.Response) -> None:
+            content_type = response.headers.get("content-type", "")
+            assert_not_a_500(request, response.status_code, content_type, response.content)
+            if response.status_code < 400:
+                assert content_type == "application/json"
+                json.loads(response.content)
+
+        await run_examples(EXAMPLES, requests(), send, check)
 
 
 def test_random_requests_never_get_a_500(db_url: str) -> None:

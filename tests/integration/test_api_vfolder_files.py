@@ -2,7 +2,7 @@
 
 Both deployments (embedded: SQLite, in-process bus; distributed: PostgreSQL,
 Redis) with a storage proxy serving the ``vfs`` volume ``local:local``
-(:mod:`support.storage`).  Transfers go the way clients send them: the
+(:mod:`support.vfolders`).  Transfers go the way clients send them: the
 manager hands out a token and the proxy's URL, and plain httpx calls speak
 tus (``HEAD`` / ``PATCH``) and ranged ``GET`` to the proxy.  Checked:
 
@@ -22,73 +22,25 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-import trio
 
 from bai.common.storage_api import FolderArgs, vfid_of
 from bai.manager.models.shared_config import get_config, put_config
 
 from support.api import Key
-from support.api_session import Backends, Deployment, problem, running_deployment, unique_name
+from support.api_session import Deployment, problem, unique_name
 from support.storage import start_storage_proxy
+from support.vfolders import HOST, call, deployment, invite_and_accept, new_folder, ok
 
-HOST = "local:local"
+__all__ = ["deployment"]
+
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
-@pytest.fixture
-async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
-    """A deployment of each mode with a storage proxy (no agent: no session is needed)."""
-    async with running_deployment(backends, tmp_path, agent_count=0, storage=True) as running:
-        yield running
-
-
 # ------------------------------------------------------------------------- helpers
-
-
-async def call(
-    d: Deployment,
-    method: str,
-    path: str,
-    key: Key | None = None,
-    body: Any = None,
-    params: dict[str, str] | None = None,
-) -> httpx.Response:
-    kwargs: dict[str, Any] = {"key": key or d.api.user}
-    if body is not None:
-        kwargs["json_body"] = body
-    if params is not None:
-        kwargs["params"] = params
-    with trio.fail_after(30):
-        return await d.api.call(method, path, **kwargs)
-
-
-async def ok(
-    d: Deployment,
-    method: str,
-    path: str,
-    key: Key | None = None,
-    body: Any = None,
-    params: dict[str, str] | None = None,
-    status: int = 200,
-) -> Any:
-    response = await call(d, method, path, key, body, params)
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-async def new_folder(d: Deployment, key: Key, **extra: Any) -> tuple[str, str]:
-    """A new folder of *key*'s user on ``local:local``: (name, id)."""
-    name = unique_name("f")
-    created = await ok(
-        d, "POST", "/folders", key, {"name": name, "host": HOST, **extra}, status=201
-    )
-    return name, created["id"]
 
 
 async def host_path(d: Deployment, folder_id: str) -> Path:
@@ -165,7 +117,8 @@ async def listing(
 
 async def test_every_file_route_does_what_it_says(deployment: Deployment) -> None:
     d = deployment
-    name, folder_id = await new_folder(d, d.api.user)
+    folder = await new_folder(d)
+    name, folder_id = folder["name"], folder["id"]
     assert await listing(d, name) == {}
 
     assert (
@@ -216,33 +169,13 @@ async def test_every_file_route_does_what_it_says(deployment: Deployment) -> Non
         )
     assert ranged.status_code == 206 and ranged.content == payload[100:]
 
-    assert (
-        await ok(
-            d,
-            "POST",
-            f"/folders/{name}/move-file",
-            body={"src": "a/b/blob.bin", "dst": "moved.bin"},
-        )
-        == {}
-    )
-    assert (
-        await ok(
-            d,
-            "POST",
-            f"/folders/{name}/rename-file",
-            body={"target_path": "moved.bin", "new_name": "r1.bin"},
-        )
-        == {}
-    )
-    assert (
-        await ok(
-            d,
-            "POST",
-            f"/folders/{name}/rename_file",
-            body={"target_path": "a/b", "new_name": "c", "is_dir": True},
-        )
-        == {}
-    )
+    # A move, a rename, and a folder's rename through the underscore alias.
+    for route, body in [
+        ("move-file", {"src": "a/b/blob.bin", "dst": "moved.bin"}),
+        ("rename-file", {"target_path": "moved.bin", "new_name": "r1.bin"}),
+        ("rename_file", {"target_path": "a/b", "new_name": "c", "is_dir": True}),
+    ]:
+        assert await ok(d, "POST", f"/folders/{name}/{route}", body=body) == {}, route
     assert sorted(await listing(d, name)) == ["a", "r1.bin"]
     assert list(await listing(d, name, "a")) == ["c"]
     assert await download(d, name, "r1.bin") == payload
@@ -267,20 +200,11 @@ async def test_every_file_route_does_what_it_says(deployment: Deployment) -> Non
 async def test_a_read_only_invitee_reads_but_changes_nothing(deployment: Deployment) -> None:
     d = deployment
     owner, guest = d.api.admin, d.api.user
-    name, folder_id = await new_folder(d, owner)
+    folder = await new_folder(d, owner)
+    name, folder_id = folder["name"], folder["id"]
     await ok(d, "POST", f"/folders/{name}/mkdir", owner, {"path": "dir"}, status=201)
     await upload(d, name, "dir/data.txt", b"shared data\n", owner)
-    await ok(
-        d,
-        "POST",
-        f"/folders/{name}/invite",
-        owner,
-        {"perm": "ro", "emails": [guest.email]},
-        status=201,
-    )
-    invitations = (await ok(d, "GET", "/folders/invitations/list", guest))["invitations"]
-    (invitation,) = [i for i in invitations if i["vfolder_name"] == name]
-    await ok(d, "POST", "/folders/invitations/accept", guest, {"inv_id": invitation["id"]})
+    await invite_and_accept(d, owner, name, guest, "ro")
 
     assert list(await listing(d, name, "dir", guest)) == ["data.txt"]
     assert await download(d, name, "dir/data.txt", guest) == b"shared data\n"
@@ -302,7 +226,7 @@ async def test_a_read_only_invitee_reads_but_changes_nothing(deployment: Deploym
     assert (await host_path(d, folder_id) / "dir" / "data.txt").read_bytes() == b"shared data\n"
 
     # A stranger does not even see the folder.
-    stranger_folder, _ = await new_folder(d, owner)
+    stranger_folder = (await new_folder(d, owner))["name"]
     problem(
         await call(d, "GET", f"/folders/{stranger_folder}/files", guest, params={"path": ""}),
         404,
@@ -317,7 +241,8 @@ async def test_traversal_is_refused_in_every_path_argument(
     deployment: Deployment, tmp_path: Path
 ) -> None:
     d = deployment
-    name, folder_id = await new_folder(d, d.api.user)
+    folder = await new_folder(d)
+    name, folder_id = folder["name"], folder["id"]
     await upload(d, name, "inside.txt", b"in")
     before = sorted(p.name for p in (await host_path(d, folder_id)).iterdir())
     for bad in BAD_PATHS:
@@ -387,7 +312,7 @@ async def test_traversal_is_refused_in_every_path_argument(
 
 async def test_uploads_over_the_folder_quota_are_refused(deployment: Deployment) -> None:
     d = deployment
-    name, _ = await new_folder(d, d.api.user, quota="1KiB")
+    name = (await new_folder(d, quota="1KiB"))["name"]
     problem(
         await call(
             d, "POST", f"/folders/{name}/request-upload", body={"path": "big", "size": 4096}
@@ -442,7 +367,7 @@ async def test_uploads_over_the_proxys_max_upload_size_are_refused(
 
 async def test_a_proxy_that_cannot_be_reached_is_a_503(deployment: Deployment) -> None:
     d = deployment
-    name, _ = await new_folder(d, d.api.user)
+    name = (await new_folder(d))["name"]
     key = "volumes/proxies/local/manager_api"
     async with d.db.begin() as conn:
         real = await get_config(conn, key)
@@ -476,17 +401,6 @@ async def test_the_superadmin_views_of_the_volumes(deployment: Deployment) -> No
     assert (
         fstab["node"] == "manager" and HOST in fstab["content"] and volume_path in fstab["content"]
     )
-    problem(
-        await call(d, "GET", "/folders/_/fstab", admin, params={"agent_id": "no-such-agent"}),
-        404,
-        "object-not-found",
-    )
-    problem(
-        await call(d, "GET", "/folders/_/fstab", admin, params={"fstab_path": "/etc/shadow"}),
-        400,
-        "invalid-api-params",
-        "fstab_path",
-    )
 
     metric = await call(d, "GET", "/folders/_/perf-metric", admin, params={"folder_host": HOST})
     if metric.status_code == 200:
@@ -495,22 +409,18 @@ async def test_the_superadmin_views_of_the_volumes(deployment: Deployment) -> No
         assert values and all(type(v) in (int, float) for v in values.values()), values
     else:
         problem(metric, 501, "storage/OperationNotSupported")
-    problem(
-        await call(d, "GET", "/folders/_/perf-metric", admin, params={"folder_host": "nocolon"}),
-        400,
-        "invalid-api-params",
-        "folder_host",
-    )
-    problem(
-        await call(d, "GET", "/folders/_/perf-metric", admin, params={"folder_host": "nobody:vol"}),
-        404,
-        "storage/ProxyNotFound",
-    )
-    problem(
-        await call(d, "GET", "/folders/_/perf-metric", admin, params={"folder_host": "local:nope"}),
-        404,
-        "storage/VolumeNotFound",
-    )
+
+    # An unknown agent, a file of the caller's choosing, a host no proxy or volume serves.
+    refused: list[tuple[str, dict[str, str], int, str, str | None]] = [
+        ("fstab", {"agent_id": "no-such-agent"}, 404, "object-not-found", None),
+        ("fstab", {"fstab_path": "/etc/shadow"}, 400, "invalid-api-params", "fstab_path"),
+        ("perf-metric", {"folder_host": "nocolon"}, 400, "invalid-api-params", "folder_host"),
+        ("perf-metric", {"folder_host": "nobody:vol"}, 404, "storage/ProxyNotFound", None),
+        ("perf-metric", {"folder_host": "local:nope"}, 404, "storage/VolumeNotFound", None),
+    ]
+    for route, params, status, kind, field in refused:
+        response = await call(d, "GET", f"/folders/_/{route}", admin, params=params)
+        problem(response, status, kind, field)
 
     for route in ("mounts", "fstab", "perf-metric"):
         response = await call(d, "GET", f"/folders/_/{route}", user, params={"folder_host": HOST})

@@ -2,7 +2,7 @@
 
 Both deployments (embedded: SQLite, in-process bus; distributed: PostgreSQL,
 Redis) with a storage proxy serving the ``vfs`` volume ``local:local``
-(:mod:`support.storage`).  Checked: create / list / info / rename / options
+(:mod:`support.vfolders`).  Checked: create / list / info / rename / options
 with the keys the official client reads, hosts and types, bad input refused
 with the field named and nothing written, the policies' limits and allowed
 hosts, the trash (delete, restore, purge), a mounted folder that cannot be
@@ -13,11 +13,9 @@ owner.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 import trio
@@ -31,53 +29,9 @@ from bai.manager.vfolders.proxies import StorageProxyError
 
 from support.api import Key
 from support.api_session import Backends, Deployment, problem, running_deployment, unique_name
+from support.vfolders import HOST, call, deployment, new_folder, ok
 
-HOST = "local:local"
-
-
-@pytest.fixture
-async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
-    """A deployment of each mode with a storage proxy and no agent."""
-    async with running_deployment(backends, tmp_path, agent_count=0, storage=True) as running:
-        yield running
-
-
-async def call(
-    d: Deployment,
-    method: str,
-    path: str,
-    key: Key | None = None,
-    body: Any = None,
-    params: dict[str, str] | None = None,
-) -> httpx.Response:
-    kwargs: dict[str, Any] = {"key": key or d.api.user}
-    if body is not None:
-        kwargs["json_body"] = body
-    if params is not None:
-        kwargs["params"] = params
-    with trio.fail_after(30):
-        response: httpx.Response = await d.api.call(method, path, **kwargs)
-    return response
-
-
-async def ok(
-    d: Deployment,
-    method: str,
-    path: str,
-    key: Key | None = None,
-    body: Any = None,
-    params: dict[str, str] | None = None,
-    status: int = 200,
-) -> Any:
-    response = await call(d, method, path, key, body, params)
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
-
-
-async def new_folder(d: Deployment, key: Key | None = None, **extra: Any) -> dict[str, Any]:
-    body = {"name": unique_name("f"), "host": HOST, **extra}
-    created: dict[str, Any] = await ok(d, "POST", "/folders", key, body, status=201)
-    return created
+__all__ = ["deployment"]
 
 
 async def names(d: Deployment, key: Key | None = None, **args: Any) -> list[str]:
@@ -359,7 +313,12 @@ async def test_a_folder_mounted_by_a_live_session_cannot_be_deleted(
     async with running_deployment(backends, tmp_path, agent_count=1, storage=True) as d:
         folder = await new_folder(d)
         dot = await new_folder(d, name=".local")
-        later = {"type": "batch", "startupCommand": "true", "starts_at": "1h", "enqueueOnly": True}
+        later: dict[str, Any] = {
+            "type": "batch",
+            "startupCommand": "true",
+            "starts_at": "1h",
+            "enqueueOnly": True,
+        }
         resources = {"cpu": "1", "mem": "256m"}
         # The same folder twice, by name and by id, is refused.
         response = await call(

@@ -10,21 +10,18 @@ examples go through the Trio loop from Hypothesis's worker thread.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.api import PROBLEM_JSON
-from support.api_session import Backends, Deployment, running_deployment
+from support.api_session import Deployment
+from support.fuzz import Request, assert_not_a_500, bodies, json_values, queries, run_examples
+from support.vfolders import HOST, deployment, new_folder
+
+__all__ = ["deployment"]
 
 EXAMPLES = 300
-HOST = "local:local"
 
 #: (method, path with {name} for a folder reference, the route's keys)
 ROUTES: list[tuple[str, str, list[str]]] = [
@@ -64,68 +61,30 @@ ROUTES: list[tuple[str, str, list[str]]] = [
     ("DELETE", "/folders/invitations/delete", ["inv_id"]),
 ]
 
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=40),
-    st.sampled_from(
-        ["fz", "..", "a/b", HOST, "ro", "wd", "default", "user@lablup.com", "10g", "-1", ""]
-    ),
-)
-_json = st.recursive(
-    _scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=20,
+_json = json_values(
+    ["fz", "..", "a/b", HOST, "ro", "wd", "default", "user@lablup.com", "10g", "-1", ""]
 )
 
 
 @st.composite
-def requests(draw: st.DrawFn, refs: list[str]) -> tuple[str, str, str, Any, bytes | None]:
+def requests(draw: st.DrawFn, refs: list[str]) -> Request:
     method, template, keys = draw(st.sampled_from(ROUTES))
     ref = draw(st.sampled_from([*refs, "nope", "..", "%2e%2e", "_", "a%2Fb"]))
     path = template.replace("{name}", ref)
     caller = draw(st.sampled_from(["admin", "user", "anonymous"]))
-    names = st.sampled_from(keys) if keys else st.text(max_size=8)
-    shaped = st.dictionaries(names | st.text(max_size=8), _json, max_size=len(keys) + 1)
     if draw(st.booleans()):
-        params = draw(st.dictionaries(names, st.text(max_size=30).filter(lambda t: "\0" not in t)))
-        return method, path, caller, params, None
-    body = draw(
-        st.one_of(
-            shaped.map(lambda value: json.dumps(value).encode()),
-            _json.map(lambda value: json.dumps(value).encode()),
-            st.binary(max_size=64),
-        )
-    )
-    return method, path, caller, {}, body
-
-
-@pytest.fixture
-async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
-    async with running_deployment(backends, tmp_path, agent_count=0, storage=True) as running:
-        await running.allow_many_requests()
-        yield running
+        return method, path, caller, draw(queries(keys)), None
+    return method, path, caller, {}, draw(bodies(keys, _json))
 
 
 async def test_random_folder_requests_never_get_a_500(deployment: Deployment) -> None:
     d = deployment
-    made = await d.api.call(
-        "POST",
-        "/folders",
-        key=d.api.user,
-        json_body={"name": "fz", "host": HOST, "cloneable": True},
-    )
-    assert made.status_code == 201, made.text
-    refs = ["fz", made.json()["id"]]
-    token = trio.lowlevel.current_trio_token()
+    await d.allow_many_requests()
+    made = await new_folder(d, name="fz", cloneable=True)
+    refs = ["fz", made["id"]]
 
-    async def send(
-        method: str, path: str, caller: str, params: Any, body: bytes | None
-    ) -> httpx.Response:
+    async def send(request: Request) -> httpx.Response:
+        method, path, caller, params, body = request
         key = {"admin": d.api.admin, "user": d.api.user}.get(caller)
         with trio.fail_after(30):
             response: httpx.Response = await d.api.call(
@@ -133,21 +92,11 @@ async def test_random_folder_requests_never_get_a_500(deployment: Deployment) ->
             )
         return response
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-    @given(requests(refs))
-    def never_a_500(request: tuple[str, str, str, Any, bytes | None]) -> None:
-        response = trio.from_thread.run(send, *request, trio_token=token)
-        assert response.status_code < 500, (request, response.text)
-        if response.status_code >= 400:
-            assert response.headers["content-type"] == PROBLEM_JSON, request
-            assert {"type", "title"} <= response.json().keys()
-        elif response.status_code != 204:
-            assert response.headers["content-type"] == "application/json", request
-            response.json()
+    def check(request: Request, response: httpx.Response) -> None:
+        content_type = response.headers.get("content-type", "")
+        assert_not_a_500(request, response.status_code, content_type, response.content)
+        if response.status_code < 400 and response.status_code != 204:
+            assert content_type == "application/json", request
+            json.loads(response.content)
 
-    await trio.to_thread.run_sync(never_a_500)
+    await run_examples(EXAMPLES, requests(refs), send, check)

@@ -1,27 +1,27 @@
 """GraphQL ``vfolder_list`` and its siblings through the real API and storage proxy.
 
-Both deployments with a storage proxy (``local:local``).  A user owns one
-folder, is invited to the superadmin's folder read-only, and is a member of
-the project owning a read-only project folder; each list shows what its
-caller may see, filters and orders as the official client writes them, and
-refuses what a user may not ask.  The official client's own query text (with
-its ``$group_id: UUID`` variable) validates and answers.
+Both deployments with a storage proxy (``local:local``,
+:mod:`support.vfolders`).  A user owns one folder, is invited to the
+superadmin's folder read-only, and is a member of the project owning a
+read-only project folder; each list shows what its caller may see, filters
+and orders as the official client writes them, and refuses what a user may
+not ask.  The official client's own query text (with its ``$group_id: UUID``
+variable) validates and answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support.api import Key
 from support.api_gql import data_of, gql, messages
-from support.api_session import Backends, Deployment, running_deployment, unique_name
+from support.api_session import Deployment, unique_name
+from support.vfolders import deployment, invite_and_accept, new_folder, ok
 
-HOST = "local:local"
+__all__ = ["deployment"]
 
 LIST = """
 query($limit: Int!, $offset: Int!, $filter: String, $order: String, $group_id: UUID,
@@ -55,40 +55,18 @@ class Folders:
     project: dict[str, Any]
 
 
-async def _post(d: Deployment, key: Key, path: str, body: Any, status: int = 200) -> Any:
-    response = await d.api.call("POST", path, key=key, json_body=body)
-    assert response.status_code == status, response.text
-    return response.json()
-
-
 @pytest.fixture
-async def folders(backends: Backends, tmp_path: Path) -> AsyncIterator[Folders]:
-    async with running_deployment(backends, tmp_path, agent_count=0, storage=True) as d:
-        admin, user = d.api.admin, d.api.user
-        own = await _post(d, user, "/folders", {"name": unique_name("own"), "host": HOST}, 201)
-        invited = await _post(d, admin, "/folders", {"name": unique_name("inv"), "host": HOST}, 201)
-        project = await _post(
-            d,
-            admin,
-            "/folders",
-            {"name": unique_name("prj"), "host": HOST, "group": "default", "permission": "ro"},
-            201,
-        )
-        await _post(
-            d,
-            admin,
-            f"/folders/{invited['name']}/invite",
-            {"perm": "ro", "emails": [user.email]},
-            201,
-        )
-        listed = await d.api.call("GET", "/folders/invitations/list", key=user)
-        inv_id = listed.json()["invitations"][0]["id"]
-        await _post(d, user, "/folders/invitations/accept", {"inv_id": inv_id})
-        # A trashed folder is in no list.
-        gone = await _post(d, user, "/folders", {"name": unique_name("gone"), "host": HOST}, 201)
-        response = await d.api.call("DELETE", f"/folders/{gone['name']}", key=user)
-        assert response.status_code == 204, response.text
-        yield Folders(d, own, invited, project)
+async def folders(deployment: Deployment) -> Folders:
+    d = deployment
+    admin, user = d.api.admin, d.api.user
+    own = await new_folder(d, user, name=unique_name("own"))
+    invited = await new_folder(d, admin, name=unique_name("inv"))
+    project = await new_folder(d, admin, name=unique_name("prj"), group="default", permission="ro")
+    await invite_and_accept(d, admin, invited["name"], user, "ro")
+    # A trashed folder is in no list.
+    gone = await new_folder(d, user, name=unique_name("gone"))
+    await ok(d, "DELETE", f"/folders/{gone['name']}", user, status=204)
+    return Folders(d, own, invited, project)
 
 
 async def page(d: Deployment, key: Key, query: str = LIST, **variables: Any) -> dict[str, Any]:

@@ -1,127 +1,31 @@
 """Sharing folders through the real manager API and storage proxy, and its abuse.
 
-Both deployments with a storage proxy (``local:local``).  Checked with the
-keys the official client reads: invitations (send, list, list-sent, update,
-accept, reject, cancel), leaving, direct shares of project folders and the
-grants they make, and that nobody gains more than they were given: an
-invitee cannot invite, re-grant, rename or delete; only admins share;
-nobody grants more than they hold; a private folder is never shared.
+Both deployments with a storage proxy (``local:local``,
+:mod:`support.vfolders`).  Checked with the keys the official client reads:
+invitations (send, list, list-sent, update, accept, reject, cancel),
+leaving, direct shares of project folders and the grants they make, and that
+nobody gains more than they were given: an invitee cannot invite, re-grant,
+rename or delete; only admins share; nobody grants more than they hold; a
+private folder is never shared.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
-import httpx
-import pytest
-import sqlalchemy as sa
-import trio
-
-from bai.manager.models.identity import (
-    UserRole,
-    association_groups_users,
-    generate_access_key,
-    generate_secret_key,
-    groups,
-    keypairs,
-    users,
+from support.api_session import Deployment, problem, unique_name
+from support.vfolders import (
+    HOST,
+    add_user,
+    call,
+    deployment,
+    invitations,
+    invite_and_accept,
+    new_folder,
+    ok,
 )
 
-from support.api import Key
-from support.api_session import Backends, Deployment, problem, running_deployment, unique_name
-
-HOST = "local:local"
-
-
-@pytest.fixture
-async def deployment(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
-    """A deployment of each mode with a storage proxy and no agent."""
-    async with running_deployment(backends, tmp_path, agent_count=0, storage=True) as running:
-        yield running
-
-
-async def add_user(d: Deployment, *, member: bool = True, role: str = "user") -> Key:
-    """A new active user of the default domain with a keypair (in the default project)."""
-    user_id = uuid.uuid4()
-    name = unique_name("u")
-    email = f"{name}@example.com"
-    access_key, secret_key = generate_access_key(), generate_secret_key()
-    async with d.db.begin() as conn:
-        await conn.execute(
-            sa.insert(users).values(
-                uuid=user_id,
-                username=name,
-                email=email,
-                domain_name="default",
-                role=UserRole(role),
-                resource_policy="default",
-            )
-        )
-        await conn.execute(
-            sa.insert(keypairs).values(
-                access_key=access_key,
-                secret_key=secret_key,
-                user_id=email,
-                user=user_id,
-                is_admin=role != "user",
-                resource_policy="default",
-            )
-        )
-        if member:
-            group_id = await conn.scalar(sa.select(groups.c.id).where(groups.c.name == "default"))
-            await conn.execute(
-                sa.insert(association_groups_users).values(user_id=user_id, group_id=group_id)
-            )
-    return Key(access_key, secret_key, email, user_id)
-
-
-async def call(
-    d: Deployment, method: str, path: str, key: Key | None = None, body: Any = None
-) -> httpx.Response:
-    kwargs: dict[str, Any] = {"key": key or d.api.user}
-    if body is not None:
-        kwargs["json_body"] = body
-    with trio.fail_after(30):
-        response: httpx.Response = await d.api.call(method, path, **kwargs)
-    return response
-
-
-async def ok(
-    d: Deployment,
-    method: str,
-    path: str,
-    key: Key | None = None,
-    body: Any = None,
-    status: int = 200,
-) -> Any:
-    response = await call(d, method, path, key, body)
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
-
-
-async def new_folder(d: Deployment, key: Key | None = None, **extra: Any) -> dict[str, Any]:
-    body = {"name": unique_name("f"), "host": HOST, **extra}
-    created: dict[str, Any] = await ok(d, "POST", "/folders", key, body, status=201)
-    return created
-
-
-async def invitations(d: Deployment, key: Key, path: str = "list") -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = (await ok(d, "GET", f"/folders/invitations/{path}", key))[
-        "invitations"
-    ]
-    return found
-
-
-async def invite_and_accept(d: Deployment, owner: Key, name: str, invitee: Key, perm: str) -> None:
-    sent = await ok(
-        d, "POST", f"/folders/{name}/invite", owner, {"perm": perm, "emails": [invitee.email]}, 201
-    )
-    assert sent == {"invited_ids": [invitee.email]}
-    pending = [i for i in await invitations(d, invitee) if i["vfolder_name"] == name]
-    await ok(d, "POST", "/folders/invitations/accept", invitee, {"inv_id": pending[0]["id"]})
+__all__ = ["deployment"]
 
 
 # -------------------------------------------------------------------------- tests

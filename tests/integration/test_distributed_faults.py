@@ -42,6 +42,7 @@ from support.distributed import (
     keys_of,
     output_of,
     private_redis_server,
+    start_session,
     wait_for_agents,
     wait_until_serving,
 )
@@ -102,15 +103,6 @@ async def running(d: Deployment, pg_url: str) -> AsyncIterator[Running]:
         await wait_for_agents(apis[0], alive, d.daemons)
         db = await stack.enter_async_context(create_database(pg_url))
         yield Running(managers, agent_daemons, apis, db)
-
-
-async def start_session(d: Deployment, api: APIClient, name: str, **options: Any) -> ComputeSession:
-    session = await ComputeSession.create(
-        api, "python", name=name, resources={"cpu": 1, "mem": "128m"}, max_wait=30, **options
-    )
-    assert session.id is not None
-    d.session_ids.append(str(session.id))
-    return session
 
 
 def via(api: APIClient, session: ComputeSession) -> ComputeSession:

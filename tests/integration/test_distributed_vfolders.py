@@ -15,10 +15,11 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bai.client import APIClient, APIConfig, ComputeSession
+from bai.client import APIClient, APIConfig
 from bai.client.exceptions import BackendAPIError
 from bai.client.vfolder import VFolder
 
@@ -28,12 +29,18 @@ from support.distributed import (
     keys_of,
     output_of,
     private_redis_db,
+    start_session,
     wait_for_agents,
     wait_until_serving,
 )
-from support.storage import PROXY, VOLUME
+from support.storage import HOST
 
-HOST = f"{PROXY}:{VOLUME}"
+#: The sessions of this test: "dist-data" mounted, 256 MiB and a minute to start.
+WITH_DIST_DATA: dict[str, Any] = {
+    "mounts": ["dist-data"],
+    "resources": {"cpu": 1, "mem": "256m"},
+    "max_wait": 60,
+}
 
 
 @pytest.fixture
@@ -78,16 +85,8 @@ async def test_folders_move_files_and_mount_into_sessions_across_processes(
         assert [e.name for e in await folder.list_files()] == ["input.bin"]
         await folder.invite("ro", ["user@lablup.com"])
 
-        session = await ComputeSession.create(
-            api,
-            "python",
-            name="writer",
-            resources={"cpu": 1, "mem": "256m"},
-            mounts=["dist-data"],
-            max_wait=60,
-        )
+        session = await start_session(d, api, "writer", **WITH_DIST_DATA)
         assert session.status == "RUNNING", session.status
-        d.session_ids.append(str(session.id))
         code = (
             "import hashlib\n"
             "data = open('/home/work/dist-data/input.bin', 'rb').read()\n"
@@ -110,15 +109,7 @@ async def test_folders_move_files_and_mount_into_sessions_across_processes(
         invitations = await VFolder.invitations(api)
         (invitation,) = [i for i in invitations if i["vfolder_name"] == "dist-data"]
         await VFolder.accept_invitation(api, invitation["id"])
-        session = await ComputeSession.create(
-            api,
-            "python",
-            name="reader",
-            resources={"cpu": 1, "mem": "256m"},
-            mounts=["dist-data"],
-            max_wait=60,
-        )
-        d.session_ids.append(str(session.id))
+        session = await start_session(d, api, "reader", **WITH_DIST_DATA)
         code = (
             "print(open('/home/work/dist-data/result.txt').read())\n"
             "try:\n"

@@ -13,40 +13,22 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 import trio
 
 from bai.client.envfile import read_client_env
-from bai.common.slots import BinarySize
 from bai.common.types import SessionStatus
-from bai.embedded import (
-    EmbeddedHandle,
-    EmbeddedService,
-    client_env_name,
-    embedded_configs,
-)
+from bai.embedded import EmbeddedHandle, client_env_name
 from bai.manager.db import create_database
 from bai.manager.models import sessions
 from bai.manager.sessions.model import SessionRequest
 from bai.manager.sessions.registry import SessionRegistry
 
-from support.agent import CATALOG, alive
+from support.agent import alive
 from support.hostile import assert_contained, parse, probe_code
+from support.official import embedded_service
 
 BAI = Path(sys.executable).with_name("bai")
-
-
-def _service(data: Path) -> EmbeddedService:
-    manager, agent = embedded_configs(data, port=0, image_catalog=CATALOG)
-    agent = msgspec.structs.replace(
-        agent,
-        agent=msgspec.structs.replace(agent.agent, allow_compute_plugins=()),
-        resource=msgspec.structs.replace(
-            agent.resource, reserved_cpu=0, reserved_mem=BinarySize(512 * 1024**2)
-        ),
-    )
-    return EmbeddedService(data, manager_config=manager, agent_config=agent)
 
 
 def _get_json(url: str) -> Any:
@@ -67,7 +49,7 @@ async def _run_code(registry: SessionRegistry, access_key: str, code: str) -> tu
 async def test_bai_up_runs_sessions_and_leaves_nothing_behind(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with trio.open_nursery() as nursery:
-        handle: EmbeddedHandle = await nursery.start(_service(data).serve)
+        handle: EmbeddedHandle = await nursery.start(embedded_service(data).serve)
         assert handle.endpoint.startswith("http://127.0.0.1:")
         root = await trio.to_thread.run_sync(_get_json, handle.endpoint + "/")
         assert root["version"] == "v6.20220615"
@@ -98,7 +80,7 @@ async def test_bai_up_runs_sessions_and_leaves_nothing_behind(tmp_path: Path) ->
 
     # A second start on the same folder keeps the keypairs and works again.
     async with trio.open_nursery() as nursery:
-        again: EmbeddedHandle = await nursery.start(_service(data).serve)
+        again: EmbeddedHandle = await nursery.start(embedded_service(data).serve)
         assert again.keypairs == handle.keypairs
         _, out = await _run_code(again.manager.ctx.registry, admin.access_key, "print(6 * 7)")
         assert out == "42\n"
@@ -107,12 +89,12 @@ async def test_bai_up_runs_sessions_and_leaves_nothing_behind(tmp_path: Path) ->
 
 async def test_two_data_directories_run_side_by_side(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
-        first: EmbeddedHandle = await nursery.start(_service(tmp_path / "one").serve)
+        first: EmbeddedHandle = await nursery.start(embedded_service(tmp_path / "one").serve)
         key = first.keypairs[0].access_key
         info, _ = await _run_code(first.manager.ctx.registry, key, "x = 1")
         # The second agent starts while the first one's kernel runs: it must not
         # take that kernel for a leftover of its own.
-        second: EmbeddedHandle = await nursery.start(_service(tmp_path / "two").serve)
+        second: EmbeddedHandle = await nursery.start(embedded_service(tmp_path / "two").serve)
         await _run_code(second.manager.ctx.registry, second.keypairs[0].access_key, "1")
         result = await first.manager.ctx.registry.execute(info, mode="query", code="print(x)")
         assert result["status"] == "finished"
@@ -133,7 +115,7 @@ async def test_the_data_folder_and_the_agents_state_are_the_owners_only(tmp_path
         (data / name).write_bytes(b"")
         (data / name).chmod(0o644)
     async with trio.open_nursery() as nursery:
-        handle: EmbeddedHandle = await nursery.start(_service(data).serve)
+        handle: EmbeddedHandle = await nursery.start(embedded_service(data).serve)
         info, _ = await _run_code(handle.manager.ctx.registry, handle.keypairs[0].access_key, "1")
         kid = str(info.main_kernel.id)
         agent = data / "agent"
@@ -186,7 +168,7 @@ def test_bai_up_logs_no_secret_key(tmp_path: Path) -> None:
 async def test_a_users_session_cannot_read_or_reach_the_cluster(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with trio.open_nursery() as nursery:
-        handle: EmbeddedHandle = await nursery.start(_service(data).serve)
+        handle: EmbeddedHandle = await nursery.start(embedded_service(data).serve)
         user = next(k for k in handle.keypairs if k.role == "user")
         port = int(handle.endpoint.rsplit(":", 1)[1])
         secrets = [

@@ -38,6 +38,13 @@ async def ok(cli: Path, handle: EmbeddedHandle, cwd: Path, *args: str, **kw: obj
     return out + err
 
 
+async def run_with(
+    cli: Path, handle: EmbeddedHandle, cwd: Path, folder: str, code: str, **kw: object
+) -> str:
+    """``backend.ai run --rm -m FOLDER -c CODE python``, which must succeed; its output."""
+    return await ok(cli, handle, cwd, "run", "--rm", "-m", folder, "-c", code, "python", **kw)
+
+
 async def test_folder_and_file_commands(official_cli: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -91,17 +98,12 @@ async def test_sharing_commands_and_a_read_only_mount_that_survives_a_restart(
     async with embedded_cluster(data) as up:
         user = keypair_of(up, "user@lablup.com")
         await ok(official_cli, up, work, "vfolder", "create", "shared1", HOST)
-        written = await ok(
+        written = await run_with(
             official_cli,
             up,
             work,
-            "run",
-            "--rm",
-            "-m",
             "shared1",
-            "-c",
             "open('/home/work/shared1/note.txt', 'w').write('from the owner'); print('written')",
-            "python",
         )
         assert "written" in written
 
@@ -123,19 +125,7 @@ async def test_sharing_commands_and_a_read_only_mount_that_survives_a_restart(
             "else:\n"
             "    print('WROTE')\n"
         )
-        out = await ok(
-            official_cli,
-            up,
-            work,
-            "run",
-            "--rm",
-            "-m",
-            "shared1",
-            "-c",
-            probe,
-            "python",
-            keypair=user,
-        )
+        out = await run_with(official_cli, up, work, "shared1", probe, keypair=user)
         assert "from the owner" in out and "refused" in out and "WROTE" not in out
 
         # A project folder shared with a project member, then unshared.

@@ -10,7 +10,6 @@ nothing written outside the folder.
 from __future__ import annotations
 
 import io
-import json
 import os
 import zipfile
 from collections.abc import AsyncIterator
@@ -22,10 +21,11 @@ import httpx
 import pytest
 import trio
 
-from bai.common.config import StorageProxyConfig, parse_config
 from bai.common.storage_api import AUTH_HEADER, ERROR_TYPE_PREFIX
 from bai.storage.manager_api import ROUTES
 from bai.storage.server import ProxyAddresses, StorageProxyService
+
+from support.storage import storage_config
 
 SECRET = "manager-secret-for-the-storage-proxy-tests"
 USER_SCOPE = "user:12345678-1234-1234-1234-123456789abc"
@@ -80,34 +80,19 @@ class Proxy:
         return int(response.headers["Upload-Offset"])
 
 
-def _config(root: Path, extra: str = "") -> StorageProxyConfig:
-    return parse_config(
-        StorageProxyConfig,
-        f"""
-[storage-proxy]
-node-id = "test-proxy"
+async def _start(nursery: trio.Nursery, tmp_path: Path, extra: str = "") -> Proxy:
+    config = storage_config(
+        tmp_path,
+        volumes=("v1", "v2"),
+        node_id="test-proxy",
+        secret=SECRET,
+        extra=f"""
 secret = "token-secret-for-the-storage-proxy-tests"
 max-upload-size = "1m"
 scandir-limit = 50
-{extra}
-[api.client]
-service-addr = "127.0.0.1:0"
-[api.manager]
-service-addr = "127.0.0.1:0"
-secret = "{SECRET}"
-[volume.v1]
-path = {json.dumps(str(root / "v1"))}
-[volume.v2]
-path = {json.dumps(str(root / "v2"))}
-""",
-        source="test",
+{extra}""",
     )
-
-
-async def _start(nursery: trio.Nursery, tmp_path: Path, extra: str = "") -> Proxy:
-    addresses: ProxyAddresses = await nursery.start(
-        StorageProxyService(_config(tmp_path, extra)).serve
-    )
+    addresses: ProxyAddresses = await nursery.start(StorageProxyService(config).serve)
     outside = tmp_path / "outside"
     outside.mkdir(exist_ok=True)
     (outside / "secret.txt").write_text("secret")

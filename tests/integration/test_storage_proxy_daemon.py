@@ -8,7 +8,6 @@ proxy creates (and its own records under ``.bai/``) belongs to them.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,11 +20,11 @@ import httpx
 import pytest
 import trio
 
-from bai.common.config import StorageProxyConfig, parse_config
 from bai.common.storage_api import AUTH_HEADER
 from bai.storage.server import ProxyAddresses, StorageProxyService
 
 from support.net import free_port
+from support.storage import VOLUME, storage_config, storage_toml
 
 SECRET = "daemon-test-manager-secret"
 SCOPE = "user:12345678-1234-1234-1234-123456789abc"
@@ -36,19 +35,13 @@ BAI = [str(Path(sys.executable).parent / "bai")]
 def _write_config(tmp_path: Path, manager_port: int, client_port: int) -> Path:
     config = tmp_path / "storage-proxy.toml"
     config.write_text(
-        f"""
-[storage-proxy]
-pid-file = {json.dumps(str(tmp_path / "proxy.pid"))}
-[api.client]
-service-addr = "127.0.0.1:{client_port}"
-[api.manager]
-service-addr = "127.0.0.1:{manager_port}"
-secret = "{SECRET}"
-[volume.local]
-path = {json.dumps(str(tmp_path / "vol"))}
-[logging]
-drivers = ["console"]
-"""
+        storage_toml(
+            tmp_path,
+            secret=SECRET,
+            manager_port=manager_port,
+            client_port=client_port,
+            pid_file=tmp_path / "proxy.pid",
+        )
     )
     return config
 
@@ -99,7 +92,7 @@ def test_the_daemon_serves_and_stops_on_sigterm(
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert not (tmp_path / "proxy.pid").exists()
-    assert (tmp_path / "vol" / VFID[:2] / VFID[2:4] / VFID[4:]).is_dir()
+    assert (tmp_path / VOLUME / VFID[:2] / VFID[2:4] / VFID[4:]).is_dir()
 
 
 def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
@@ -117,22 +110,7 @@ async def test_everything_created_belongs_to_the_configured_owner(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     owner = (4321, 4322)
-    config = parse_config(
-        StorageProxyConfig,
-        f"""
-[storage-proxy]
-user = {owner[0]}
-group = {owner[1]}
-[api.client]
-service-addr = "127.0.0.1:0"
-[api.manager]
-service-addr = "127.0.0.1:0"
-secret = "{SECRET}"
-[volume.v]
-path = {json.dumps(str(tmp_path / "vol"))}
-""",
-        source="test",
-    )
+    config = storage_config(tmp_path, volumes=("v",), owner=owner, secret=SECRET)
     addresses: ProxyAddresses = await nursery.start(StorageProxyService(config).serve)
     args = {"volume": "v", "vfid": VFID}
     async with (
@@ -160,7 +138,7 @@ path = {json.dumps(str(tmp_path / "vol"))}
         assert patched.status_code == 204
         clone = {**args, "dst_volume": "v", "dst_vfid": "f" * 32, "dst_quota_scope": SCOPE}
         assert (await m.post("/folder/clone", json=clone)).is_success
-    volume = tmp_path / "vol"
+    volume = tmp_path / "v"
     created = [p for p in volume.rglob("*")]
     assert any(p.name == "file.bin" for p in created)
     assert len([p for p in created if p.name == "file.bin"]) == 2  # the clone's too

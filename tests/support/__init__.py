@@ -9,6 +9,11 @@ the HTTP API), :mod:`support.api_gql` (a populated cluster for GraphQL
 visibility), :mod:`support.hostile` (probe code a kernel runs to look for a way
 out of its sandbox), :mod:`support.distributed` (managers and agents as
 separate ``bai`` processes), :mod:`support.fakemanager` (the signature-checking
-fake manager of the client and CLI unit tests) and :mod:`support.net`
-(``free_port``).
+fake manager of the client and CLI unit tests), :mod:`support.transferserver`
+(a tus and ranged-download server that can cut connections),
+:mod:`support.storage` (a real storage proxy announced to a test deployment),
+:mod:`support.vfolders` (folders, users and invitations through the real API),
+:mod:`support.fuzz` (random API requests that must never get a 500),
+:mod:`support.official` (the official client's CLI against ``bai up``) and
+:mod:`support.net` (``free_port`` and ``serve_app``).
 """

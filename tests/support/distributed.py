@@ -23,10 +23,11 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import coredis
 import httpx
@@ -35,7 +36,6 @@ import sqlalchemy as sa
 import trio
 from coredis import PureToken
 
-from bai.agent.backends.local import kernel_owner
 from bai.client import APIClient, ComputeSession, graphql
 from bai.common.storage_api import proxy_config_items
 from bai.manager.db import create_database
@@ -45,6 +45,7 @@ from support.agent import CATALOG
 from support.net import free_port
 from support.storage import PROXY as STORAGE_PROXY
 from support.storage import VOLUME as STORAGE_VOLUME
+from support.storage import kernel_volume_owner, storage_toml
 
 BAI = Path(sys.executable).with_name("bai")
 STREAM = "bai:events"
@@ -311,29 +312,6 @@ colored = false
 """
 
 
-def _storage_toml(folder: Path, manager_port: int, client_port: int, secret: str) -> str:
-    owner = kernel_owner(None, None) if os.geteuid() == 0 else None
-    owner_lines = f"user = {owner[0]}\ngroup = {owner[1]}" if owner else ""
-    return f"""
-[storage-proxy]
-node-id = "i-dist-storage"
-pid-file = "{folder}/storage-proxy.pid"
-{owner_lines}
-[api.client]
-service-addr = "127.0.0.1:{client_port}"
-[api.manager]
-service-addr = "127.0.0.1:{manager_port}"
-secret = "{secret}"
-[volume.{STORAGE_VOLUME}]
-backend = "vfs"
-path = "{folder}/{STORAGE_VOLUME}"
-[logging]
-drivers = ["console"]
-[logging.console]
-colored = false
-"""
-
-
 @asynccontextmanager
 async def deploy(
     pg_url: str,
@@ -372,9 +350,19 @@ async def deploy(
         agent_tomls.append(toml)
     storage_ports = free_port(), free_port()
     storage_secret = uuid.uuid4().hex
-    storage_toml = tmp_path / "storage-proxy.toml"
+    proxy_toml = tmp_path / "storage-proxy.toml"
     (tmp_path / "vfroot" / STORAGE_VOLUME).mkdir(parents=True)
-    storage_toml.write_text(_storage_toml(tmp_path / "vfroot", *storage_ports, storage_secret))
+    proxy_toml.write_text(
+        storage_toml(
+            tmp_path / "vfroot",
+            owner=kernel_volume_owner(),
+            secret=storage_secret,
+            node_id="i-dist-storage",
+            manager_port=storage_ports[0],
+            client_port=storage_ports[1],
+            pid_file=tmp_path / "vfroot" / "storage-proxy.pid",
+        )
+    )
     found = Deployment(
         tmp=tmp_path,
         endpoints=endpoints,
@@ -382,7 +370,7 @@ async def deploy(
         pid_files=pid_files,
         agent_ids=agent_ids,
         agent_tomls=agent_tomls,
-        storage_toml=storage_toml,
+        storage_toml=proxy_toml,
         storage_manager_api=f"http://127.0.0.1:{storage_ports[0]}",
         storage_client_api=f"http://127.0.0.1:{storage_ports[1]}",
         storage_secret=storage_secret,
@@ -453,6 +441,31 @@ async def output_of(session: ComputeSession, code: str) -> str:
         if result.is_final:
             assert result.exit_code == 0, result
     return "".join(chunks)
+
+
+async def start_session(
+    d: Deployment,
+    api: APIClient,
+    name: str,
+    *,
+    resources: Mapping[str, str | int] | None = None,
+    max_wait: int = 30,
+    **options: Any,
+) -> ComputeSession:
+    """A python session *name* (1 CPU and 128 MiB unless *resources* say otherwise), created
+    through *api*, waited for up to *max_wait* seconds and left in ``d.session_ids`` for the
+    cleanup."""
+    session = await ComputeSession.create(
+        api,
+        "python",
+        name=name,
+        resources=resources or {"cpu": 1, "mem": "128m"},
+        max_wait=max_wait,
+        **options,
+    )
+    assert session.id is not None
+    d.session_ids.append(str(session.id))
+    return session
 
 
 async def keys_of(pg_url: str, email: str) -> tuple[str, str]:

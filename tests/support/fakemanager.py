@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-import hypercorn.config
-import hypercorn.trio
 import pytest
 import trio
 from quart import Response, request
@@ -29,6 +27,8 @@ from quart_trio import QuartTrio
 
 from bai.client import APIConfig
 from bai.common.auth import AuthError, verify_request
+
+from support.net import serve_app
 
 ACCESS_KEY = "AKIATESTTESTTESTTEST"
 SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnopqr"
@@ -140,6 +140,14 @@ class FakeManager:
             "BACKEND_SECRET_KEY": SECRET_KEY,
         }
 
+    def bodies(self, method: str, path: str) -> list[Any]:
+        """The JSON bodies (``None`` for an empty one) of the ``method path`` requests, in order."""
+        return [
+            r.json() if r.body else None
+            for r in self.requests
+            if (r.method, r.path) == (method, path)
+        ]
+
     def last(self, method: str | None = None) -> Recorded:
         found = [r for r in self.requests if method is None or r.method == method]
         assert found, f"no {method or ''} request arrived"
@@ -180,18 +188,8 @@ class FakeManager:
         return await handler(recorded)
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        config = hypercorn.config.Config()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        config.errorlog = None
-        config.graceful_timeout = 0.1
-
-        async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
-            await hypercorn.trio.serve(self.app, config, task_status=task_status)
-
         async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(run_server)
-            self.url = addresses[0]
+            self.url = await nursery.start(serve_app, self.app)
             task_status.started(self.url)
 
 

@@ -7,7 +7,8 @@ use :func:`official_cli_path` skip, unless ``BAI_REQUIRE_SERVICES=1`` (CI),
 where they fail.  :func:`official` runs its CLI as a separate process with
 only ``BACKEND_ENDPOINT``, ``BACKEND_ACCESS_KEY`` and ``BACKEND_SECRET_KEY``
 set, as a user would after sourcing ``client.env``.  :func:`embedded_cluster`
-is the ``bai up`` these tests talk to.
+is the ``bai up`` these tests talk to (:func:`embedded_service`, which the
+tests of ``bai up`` itself start too).
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ def official_cli_path() -> Path:
     return CLI
 
 
-@asynccontextmanager
-async def embedded_cluster(data_dir: Path) -> AsyncIterator[EmbeddedHandle]:
-    """``bai up`` in *data_dir* on a free port, with all host CPUs and all but 512 MiB."""
+def embedded_service(data_dir: Path) -> EmbeddedService:
+    """``bai up`` in *data_dir* on a free port with the repository's image catalog, no
+    compute plugins, all host CPUs and all but 512 MiB (not started)."""
     manager, agent = embedded_configs(data_dir, port=0, image_catalog=CATALOG)
     agent = msgspec.structs.replace(
         agent,
@@ -52,9 +53,14 @@ async def embedded_cluster(data_dir: Path) -> AsyncIterator[EmbeddedHandle]:
             agent.resource, reserved_cpu=0, reserved_mem=BinarySize(512 * 1024**2)
         ),
     )
-    service = EmbeddedService(data_dir, manager_config=manager, agent_config=agent)
+    return EmbeddedService(data_dir, manager_config=manager, agent_config=agent)
+
+
+@asynccontextmanager
+async def embedded_cluster(data_dir: Path) -> AsyncIterator[EmbeddedHandle]:
+    """:func:`embedded_service` in *data_dir*, running for the ``async with`` block."""
     async with trio.open_nursery() as nursery:
-        handle: EmbeddedHandle = await nursery.start(service.serve)
+        handle: EmbeddedHandle = await nursery.start(embedded_service(data_dir).serve)
         yield handle
         nursery.cancel_scope.cancel()
 

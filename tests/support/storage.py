@@ -14,19 +14,20 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
-from bai.storage.server import ProxyAddresses, StorageProxyService
 
 from bai.agent.backends.local import kernel_owner
 from bai.common.config import StorageProxyConfig, parse_config
-from bai.common.storage_api import proxy_config_items
+from bai.embedded import announce_storage_proxy
 from bai.manager.db import Database
-from bai.manager.models.shared_config import put_config_many
+from bai.storage.server import ProxyAddresses, StorageProxyService
 
 #: The proxy and volume names of the test deployments: the vfolder host is ``local:local``.
 PROXY = "local"
 VOLUME = "local"
+HOST = f"{PROXY}:{VOLUME}"
 
 
 @dataclass(frozen=True)
@@ -43,33 +44,59 @@ class StorageHandle:
         return f"{self.proxy}:{next(iter(self.volumes))}"
 
 
-def storage_config(
+def kernel_volume_owner() -> tuple[int, int] | None:
+    """Who must own what the proxy creates: as root the agent runs kernels as its kernel user,
+    so the folders must be theirs; otherwise the proxy's own user (``None``)."""
+    return kernel_owner(None, None) if os.geteuid() == 0 else None
+
+
+def storage_toml(
     root: Path,
     *,
     volumes: Sequence[str] = (VOLUME,),
     owner: tuple[int, int] | None = None,
     extra: str = "",
-) -> StorageProxyConfig:
-    """A proxy config with loopback APIs on free ports and *volumes* under *root*."""
-    owner_lines = f"user = {owner[0]}\ngroup = {owner[1]}" if owner else ""
+    secret: str | None = None,
+    node_id: str = "test-storage",
+    client_port: int = 0,
+    manager_port: int = 0,
+    pid_file: Path | None = None,
+) -> str:
+    """A ``storage-proxy.toml``: both APIs on loopback (*port* 0: a free one), ``vfs``
+    *volumes* under *root*, *owner*, *pid_file* and *extra* in ``[storage-proxy]``, the
+    manager-facing *secret* (a random one without it) and plain console logs."""
+    section = [f'node-id = "{node_id}"']
+    if owner is not None:
+        section += [f"user = {owner[0]}", f"group = {owner[1]}"]
+    if pid_file is not None:
+        section.append(f"pid-file = {json.dumps(str(pid_file))}")
+    section_lines = "\n".join(section)
+    secret_line = f"secret = {json.dumps(secret)}" if secret is not None else ""
     volume_lines = "".join(
         f'[volume.{name}]\nbackend = "vfs"\npath = {json.dumps(str(root / name))}\n'
         for name in volumes
     )
-    return parse_config(
-        StorageProxyConfig,
-        f"""
+    return f"""
 [storage-proxy]
-node-id = "test-storage"
-{owner_lines}
+{section_lines}
 {extra}
 [api.client]
-service-addr = "127.0.0.1:0"
+service-addr = "127.0.0.1:{client_port}"
 [api.manager]
-service-addr = "127.0.0.1:0"
+service-addr = "127.0.0.1:{manager_port}"
+{secret_line}
 {volume_lines}
-""",
-        source="test storage proxy",
+[logging]
+drivers = ["console"]
+[logging.console]
+colored = false
+"""
+
+
+def storage_config(root: Path, **options: Any) -> StorageProxyConfig:
+    """The parsed :func:`storage_toml` of *root* and *options*."""
+    return parse_config(
+        StorageProxyConfig, storage_toml(root, **options), source="test storage proxy"
     )
 
 
@@ -84,21 +111,11 @@ async def start_storage_proxy(
     extra: str = "",
 ) -> StorageHandle:
     """Start a proxy in *nursery* and announce it in *db*'s shared config."""
-    if owner is None and os.geteuid() == 0:
-        # As root the agent runs kernels as its kernel user: folders must be theirs.
-        owner = kernel_owner(None, None)
+    if owner is None:
+        owner = kernel_volume_owner()
     for name in volumes:
         (root / name).mkdir(parents=True, exist_ok=True)
     config = storage_config(root, volumes=volumes, owner=owner, extra=extra)
     addresses: ProxyAddresses = await nursery.start(StorageProxyService(config).serve)
-    items = proxy_config_items(
-        proxy,
-        manager_api=addresses.manager_api,
-        client_api=addresses.client_api,
-        secret=config.api.manager.secret,
-        ssl_verify=False,
-        default_host=f"{proxy}:{volumes[0]}",
-    )
-    async with db.begin() as conn:
-        await put_config_many(conn, items)
+    await announce_storage_proxy(db, proxy, config, addresses, volumes[0])
     return StorageHandle(proxy, addresses, config, {name: root / name for name in volumes})

@@ -26,6 +26,8 @@ under a download, say).  Every request is recorded.
 Tokens are plain strings registered by the test (:meth:`expect_upload`,
 :meth:`offer_download`), or handed out by a ``support.fakemanager`` through
 :func:`wire_folder`; the signed-token rules belong to the real proxy's tests.
+The fixture :func:`proxy` is one running in the test's nursery, its files
+under ``tmp_path / "proxy"``; :func:`content` reads a file the tests compare.
 It holds no tests itself.
 """
 
@@ -40,13 +42,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import h11
+import pytest
 import trio
 from quart import Response
 
 from support.fakemanager import FakeManager, json_response, problem
 from support.fakemanager import Recorded as ManagerRequest
 
-__all__ = ["Recorded", "TransferServer", "wire_folder"]
+__all__ = ["Recorded", "TransferServer", "content", "proxy", "wire_folder"]
 
 _BLOCK = 64 * 1024
 
@@ -341,3 +344,18 @@ def wire_folder(manager: FakeManager, server: TransferServer, name: str) -> Path
     manager.add("POST", f"/folders/{name}/request-upload", request_upload)
     manager.add("POST", f"/folders/{name}/request-download", request_download)
     return folder
+
+
+def content(path: Path) -> bytes:
+    """The bytes of a (small) test file."""
+    return path.read_bytes()
+
+
+@pytest.fixture
+async def proxy(nursery: trio.Nursery, tmp_path: Path) -> TransferServer:
+    """A running :class:`TransferServer` with its root at ``tmp_path / "proxy"``."""
+    root = tmp_path / "proxy"
+    root.mkdir()
+    server = TransferServer(root)
+    await nursery.start(server.serve)
+    return server

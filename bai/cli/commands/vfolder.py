@@ -21,7 +21,7 @@ are imported when a command runs.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -42,12 +42,17 @@ if TYPE_CHECKING:
 
     from bai.client import APIClient
     from bai.client.bgtask import TaskProgress
+    from bai.client.vfolder import Transferred, VFolder
 
 __all__ = ["vfolder"]
 
 PERMISSIONS: Final = ("ro", "rw", "wd")
 USAGE_MODES: Final = ("general", "data", "model")
 _CONTEXT: Final = {"help_option_names": ["-h", "--help"]}
+_GIVEN_PERMISSION: Final = "Permission to give: ro (read-only), rw (read-write), wd (write-delete)."
+
+_T = TypeVar("_T")
+_FC = TypeVar("_FC", bound=Callable[..., Any] | click.Command)
 
 
 class ByteSize(click.ParamType[int, Any]):
@@ -171,6 +176,90 @@ class TransferView:
             print_warn(message)
 
 
+def _sdk() -> type[VFolder]:
+    """The SDK's folder class, imported only when a command runs."""
+    from bai.client.vfolder import VFolder
+
+    return VFolder
+
+
+def _folder(api: APIClient, name: str) -> VFolder:
+    return _sdk()(api, name)
+
+
+def _run(call: Callable[[APIClient], Awaitable[_T]], report: Callable[[_T], object]) -> None:
+    """Make ``call(api)`` with the configured client, show its answer with *report*, exit 0."""
+
+    async def main(api: APIClient) -> int:
+        report(await call(api))
+        return 0
+
+    run_client(main)
+
+
+def _done(message: str) -> Callable[[object], None]:
+    """A report for :func:`_run`: *message* as a success line."""
+    return lambda _answer: print_done(message)
+
+
+def _pick(item: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    """The first true value of *keys* in *item*, else the last key's value."""
+    return next((item[key] for key in keys[:-1] if item.get(key)), item.get(keys[-1]))
+
+
+def _items_table(
+    empty: str, columns: Mapping[str, Sequence[str]]
+) -> Callable[[Sequence[Mapping[str, Any]]], None]:
+    """A report for :func:`_run`: items as a table (each column shows :func:`_pick` of
+    its keys), or *empty* when there are none."""
+
+    def report(items: Sequence[Mapping[str, Any]]) -> None:
+        if not items:
+            click.echo(empty)
+            return
+        rows = [[_cell(_pick(item, keys)) for keys in columns.values()] for item in items]
+        print_table(list(columns), rows)
+
+    return report
+
+
+def _emails(key: str, heading: str, nobody: str) -> Callable[[Mapping[str, Any]], None]:
+    """A report for :func:`_run`: the emails an answer lists under *key*, or *nobody*."""
+
+    def report(answer: Mapping[str, Any]) -> None:
+        emails = answer.get(key)
+        if isinstance(emails, list) and emails:
+            click.echo(heading)
+            for email in emails:
+                click.echo(f"\t- {email}")
+        else:
+            click.echo(nobody)
+
+    return report
+
+
+def _usage_mode_option(help_text: str) -> Callable[[_FC], _FC]:
+    return click.option(
+        "-m",
+        "--usage-mode",
+        type=click.Choice(USAGE_MODES),
+        default="general",
+        show_default=True,
+        help=help_text,
+    )
+
+
+def _permission_option(help_text: str, *decls: str) -> Callable[[_FC], _FC]:
+    """A permission (ro, rw or wd; default rw) named by *decls*."""
+    return click.option(
+        *decls,
+        type=click.Choice(PERMISSIONS),
+        default="rw",
+        show_default=True,
+        help=help_text,
+    )
+
+
 @click.group(context_settings=_CONTEXT)
 def vfolder() -> None:
     """Virtual folders: persistent storage that sessions mount."""
@@ -186,32 +275,20 @@ def vfolder() -> None:
 )
 def list_(all_: bool, group_id: str | None) -> None:
     """List the virtual folders you can use: your own, invited, and your projects'."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        items = await VFolder.list(api, all=all_, group_id=group_id)
-        if not items:
-            click.echo("There are no virtual folders.")
-            return 0
-        headers = ["Name", "ID", "Host", "Status", "Permission", "Type", "Owner", "Usage Mode"]
-        rows = [
-            [
-                _cell(item.get("name")),
-                _cell(item.get("id")),
-                _cell(item.get("host")),
-                _cell(item.get("status")),
-                _cell(item.get("permission")),
-                _cell(item.get("ownership_type") or item.get("type")),
-                _cell(item.get("is_owner")),
-                _cell(item.get("usage_mode")),
-            ]
-            for item in items
-        ]
-        print_table(headers, rows)
-        return 0
-
-    run_client(main)
+    columns = {
+        "Name": ["name"],
+        "ID": ["id"],
+        "Host": ["host"],
+        "Status": ["status"],
+        "Permission": ["permission"],
+        "Type": ["ownership_type", "type"],
+        "Owner": ["is_owner"],
+        "Usage Mode": ["usage_mode"],
+    }
+    _run(
+        lambda api: _sdk().list(api, all=all_, group_id=group_id),
+        _items_table("There are no virtual folders.", columns),
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -219,28 +296,17 @@ def list_(all_: bool, group_id: str | None) -> None:
 def list_hosts(group_id: str | None) -> None:
     """List the hosts where you may create virtual folders."""
 
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        hosts = await VFolder.list_hosts(api, group_id=group_id)
+    def report(hosts: Mapping[str, Any]) -> None:
         click.echo(f"Default vfolder host: {hosts.get('default') or '-'}")
         click.echo(f"Usable hosts: {', '.join(str(h) for h in hosts.get('allowed', []))}")
-        return 0
 
-    run_client(main)
+    _run(lambda api: _sdk().list_hosts(api, group_id=group_id), report)
 
 
 @vfolder.command(context_settings=_CONTEXT)
 def list_allowed_types() -> None:
     """List the ownership types of folders you may create (user, group)."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        click.echo(", ".join(await VFolder.list_allowed_types(api)))
-        return 0
-
-    run_client(main)
+    _run(lambda api: _sdk().list_allowed_types(api), lambda types: click.echo(", ".join(types)))
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -253,22 +319,8 @@ def list_allowed_types() -> None:
     default=None,
     help="Project id or name: create a project folder instead of your own.",
 )
-@click.option(
-    "-m",
-    "--usage-mode",
-    type=click.Choice(USAGE_MODES),
-    default="general",
-    show_default=True,
-    help="Purpose of the folder.",
-)
-@click.option(
-    "-p",
-    "--permission",
-    type=click.Choice(PERMISSIONS),
-    default="rw",
-    show_default=True,
-    help="Permission of the members of a project folder.",
-)
+@_usage_mode_option("Purpose of the folder.")
+@_permission_option("Permission of the members of a project folder.", "-p", "--permission")
 @click.option(
     "-q",
     "--quota",
@@ -290,10 +342,15 @@ def create(
 ) -> None:
     """Create a virtual folder NAME on HOST (default: the default host)."""
 
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
+    def report(created: Mapping[str, Any]) -> None:
+        where = f" on {created['host']}" if created.get("host") else ""
+        print_done(
+            f'Virtual folder "{created.get("name", name)}" is created{where} '
+            f"(ID: {created.get('id', '-')})."
+        )
 
-        created = await VFolder.create(
+    _run(
+        lambda api: _sdk().create(
             api,
             name,
             host,
@@ -302,15 +359,9 @@ def create(
             permission=permission,
             quota=quota or None,
             cloneable=cloneable,
-        )
-        where = f" on {created['host']}" if created.get("host") else ""
-        print_done(
-            f'Virtual folder "{created.get("name", name)}" is created{where} '
-            f"(ID: {created.get('id', '-')})."
-        )
-        return 0
-
-    run_client(main)
+        ),
+        report,
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -318,10 +369,7 @@ def create(
 def info(name: str) -> None:
     """Show the details of the virtual folder NAME."""
 
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        data = await VFolder(api, name).info()
+    def report(data: Mapping[str, Any]) -> None:
         files = data.get("numFiles", data.get("num_files"))
         lines = [
             f'Virtual folder "{data.get("name", name)}" (ID: {_cell(data.get("id"))})',
@@ -339,24 +387,18 @@ def info(name: str) -> None:
         if data.get("max_size") or data.get("quota"):
             lines.append(f"- Quota: {_cell(data.get('max_size') or data.get('quota'))}")
         click.echo("\n".join(lines))
-        return 0
 
-    run_client(main)
+    _run(lambda api: _folder(api, name).info(), report)
 
 
 @vfolder.command(context_settings=_CONTEXT)
 @click.argument("name")
 def delete(name: str) -> None:
     """Move the virtual folder NAME to the trash (`bai vfolder restore` brings it back)."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder(api, name).delete()
-        print_done(f'Moved "{name}" to the trash (see `bai vfolder trash`).')
-        return 0
-
-    run_client(main)
+    _run(
+        lambda api: _folder(api, name).delete(),
+        _done(f'Moved "{name}" to the trash (see `bai vfolder trash`).'),
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -364,15 +406,7 @@ def delete(name: str) -> None:
 @click.argument("new_name")
 def rename(old_name: str, new_name: str) -> None:
     """Rename the virtual folder OLD_NAME to NEW_NAME."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder(api, old_name).rename(new_name)
-        print_done("Renamed.")
-        return 0
-
-    run_client(main)
+    _run(lambda api: _folder(api, old_name).rename(new_name), _done("Renamed."))
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -391,37 +425,20 @@ def update_options(name: str, permission: str | None, set_cloneable: bool | None
     """Change the permission or the cloneable flag of the virtual folder NAME."""
     if permission is None and set_cloneable is None:
         raise click.UsageError("Give --permission, --set-cloneable or both.")
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder(api, name).update_options(permission=permission, cloneable=set_cloneable)
-        print_done("Updated.")
-        return 0
-
-    run_client(main)
+    _run(
+        lambda api: _folder(api, name).update_options(
+            permission=permission, cloneable=set_cloneable
+        ),
+        _done("Updated."),
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
 @click.argument("name")
 @click.argument("target_name")
 @click.argument("target_host", required=False, default=None)
-@click.option(
-    "-m",
-    "--usage-mode",
-    type=click.Choice(USAGE_MODES),
-    default="general",
-    show_default=True,
-    help="Purpose of the new folder.",
-)
-@click.option(
-    "-p",
-    "--permission",
-    type=click.Choice(PERMISSIONS),
-    default="rw",
-    show_default=True,
-    help="Permission of the new folder.",
-)
+@_usage_mode_option("Purpose of the new folder.")
+@_permission_option("Permission of the new folder.", "-p", "--permission")
 def clone(
     name: str, target_name: str, target_host: str | None, usage_mode: str, permission: str
 ) -> None:
@@ -431,9 +448,7 @@ def clone(
     """
 
     async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        answer = await VFolder(api, name).clone(
+        answer = await _folder(api, name).clone(
             target_name, target_host=target_host, usage_mode=usage_mode, permission=permission
         )
         task_id = answer.get("bgtask_id")
@@ -447,7 +462,7 @@ def clone(
                 print_wait(f"Cloning the vfolder... {progress.current}/{progress.total}")
 
         target = str(answer.get("id") or target_name)
-        outcome = await VFolder.wait_cloned(
+        outcome = await _sdk().wait_cloned(
             api, str(task_id), target=target, on_progress=on_progress
         )
         if outcome.ok:
@@ -470,41 +485,25 @@ def clone(
 @vfolder.command(context_settings=_CONTEXT)
 def trash() -> None:
     """List your deleted virtual folders that can still be restored."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        items = await VFolder.trash(api)
-        if not items:
-            click.echo("The trash is empty.")
-            return 0
-        rows = [
-            [
-                _cell(item.get("name")),
-                _cell(item.get("id")),
-                _cell(item.get("host")),
-                _cell(item.get("deleted_at") or item.get("status_changed")),
-            ]
-            for item in items
-        ]
-        print_table(["Name", "ID", "Host", "Deleted At"], rows)
-        return 0
-
-    run_client(main)
+    columns = {
+        "Name": ["name"],
+        "ID": ["id"],
+        "Host": ["host"],
+        "Deleted At": ["deleted_at", "status_changed"],
+    }
+    _run(lambda api: _sdk().trash(api), _items_table("The trash is empty.", columns))
 
 
 async def _trashed_id(api: APIClient, text: str) -> str | None:
     """The id of the trashed folder *text* names (an id, or a name unique in the trash)."""
     import uuid
 
-    from bai.client.vfolder import VFolder
-
     try:
         uuid.UUID(text)
         return text
     except ValueError:
         pass
-    found = [item for item in await VFolder.trash(api) if item.get("name") == text]
+    found = [item for item in await _sdk().trash(api) if item.get("name") == text]
     if len(found) == 1:
         return str(found[0].get("id"))
     if not found:
@@ -515,22 +514,27 @@ async def _trashed_id(api: APIClient, text: str) -> str | None:
     return None
 
 
+def _run_on_trashed(
+    folder: str, call: Callable[[APIClient, str], Awaitable[object]], done: str
+) -> None:
+    """``call(api, id)`` for the trashed *folder* (:func:`_trashed_id`), then *done* it."""
+
+    async def main(api: APIClient) -> int:
+        folder_id = await _trashed_id(api, folder)
+        if folder_id is None:
+            return EXIT_FAILURE
+        await call(api, folder_id)
+        print_done(f"{done} {folder}.")
+        return 0
+
+    run_client(main)
+
+
 @vfolder.command(context_settings=_CONTEXT)
 @click.argument("folder", metavar="ID_OR_NAME")
 def restore(folder: str) -> None:
     """Bring a deleted virtual folder back from the trash."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        folder_id = await _trashed_id(api, folder)
-        if folder_id is None:
-            return EXIT_FAILURE
-        await VFolder.restore(api, folder_id)
-        print_done(f"Restored {folder}.")
-        return 0
-
-    run_client(main)
+    _run_on_trashed(folder, _sdk().restore, "Restored")
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -540,18 +544,7 @@ def purge(folder: str, yes: bool) -> None:
     """Remove a deleted virtual folder and all its data for good."""
     if not yes:
         click.confirm(f"Purge {folder} and all its data for good?", abort=True, err=True)
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        folder_id = await _trashed_id(api, folder)
-        if folder_id is None:
-            return EXIT_FAILURE
-        await VFolder.purge(api, folder_id)
-        print_done(f"Purged {folder}.")
-        return 0
-
-    run_client(main)
+    _run_on_trashed(folder, _sdk().purge, "Purged")
 
 
 # ---------------------------------------------------------------- files
@@ -586,6 +579,25 @@ def _transfer_options(fn: Any) -> Any:
     return fn
 
 
+def _run_transfer(
+    call: Callable[[APIClient, TransferView], Awaitable[list[Transferred]]],
+    done: str,
+    shown: Callable[[Transferred], object],
+) -> None:
+    """``call(api, view)`` under a :class:`TransferView`, then each file (as *shown*) and
+    the total, *done*."""
+
+    async def main(api: APIClient) -> int:
+        with TransferView() as view:
+            moved = await call(api, view)
+        for item in moved:
+            print_info(f"{shown(item)} ({_size(item.size)})")
+        print_done(f"{done} {len(moved)} file(s), {_size(sum(i.size for i in moved))}.")
+        return 0
+
+    run_client(main)
+
+
 @vfolder.command(context_settings=_CONTEXT)
 @click.argument("name")
 @click.argument("filenames", nargs=-1, required=True)
@@ -614,27 +626,20 @@ def upload(
     """
     if chunk_size < 1:
         raise click.BadParameter("must be at least 1 byte", param_hint="'--chunk-size'")
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        with TransferView() as view:
-            done = await VFolder(api, name).upload(
-                filenames,
-                basedir=base_dir,
-                recursive=recursive,
-                chunk_size=chunk_size,
-                progress=view.update,
-                on_resume=view.resumed,
-                address_map=address_map,
-                max_retries=max_retries,
-            )
-        for item in done:
-            print_info(f"{item.relpath} ({_size(item.size)})")
-        print_done(f"Uploaded {len(done)} file(s), {_size(sum(i.size for i in done))}.")
-        return 0
-
-    run_client(main)
+    _run_transfer(
+        lambda api, view: _folder(api, name).upload(
+            filenames,
+            basedir=base_dir,
+            recursive=recursive,
+            chunk_size=chunk_size,
+            progress=view.update,
+            on_resume=view.resumed,
+            address_map=address_map,
+            max_retries=max_retries,
+        ),
+        "Uploaded",
+        lambda item: item.relpath,
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -661,27 +666,20 @@ def download(
     Each file lands at its path in the folder, below the base directory, and
     appears only once complete.
     """
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        with TransferView() as view:
-            done = await VFolder(api, name).download(
-                filenames,
-                basedir=base_dir,
-                archive=archive,
-                overwrite=overwrite,
-                progress=view.update,
-                on_resume=view.resumed,
-                address_map=address_map,
-                max_retries=max_retries,
-            )
-        for item in done:
-            print_info(f"{item.local} ({_size(item.size)})")
-        print_done(f"Downloaded {len(done)} file(s), {_size(sum(i.size for i in done))}.")
-        return 0
-
-    run_client(main)
+    _run_transfer(
+        lambda api, view: _folder(api, name).download(
+            filenames,
+            basedir=base_dir,
+            archive=archive,
+            overwrite=overwrite,
+            progress=view.update,
+            on_resume=view.resumed,
+            address_map=address_map,
+            max_retries=max_retries,
+        ),
+        "Downloaded",
+        lambda item: item.local,
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -691,10 +689,8 @@ def ls(name: str, path: str) -> None:
     """List the files in PATH (default: the top) of the virtual folder NAME."""
 
     async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
         print_wait(f'Retrieving list of files in "{path}"...')
-        entries = await VFolder(api, name).list_files(path)
+        entries = await _folder(api, name).list_files(path)
         rows = [
             [
                 entry.name + ("/" if entry.is_dir else ""),
@@ -717,15 +713,10 @@ def ls(name: str, path: str) -> None:
 @click.option("-e", "--exist-ok", is_flag=True, help="Succeed if the directory exists.")
 def mkdir(name: str, path: str, parents: bool, exist_ok: bool) -> None:
     """Create the directory PATH in the virtual folder NAME."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder(api, name).mkdir(path, parents=parents, exist_ok=exist_ok)
-        print_done("Done.")
-        return 0
-
-    run_client(main)
+    _run(
+        lambda api: _folder(api, name).mkdir(path, parents=parents, exist_ok=exist_ok),
+        _done("Done."),
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -734,15 +725,7 @@ def mkdir(name: str, path: str, parents: bool, exist_ok: bool) -> None:
 @click.argument("dst")
 def mv(name: str, src: str, dst: str) -> None:
     """Move SRC to DST inside the virtual folder NAME (into DST if it is a directory)."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder(api, name).move_file(src, dst)
-        print_done("Moved.")
-        return 0
-
-    run_client(main)
+    _run(lambda api: _folder(api, name).move_file(src, dst), _done("Moved."))
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -751,15 +734,7 @@ def mv(name: str, src: str, dst: str) -> None:
 @click.argument("new_name")
 def rename_file(name: str, target_path: str, new_name: str) -> None:
     """Rename TARGET_PATH in the virtual folder NAME to NEW_NAME (same directory)."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder(api, name).rename_file(target_path, new_name)
-        print_done("Renamed.")
-        return 0
-
-    run_client(main)
+    _run(lambda api: _folder(api, name).rename_file(target_path, new_name), _done("Renamed."))
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -771,142 +746,68 @@ def rm(name: str, filenames: Sequence[str], recursive: bool, yes: bool) -> None:
     """Delete files in the virtual folder NAME. This cannot be undone."""
     if not yes:
         click.confirm(f"Delete {len(filenames)} path(s) in {name} for good?", abort=True, err=True)
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder(api, name).delete_files(filenames, recursive=recursive)
-        print_done("Done.")
-        return 0
-
-    run_client(main)
+    _run(
+        lambda api: _folder(api, name).delete_files(filenames, recursive=recursive),
+        _done("Done."),
+    )
 
 
 # ---------------------------------------------------------------- sharing
 
 
-_FC = TypeVar("_FC", bound=Callable[..., Any] | click.Command)
-
-
-def _perm_option(help_text: str) -> Callable[[_FC], _FC]:
-    return click.option(
-        "-p",
-        "--perm",
-        "--permission",
-        "perm",
-        type=click.Choice(PERMISSIONS),
-        default="rw",
-        show_default=True,
-        help=help_text,
-    )
-
-
-def _print_emails(emails: Any, heading: str, nobody: str) -> None:
-    if isinstance(emails, list) and emails:
-        click.echo(heading)
-        for email in emails:
-            click.echo(f"\t- {email}")
-    else:
-        click.echo(nobody)
-
-
 @vfolder.command(context_settings=_CONTEXT)
 @click.argument("name")
 @click.argument("emails", nargs=-1, required=True)
-@_perm_option("Permission to give: ro (read-only), rw (read-write), wd (write-delete).")
+@_permission_option(_GIVEN_PERMISSION, "-p", "--perm", "--permission", "perm")
 def invite(name: str, emails: Sequence[str], perm: str) -> None:
     """Invite users (by email) to your virtual folder NAME."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        answer = await VFolder(api, name).invite(perm, emails)
-        _print_emails(
-            answer.get("invited_ids"),
-            "Invitation sent to:",
-            "No users found. Invitation was not sent.",
-        )
-        return 0
-
-    run_client(main)
+    _run(
+        lambda api: _folder(api, name).invite(perm, emails),
+        _emails("invited_ids", "Invitation sent to:", "No users found. Invitation was not sent."),
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
 def invitations() -> None:
     """List the invitations you received (accept one with `accept-invitation`)."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        items = await VFolder.invitations(api)
-        if not items:
-            click.echo("No invitations.")
-            return 0
-        rows = [
-            [
-                _cell(item.get("id")),
-                _cell(item.get("vfolder_name")),
-                _cell(item.get("inviter")),
-                _cell(item.get("perm") or item.get("permission")),
-                _cell(item.get("state")),
-            ]
-            for item in items
-        ]
-        print_table(["ID", "Folder", "Inviter", "Permission", "State"], rows)
-        return 0
-
-    run_client(main)
+    columns = {
+        "ID": ["id"],
+        "Folder": ["vfolder_name"],
+        "Inviter": ["inviter"],
+        "Permission": ["perm", "permission"],
+        "State": ["state"],
+    }
+    _run(lambda api: _sdk().invitations(api), _items_table("No invitations.", columns))
 
 
 @vfolder.command(context_settings=_CONTEXT)
 @click.argument("inv_id", metavar="INVITATION_ID")
 def accept_invitation(inv_id: str) -> None:
     """Accept an invitation: its folder becomes usable (and mountable) for you."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder.accept_invitation(api, inv_id)
-        print_done("Accepted.")
-        return 0
-
-    run_client(main)
+    _run(lambda api: _sdk().accept_invitation(api, inv_id), _done("Accepted."))
 
 
 @vfolder.command(context_settings=_CONTEXT)
 @click.argument("inv_id", metavar="INVITATION_ID")
 def delete_invitation(inv_id: str) -> None:
     """Reject an invitation you received (or withdraw one you sent)."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder.delete_invitation(api, inv_id)
-        print_done("Deleted.")
-        return 0
-
-    run_client(main)
+    _run(lambda api: _sdk().delete_invitation(api, inv_id), _done("Deleted."))
 
 
 @vfolder.command(context_settings=_CONTEXT)
 @click.argument("name")
 @click.argument("emails", nargs=-1, required=True)
-@_perm_option("Permission to give: ro (read-only), rw (read-write), wd (write-delete).")
+@_permission_option(_GIVEN_PERMISSION, "-p", "--perm", "--permission", "perm")
 def share(name: str, emails: Sequence[str], perm: str) -> None:
     """Share the project folder NAME with users (by email), overriding its permission."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        answer = await VFolder(api, name).share(perm, emails)
-        _print_emails(
-            answer.get("shared_emails"),
+    _run(
+        lambda api: _folder(api, name).share(perm, emails),
+        _emails(
+            "shared_emails",
             f"Shared with {perm} permission to:",
             "No users found. Folder is not shared.",
-        )
-        return 0
-
-    run_client(main)
+        ),
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -914,19 +815,10 @@ def share(name: str, emails: Sequence[str], perm: str) -> None:
 @click.argument("emails", nargs=-1, required=True)
 def unshare(name: str, emails: Sequence[str]) -> None:
     """Take back from users (by email) what `share` gave them."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        answer = await VFolder(api, name).unshare(emails)
-        _print_emails(
-            answer.get("unshared_emails"),
-            "Unshared from:",
-            "No users found. Folder is not unshared.",
-        )
-        return 0
-
-    run_client(main)
+    _run(
+        lambda api: _folder(api, name).unshare(emails),
+        _emails("unshared_emails", "Unshared from:", "No users found. Folder is not unshared."),
+    )
 
 
 @vfolder.command(context_settings=_CONTEXT)
@@ -940,12 +832,7 @@ def unshare(name: str, emails: Sequence[str]) -> None:
 )
 def leave(name: str, shared_user_uuid: str | None) -> None:
     """Stop using the virtual folder NAME that was shared with you."""
-
-    async def main(api: APIClient) -> int:
-        from bai.client.vfolder import VFolder
-
-        await VFolder(api, name).leave(shared_user_uuid)
-        print_done(f'Left the shared virtual folder "{name}".')
-        return 0
-
-    run_client(main)
+    _run(
+        lambda api: _folder(api, name).leave(shared_user_uuid),
+        _done(f'Left the shared virtual folder "{name}".'),
+    )

@@ -139,19 +139,23 @@ class Viewer:
     is_admin: bool
     is_superadmin: bool
 
+    @classmethod
+    def of(cls, person: Person) -> Viewer:
+        """*person* as the user a folder request acts as."""
+        return cls(
+            user_id=person.user_id,
+            email=person.email,
+            domain_name=person.domain_name,
+            access_key=person.access_key,
+            resource_policy=person.resource_policy,
+            is_admin=person.is_admin,
+            is_superadmin=person.is_superadmin,
+        )
+
 
 def viewer_of(auth: Caller) -> Viewer:
     """The :class:`Viewer` of a request: its owner (module docs)."""
-    owner = auth.owner
-    return Viewer(
-        user_id=owner.user_id,
-        email=owner.email,
-        domain_name=owner.domain_name,
-        access_key=owner.access_key,
-        resource_policy=owner.resource_policy,
-        is_admin=owner.is_admin,
-        is_superadmin=owner.is_superadmin,
-    )
+    return Viewer.of(auth.owner)
 
 
 @dataclass(frozen=True, slots=True)

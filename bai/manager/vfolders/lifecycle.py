@@ -234,6 +234,25 @@ async def _resolve_project(conn: Connection, viewer: Viewer, ref: str) -> tuple[
     return row.id, row.domain_name
 
 
+async def _live_count(conn: Connection, *conditions: sa.ColumnElement[bool]) -> int:
+    """How many live folders match *conditions*."""
+    found = await conn.scalar(
+        sa.select(sa.func.count()).select_from(vfolders).where(*conditions, LIVE_CONDITION)
+    )
+    return int(found or 0)
+
+
+async def _set_status(
+    conn: Connection, folder_id: uuid.UUID, status: VFolderStatus, **values: Any
+) -> None:
+    """Move the folder *folder_id* to *status* now, changing *values* with it."""
+    await conn.execute(
+        sa.update(vfolders)
+        .where(vfolders.c.id == folder_id)
+        .values(status=status, status_changed=utcnow(), **values)
+    )
+
+
 async def _check_limits(
     conn: Connection, viewer: Viewer, group_id: uuid.UUID | None, field: str
 ) -> int:
@@ -248,14 +267,7 @@ async def _check_limits(
     ).first()
     max_size = int(policy.max_vfolder_size) if policy is not None else 0
     if group_id is None:
-        count = int(
-            await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(vfolders)
-                .where(vfolders.c.user == viewer.user_id, LIVE_CONDITION)
-            )
-            or 0
-        )
+        count = await _live_count(conn, vfolders.c.user == viewer.user_id)
         if policy is not None:
             check_count(
                 count,
@@ -275,14 +287,7 @@ async def _check_limits(
         )
         check_count(count, int(user_limit or 0), what="a user", field=field)
     else:
-        count = int(
-            await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(vfolders)
-                .where(vfolders.c.group == group_id, LIVE_CONDITION)
-            )
-            or 0
-        )
+        count = await _live_count(conn, vfolders.c.group == group_id)
         project_limit = await conn.scalar(
             sa.select(project_resource_policies.c.max_vfolder_count)
             .select_from(
@@ -305,12 +310,7 @@ async def _name_taken(
     owner = (
         vfolders.c.group == group_id if group_id is not None else vfolders.c.user == viewer.user_id
     )
-    found = await conn.scalar(
-        sa.select(sa.func.count())
-        .select_from(vfolders)
-        .where(owner, vfolders.c.name == name, LIVE_CONDITION)
-    )
-    return bool(found)
+    return bool(await _live_count(conn, owner, vfolders.c.name == name))
 
 
 async def _cleanup(ctx: FolderServices, proxy: str, volume: str, vfid: str) -> None:
@@ -503,11 +503,7 @@ async def trash_folder(ctx: FolderServices, folder: FolderAccess) -> None:
                 f"the folder {folder.name!r} is mounted by the live session(s) {names}",
                 sessions=[{"id": entry["id"], "name": entry["name"]} for entry in mounting],
             )
-        await conn.execute(
-            sa.update(vfolders)
-            .where(vfolders.c.id == folder.id)
-            .values(status=VFolderStatus.DELETE_PENDING, status_changed=utcnow())
-        )
+        await _set_status(conn, folder.id, VFolderStatus.DELETE_PENDING)
 
 
 async def trashed_folders(conn: Connection, viewer: Viewer) -> list[FolderAccess]:
@@ -543,11 +539,7 @@ async def restore_folder(
             if folder.status != VFolderStatus.DELETE_PENDING:
                 raise VFolderNotReady(f"the folder {folder.name!r} is being purged")
             name = check_name(new_name, field="name") if new_name is not None else folder.name
-            await conn.execute(
-                sa.update(vfolders)
-                .where(vfolders.c.id == folder.id)
-                .values(name=name, status=VFolderStatus.READY, status_changed=utcnow())
-            )
+            await _set_status(conn, folder.id, VFolderStatus.READY, name=name)
     except sa.exc.IntegrityError:
         raise VFolderAlreadyExists(
             "the folder's owner has a folder of this name now; restore it under another name",
@@ -563,11 +555,7 @@ async def purge_folder(ctx: FolderServices, viewer: Viewer, folder_id: uuid.UUID
         folder = await _trashed(conn, viewer, folder_id)
         if folder.status != VFolderStatus.DELETE_PENDING:
             raise VFolderNotReady(f"the folder {folder.name!r} is being purged already")
-        await conn.execute(
-            sa.update(vfolders)
-            .where(vfolders.c.id == folder.id)
-            .values(status=VFolderStatus.DELETE_ONGOING, status_changed=utcnow())
-        )
+        await _set_status(conn, folder.id, VFolderStatus.DELETE_ONGOING)
     try:
         await ctx.storage.call(
             folder.proxy, "/folder/delete", FolderArgs(volume=folder.volume, vfid=folder.vfid)
@@ -683,11 +671,7 @@ async def clone_folder(
                     FolderQuota(volume=volume, vfid=folder_id.hex, quota=quota),
                 )
             async with ctx.db.begin() as conn:
-                await conn.execute(
-                    sa.update(vfolders)
-                    .where(vfolders.c.id == folder_id)
-                    .values(status=VFolderStatus.READY, status_changed=utcnow())
-                )
+                await _set_status(conn, folder_id, VFolderStatus.READY)
         except BaseException:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 async with ctx.db.begin() as conn:

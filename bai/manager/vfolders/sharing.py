@@ -99,6 +99,35 @@ async def _users_by_email(
     return found
 
 
+def _check_granter(permission: Permission, folder: FolderAccess, *, is_admin: bool) -> None:
+    """:func:`~bai.manager.vfolders.rules.check_grant` for a granter holding *folder*."""
+    check_grant(
+        permission,
+        granter=folder.level,
+        granter_is_owner=folder.is_owner,
+        granter_is_admin=is_admin,
+    )
+
+
+def _grant(folder_id: uuid.UUID, user_id: uuid.UUID) -> sa.ColumnElement[bool]:
+    """The condition selecting the grant of *user_id* on the folder *folder_id*."""
+    return sa.and_(
+        vfolder_permissions.c.vfolder == folder_id, vfolder_permissions.c.user == user_id
+    )
+
+
+async def _set_grant(
+    conn: Connection, folder_id: uuid.UUID, user_id: uuid.UUID, permission: str
+) -> None:
+    """Give *user_id* *permission* on the folder, replacing the grant it has."""
+    await conn.execute(sa.delete(vfolder_permissions).where(_grant(folder_id, user_id)))
+    await conn.execute(
+        sa.insert(vfolder_permissions).values(
+            vfolder=folder_id, user=user_id, permission=permission
+        )
+    )
+
+
 # -------------------------------------------------------------------- invitations
 
 
@@ -120,12 +149,7 @@ async def invite(
         )
     if is_private_name(folder.name):
         raise VFolderPermissionDenied("folders whose name starts with '.' are private")
-    check_grant(
-        permission,
-        granter=folder.level,
-        granter_is_owner=folder.is_owner,
-        granter_is_admin=viewer.is_superadmin,
-    )
+    _check_granter(permission, folder, is_admin=viewer.is_superadmin)
     invitees = await _users_by_email(conn, emails, field)
     for index, (user_id, email) in enumerate(invitees):
         if user_id == folder.user:
@@ -226,6 +250,15 @@ async def _invitation(conn: Connection, inv_id: uuid.UUID, *who: sa.ColumnElemen
     return row
 
 
+async def _set_invitation(conn: Connection, inv_id: uuid.UUID, **values: Any) -> None:
+    """Change the invitation *inv_id* (and its ``modified_at``)."""
+    await conn.execute(
+        sa.update(vfolder_invitations)
+        .where(vfolder_invitations.c.id == inv_id)
+        .values(**values, modified_at=utcnow())
+    )
+
+
 async def accept(conn: Connection, viewer: Viewer, inv_id: uuid.UUID) -> None:
     """Accept a pending invitation to the viewer: a grant of its permission."""
     row = await _invitation(conn, inv_id, vfolder_invitations.c.invitee == viewer.email)
@@ -235,22 +268,8 @@ async def accept(conn: Connection, viewer: Viewer, inv_id: uuid.UUID) -> None:
             field="inv_id",
             value=str(inv_id),
         )
-    await conn.execute(
-        sa.delete(vfolder_permissions).where(
-            vfolder_permissions.c.vfolder == row.vfolder,
-            vfolder_permissions.c.user == viewer.user_id,
-        )
-    )
-    await conn.execute(
-        sa.insert(vfolder_permissions).values(
-            vfolder=row.vfolder, user=viewer.user_id, permission=str(row.permission)
-        )
-    )
-    await conn.execute(
-        sa.update(vfolder_invitations)
-        .where(vfolder_invitations.c.id == inv_id)
-        .values(state=VFolderInvitationState.ACCEPTED, modified_at=utcnow())
-    )
+    await _set_grant(conn, row.vfolder, viewer.user_id, str(row.permission))
+    await _set_invitation(conn, inv_id, state=VFolderInvitationState.ACCEPTED)
 
 
 async def withdraw(conn: Connection, viewer: Viewer, inv_id: uuid.UUID) -> str:
@@ -266,11 +285,7 @@ async def withdraw(conn: Connection, viewer: Viewer, inv_id: uuid.UUID) -> str:
         if row.inviter == viewer.email
         else VFolderInvitationState.REJECTED
     )
-    await conn.execute(
-        sa.update(vfolder_invitations)
-        .where(vfolder_invitations.c.id == inv_id)
-        .values(state=state, modified_at=utcnow())
-    )
+    await _set_invitation(conn, inv_id, state=state)
     return str(state)
 
 
@@ -282,18 +297,8 @@ async def update_invitation(
     found = await accessible_folders(conn, viewer, vfolders.c.id == row.vfolder, admin="all")
     if not found:
         raise InvitationNotFound(f"no pending invitation {inv_id} for you")
-    folder = found[0]
-    check_grant(
-        permission,
-        granter=folder.level,
-        granter_is_owner=folder.is_owner,
-        granter_is_admin=viewer.is_superadmin,
-    )
-    await conn.execute(
-        sa.update(vfolder_invitations)
-        .where(vfolder_invitations.c.id == inv_id)
-        .values(permission=permission.label, modified_at=utcnow())
-    )
+    _check_granter(permission, found[0], is_admin=viewer.is_superadmin)
+    await _set_invitation(conn, inv_id, permission=permission.label)
 
 
 async def leave(
@@ -313,11 +318,7 @@ async def leave(
         raise InvalidFolderInput(
             "you own this folder: delete it instead of leaving it", field="name", value=folder.name
         )
-    result = await conn.execute(
-        sa.delete(vfolder_permissions).where(
-            vfolder_permissions.c.vfolder == folder.id, vfolder_permissions.c.user == target
-        )
-    )
+    result = await conn.execute(sa.delete(vfolder_permissions).where(_grant(folder.id, target)))
     if result.rowcount == 0:
         raise VFolderNotFound(f"the folder {folder.name!r} is not shared with this user")
 
@@ -364,16 +365,7 @@ async def share(
                 "is not a member of the folder's project", field=f"{field}.{index}", value=email
             )
     for user_id, _email in targets:
-        await conn.execute(
-            sa.delete(vfolder_permissions).where(
-                vfolder_permissions.c.vfolder == folder.id, vfolder_permissions.c.user == user_id
-            )
-        )
-        await conn.execute(
-            sa.insert(vfolder_permissions).values(
-                vfolder=folder.id, user=user_id, permission=permission.label
-            )
-        )
+        await _set_grant(conn, folder.id, user_id, permission.label)
     return [email for _user_id, email in targets]
 
 
@@ -449,24 +441,15 @@ async def update_grant(
     """Change (or with ``None`` remove) a user's grant on a folder the viewer manages."""
     folder = (await _managed(conn, viewer, folder_id))[0]
     if permission is not None:
-        check_grant(
-            permission,
-            granter=folder.level,
-            granter_is_owner=folder.is_owner,
-            granter_is_admin=viewer.is_admin,
-        )
+        _check_granter(permission, folder, is_admin=viewer.is_admin)
         result = await conn.execute(
             sa.update(vfolder_permissions)
-            .where(
-                vfolder_permissions.c.vfolder == folder.id, vfolder_permissions.c.user == user_id
-            )
+            .where(_grant(folder.id, user_id))
             .values(permission=permission.label)
         )
     else:
         result = await conn.execute(
-            sa.delete(vfolder_permissions).where(
-                vfolder_permissions.c.vfolder == folder.id, vfolder_permissions.c.user == user_id
-            )
+            sa.delete(vfolder_permissions).where(_grant(folder.id, user_id))
         )
     if result.rowcount == 0:
         raise VFolderUserNotFound("has no grant on this folder", field="user", value=str(user_id))

@@ -14,13 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
 from bai.storage.volumes.walk import Owner
 
 __all__ = ["FolderRecord", "MetaStore"]
+
+_R = TypeVar("_R", bound=msgspec.Struct)
 
 
 class FolderRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,8 +43,22 @@ def _scope_file(scope: str) -> str:
     return scope.replace(":", "-", 1) + ".json"
 
 
-def _scope_of(file_name: str) -> str:
-    return file_name.removesuffix(".json").replace("-", ":", 1)
+def _scope_of(stem: str) -> str:
+    return stem.replace("-", ":", 1)
+
+
+def _records(directory: Path, kind: type[_R]) -> Iterator[tuple[str, _R | None]]:
+    """Each record file of *directory* as (its name less ``.json``, its record, or None
+    when it cannot be read)."""
+    for entry in os.scandir(directory):
+        if not entry.name.endswith(".json") or entry.name.startswith("."):
+            continue
+        record: _R | None
+        try:
+            record = msgspec.json.decode(Path(entry.path).read_bytes(), type=kind)
+        except (OSError, msgspec.DecodeError):
+            record = None
+        yield entry.name[:-5], record
 
 
 class MetaStore:
@@ -69,30 +87,18 @@ class MetaStore:
 
     def load_folders(self) -> dict[str, FolderRecord]:
         """Every folder record (a record that cannot be read counts as no quota, no scope)."""
-        records: dict[str, FolderRecord] = {}
-        for entry in os.scandir(self.folders):
-            if not entry.name.endswith(".json") or entry.name.startswith("."):
-                continue
-            try:
-                data = Path(entry.path).read_bytes()
-                records[entry.name[:-5]] = msgspec.json.decode(data, type=FolderRecord)
-            except (OSError, msgspec.DecodeError):
-                records[entry.name[:-5]] = FolderRecord()
-        return records
+        return {
+            vfid: FolderRecord() if record is None else record
+            for vfid, record in _records(self.folders, FolderRecord)
+        }
 
     def load_scopes(self) -> dict[str, int]:
         """The byte limit of every quota scope that has one."""
-        limits: dict[str, int] = {}
-        for entry in os.scandir(self.scopes):
-            if not entry.name.endswith(".json") or entry.name.startswith("."):
-                continue
-            try:
-                record = msgspec.json.decode(Path(entry.path).read_bytes(), type=_ScopeRecord)
-            except (OSError, msgspec.DecodeError):
-                continue
-            if record.limit is not None:
-                limits[_scope_of(entry.name)] = record.limit
-        return limits
+        return {
+            _scope_of(stem): record.limit
+            for stem, record in _records(self.scopes, _ScopeRecord)
+            if record is not None and record.limit is not None
+        }
 
     def put_folder(self, vfid: str, record: FolderRecord) -> None:
         """Store *record* as folder *vfid*'s."""

@@ -9,41 +9,21 @@ printed lines, the exit status and the requests that reached the servers.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import trio
 from quart import Response
 from test_cli_session import invoke
 
 from support.fakemanager import FakeManager, Recorded, json_response, manager, sse_response
-from support.transferserver import TransferServer, wire_folder
+from support.transferserver import TransferServer, content, proxy, wire_folder
 
-__all__ = ["manager"]
+__all__ = ["manager", "proxy"]
 
 FOLDER_ID = "b4b1b16c-d07f-4f1f-b60e-da9449aa60a6"
 OTHER_ID = "c5c2c27d-e18a-4a2a-b71f-eb9550bb71b7"
 TASK_ID = "0f9a1c2e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
-
-
-def content(path: Path) -> bytes:
-    """The bytes of a (small) test file."""
-    return path.read_bytes()
-
-
-@pytest.fixture
-async def proxy(nursery: trio.Nursery, tmp_path: Path) -> TransferServer:
-    root = tmp_path / "proxy"
-    root.mkdir()
-    server = TransferServer(root)
-    await nursery.start(server.serve)
-    return server
-
-
-def bodies(fake: FakeManager, method: str, path: str) -> list[Any]:
-    found = [r for r in fake.requests if (r.method, r.path) == (method, path)]
-    return [r.json() if r.body else None for r in found]
 
 
 async def test_create_list_and_info(manager: FakeManager) -> None:
@@ -199,18 +179,18 @@ async def test_file_commands(manager: FakeManager) -> None:
     assert (await invoke(manager, "vfolder", "rename-file", "data", "c", "d")).exit_code == 0
     refused = await invoke(manager, "vfolder", "rm", "data", "d", stdin="n\n")
     assert refused.exit_code == 1
-    assert bodies(manager, "DELETE", "/folders/data/delete-files") == []
+    assert manager.bodies("DELETE", "/folders/data/delete-files") == []
     confirmed = await invoke(manager, "vfolder", "rm", "data", "d", "-r", stdin="y\n")
     assert confirmed.exit_code == 0, confirmed.output
     assert (await invoke(manager, "vfolder", "rm", "data", "e", "--yes")).exit_code == 0
-    assert bodies(manager, "POST", "/folders/data/mkdir") == [
+    assert manager.bodies("POST", "/folders/data/mkdir") == [
         {"path": "a/b", "parents": True, "exist_ok": False}
     ]
-    assert bodies(manager, "POST", "/folders/data/move-file") == [{"src": "a/b", "dst": "c"}]
-    assert bodies(manager, "POST", "/folders/data/rename-file") == [
+    assert manager.bodies("POST", "/folders/data/move-file") == [{"src": "a/b", "dst": "c"}]
+    assert manager.bodies("POST", "/folders/data/rename-file") == [
         {"target_path": "c", "new_name": "d"}
     ]
-    assert bodies(manager, "DELETE", "/folders/data/delete-files") == [
+    assert manager.bodies("DELETE", "/folders/data/delete-files") == [
         {"files": ["d"], "recursive": True},
         {"files": ["e"], "recursive": False},
     ]
@@ -229,8 +209,8 @@ async def test_folder_commands(manager: FakeManager) -> None:
     assert updated.exit_code == 0, updated.output
     deleted = await invoke(manager, "vfolder", "delete", "new")
     assert deleted.stderr == '✔ Moved "new" to the trash (see `bai vfolder trash`).\n'
-    assert bodies(manager, "POST", "/folders/data/rename") == [{"new_name": "new"}]
-    assert bodies(manager, "POST", "/folders/new/update-options") == [
+    assert manager.bodies("POST", "/folders/data/rename") == [{"new_name": "new"}]
+    assert manager.bodies("POST", "/folders/new/update-options") == [
         {"permission": "ro", "cloneable": True}
     ]
 
@@ -260,8 +240,8 @@ async def test_trash_restore_and_purge(manager: FakeManager) -> None:
     assert purged.exit_code == 0, purged.output
     kept = await invoke(manager, "vfolder", "purge", OTHER_ID, stdin="n\n")
     assert kept.exit_code == 1
-    assert bodies(manager, "POST", "/folders/_/restore") == [{"id": FOLDER_ID}]
-    assert bodies(manager, "POST", "/folders/_/purge") == [{"id": OTHER_ID}]
+    assert manager.bodies("POST", "/folders/_/restore") == [{"id": FOLDER_ID}]
+    assert manager.bodies("POST", "/folders/_/purge") == [{"id": OTHER_ID}]
 
 
 async def test_sharing_commands(manager: FakeManager) -> None:
@@ -298,18 +278,18 @@ async def test_sharing_commands(manager: FakeManager) -> None:
     assert unshared.stdout == "Unshared from:\n\t- b@x.org\n"
     left = await invoke(manager, "vfolder", "leave", "data")
     assert left.stderr == '✔ Left the shared virtual folder "data".\n'
-    assert bodies(manager, "POST", "/folders/data/invite") == [
+    assert manager.bodies("POST", "/folders/data/invite") == [
         {"perm": "ro", "user_ids": ["b@x.org"]}
     ]
-    assert bodies(manager, "POST", "/folders/invitations/accept") == [{"inv_id": "i1"}]
-    assert bodies(manager, "POST", "/folders/data/share") == [
+    assert manager.bodies("POST", "/folders/invitations/accept") == [{"inv_id": "i1"}]
+    assert manager.bodies("POST", "/folders/data/share") == [
         {"permission": "rw", "emails": ["c@x.org"]}
     ]
 
 
 async def test_clone_waits_for_its_task(manager: FakeManager) -> None:
     manager.answer("POST", "/folders/data/clone", {"id": FOLDER_ID, "bgtask_id": TASK_ID})
-    outcomes = iter(
+    outcomes: Iterator[list[tuple[str, Any]]] = iter(
         [
             [("task_updated", {"current_progress": 1, "total_progress": 1}), ("task_done", {})],
             [("task_failed", {"message": "no space left"})],
@@ -326,7 +306,7 @@ async def test_clone_waits_for_its_task(manager: FakeManager) -> None:
     failed = await invoke(manager, "vfolder", "clone", "data", "copy2")
     assert failed.exit_code == 1
     assert failed.stderr == "✘ Cloning failed: no space left\n"
-    assert bodies(manager, "POST", "/folders/data/clone") == [
+    assert manager.bodies("POST", "/folders/data/clone") == [
         {
             "target_name": "copy",
             "target_host": "local:local",

@@ -19,25 +19,13 @@ from bai.client import BackendClientError, Unauthorized
 from bai.client.transfer import PART_SUFFIX, RetryPolicy, download_file
 from bai.client.tus import tus_upload
 
-from support.transferserver import TransferServer
+from support.transferserver import TransferServer, content, proxy
 
-
-def content(path: Path) -> bytes:
-    """The bytes of a (small) test file."""
-    return path.read_bytes()
+__all__ = ["proxy"]
 
 
 FAST = RetryPolicy(max_retries=5, initial_delay=0.01, max_delay=0.05)
 SIZE = 2 * 1024 * 1024 + 12345
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery, tmp_path: Path) -> TransferServer:
-    root = tmp_path / "proxy"
-    root.mkdir()
-    transfer = TransferServer(root)
-    await nursery.start(transfer.serve)
-    return transfer
 
 
 @pytest.fixture
@@ -47,9 +35,9 @@ def source(tmp_path: Path) -> Path:
     return path
 
 
-async def test_upload_in_chunks_is_byte_identical(server: TransferServer, source: Path) -> None:
-    dest = server.root / "out.bin"
-    url = server.expect_upload("t1", dest, SIZE)
+async def test_upload_in_chunks_is_byte_identical(proxy: TransferServer, source: Path) -> None:
+    dest = proxy.root / "out.bin"
+    url = proxy.expect_upload("t1", dest, SIZE)
     seen: list[tuple[int, int | None]] = []
     async with httpx.AsyncClient() as http:
         sent = await tus_upload(
@@ -57,8 +45,8 @@ async def test_upload_in_chunks_is_byte_identical(server: TransferServer, source
         )
     assert sent == SIZE
     assert content(dest) == content(source)
-    assert server.requests[0].method == "HEAD"
-    patches = [r for r in server.requests if r.method == "PATCH"]
+    assert proxy.requests[0].method == "HEAD"
+    patches = [r for r in proxy.requests if r.method == "PATCH"]
     assert len(patches) == 5  # 4 full chunks of 512 KiB and the rest
     offsets = [int(r.headers["upload-offset"]) for r in patches]
     assert offsets == [i * 512 * 1024 for i in range(5)]
@@ -72,11 +60,11 @@ async def test_upload_in_chunks_is_byte_identical(server: TransferServer, source
 
 
 async def test_upload_resumes_after_a_dropped_connection(
-    server: TransferServer, source: Path
+    proxy: TransferServer, source: Path
 ) -> None:
-    dest = server.root / "out.bin"
-    url = server.expect_upload("t1", dest, SIZE)
-    server.drop_patch_after = [700_001, 300_000]
+    dest = proxy.root / "out.bin"
+    url = proxy.expect_upload("t1", dest, SIZE)
+    proxy.drop_patch_after = [700_001, 300_000]
     resumed: list[tuple[int, int]] = []
     async with httpx.AsyncClient() as http:
         await tus_upload(
@@ -89,8 +77,8 @@ async def test_upload_resumes_after_a_dropped_connection(
     assert content(dest) == content(source)
     # Each drop is followed by HEAD, which tells where the proxy stands.
     assert resumed == [(1, 700_001), (2, 1_000_001)]
-    assert [r.method for r in server.requests] == ["HEAD", "PATCH"] * 3
-    patches = [r for r in server.requests if r.method == "PATCH"]
+    assert [r.method for r in proxy.requests] == ["HEAD", "PATCH"] * 3
+    patches = [r for r in proxy.requests if r.method == "PATCH"]
     assert [int(r.headers["upload-offset"]) for r in patches] == [0, 700_001, 1_000_001]
     assert [int(r.headers["content-length"]) for r in patches] == [
         SIZE,
@@ -99,87 +87,87 @@ async def test_upload_resumes_after_a_dropped_connection(
     ]
 
 
-async def test_upload_gives_up_after_its_retries(server: TransferServer, source: Path) -> None:
-    dest = server.root / "out.bin"
-    url = server.expect_upload("t1", dest, SIZE)
-    server.drop_patch_after = [1000, 1000, 1000]
+async def test_upload_gives_up_after_its_retries(proxy: TransferServer, source: Path) -> None:
+    dest = proxy.root / "out.bin"
+    url = proxy.expect_upload("t1", dest, SIZE)
+    proxy.drop_patch_after = [1000, 1000, 1000]
     policy = RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.01)
     async with httpx.AsyncClient() as http:
         with pytest.raises(BackendClientError, match="after 2 resumptions"):
             await tus_upload(http, url, source, retry=policy)
     assert not dest.exists()
-    assert server.count("PATCH") == 3
-    assert server.uploads["t1"].offset == 3000
+    assert proxy.count("PATCH") == 3
+    assert proxy.uploads["t1"].offset == 3000
 
 
-async def test_an_empty_file_needs_no_request(server: TransferServer, tmp_path: Path) -> None:
+async def test_an_empty_file_needs_no_request(proxy: TransferServer, tmp_path: Path) -> None:
     """The proxy completes an empty upload when it issues the token; it refuses it after."""
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
-    dest = server.root / "empty"
-    url = server.expect_upload("t0", dest, 0)
+    dest = proxy.root / "empty"
+    url = proxy.expect_upload("t0", dest, 0)
     seen: list[tuple[int, int | None]] = []
     async with httpx.AsyncClient() as http:
         assert await tus_upload(http, url, empty, progress=lambda d, t: seen.append((d, t))) == 0
     assert content(dest) == b""
-    assert server.requests == []
+    assert proxy.requests == []
     assert seen == [(0, 0)]
 
 
 async def test_an_upload_continues_where_the_proxy_stands(
-    server: TransferServer, source: Path
+    proxy: TransferServer, source: Path
 ) -> None:
     """A proxy already holding part of the file (an earlier run) gets only the rest."""
-    dest = server.root / "out.bin"
-    url = server.expect_upload("t1", dest, SIZE)
-    server.uploads["t1"].staging.write_bytes(content(source)[:4096])
-    server.uploads["t1"].offset = 4096
+    dest = proxy.root / "out.bin"
+    url = proxy.expect_upload("t1", dest, SIZE)
+    proxy.uploads["t1"].staging.write_bytes(content(source)[:4096])
+    proxy.uploads["t1"].offset = 4096
     async with httpx.AsyncClient() as http:
         await tus_upload(http, url, source)
     assert content(dest) == content(source)
-    patch = server.requests[-1]
+    patch = proxy.requests[-1]
     assert (patch.headers["upload-offset"], patch.headers["content-length"]) == (
         "4096",
         str(SIZE - 4096),
     )
 
 
-async def test_a_refused_token_is_not_retried(server: TransferServer, source: Path) -> None:
+async def test_a_refused_token_is_not_retried(proxy: TransferServer, source: Path) -> None:
     async with httpx.AsyncClient() as http:
         with pytest.raises(Unauthorized) as caught:
-            await tus_upload(http, f"{server.url}/upload?token=nope", source, retry=FAST)
+            await tus_upload(http, f"{proxy.url}/upload?token=nope", source, retry=FAST)
     # A HEAD answer has no body: only the status tells what went wrong.
     assert caught.value.status == 401
-    assert [r.method for r in server.requests] == ["HEAD"]
+    assert [r.method for r in proxy.requests] == ["HEAD"]
 
 
 async def test_a_size_the_proxy_does_not_expect_is_refused(
-    server: TransferServer, source: Path
+    proxy: TransferServer, source: Path
 ) -> None:
-    url = server.expect_upload("t1", server.root / "out.bin", SIZE + 1)
+    url = proxy.expect_upload("t1", proxy.root / "out.bin", SIZE + 1)
     async with httpx.AsyncClient() as http:
         with pytest.raises(BackendClientError, match=f"expects {SIZE + 1} bytes"):
             await tus_upload(http, url, source)
-    assert server.count("PATCH") == 0
+    assert proxy.count("PATCH") == 0
 
 
 async def test_a_file_that_shrinks_while_it_is_sent_is_refused(
-    server: TransferServer, source: Path
+    proxy: TransferServer, source: Path
 ) -> None:
-    url = server.expect_upload("t1", server.root / "out.bin", SIZE + 10)
+    url = proxy.expect_upload("t1", proxy.root / "out.bin", SIZE + 10)
     async with httpx.AsyncClient() as http:
         with pytest.raises(BackendClientError, match="shrank"):
             await tus_upload(http, url, source, size=SIZE + 10)
-    assert not (server.root / "out.bin").exists()
+    assert not (proxy.root / "out.bin").exists()
 
 
 # ------------------------------------------------------------------ downloads
 
 
 async def test_download_streams_to_a_part_file_then_renames(
-    server: TransferServer, source: Path, tmp_path: Path
+    proxy: TransferServer, source: Path, tmp_path: Path
 ) -> None:
-    url = server.offer_download("d1", source)
+    url = proxy.offer_download("d1", source)
     dest = tmp_path / "got" / "file.bin"
     seen: list[tuple[int, int | None]] = []
 
@@ -194,15 +182,15 @@ async def test_download_streams_to_a_part_file_then_renames(
     assert not dest.with_name(dest.name + PART_SUFFIX).exists()
     assert seen[0] == (0, None)
     assert seen[-1] == (SIZE, SIZE)
-    assert server.requests[0].headers["accept-encoding"] == "identity"
-    assert "range" not in server.requests[0].headers
+    assert proxy.requests[0].headers["accept-encoding"] == "identity"
+    assert "range" not in proxy.requests[0].headers
 
 
 async def test_download_resumes_with_range_and_if_range(
-    server: TransferServer, source: Path, tmp_path: Path
+    proxy: TransferServer, source: Path, tmp_path: Path
 ) -> None:
-    url = server.offer_download("d1", source)
-    server.drop_download_after = [1_000_000, 500_000]
+    url = proxy.offer_download("d1", source)
+    proxy.drop_download_after = [1_000_000, 500_000]
     dest = tmp_path / "file.bin"
     resumed: list[tuple[int, int]] = []
     async with httpx.AsyncClient() as http:
@@ -211,7 +199,7 @@ async def test_download_resumes_with_range_and_if_range(
         )
     assert content(dest) == content(source)
     assert resumed == [(1, 1_000_000), (2, 1_500_000)]
-    first, second, third = server.requests
+    first, second, third = proxy.requests
     modified = first.headers.get("if-range")
     assert modified is None
     assert second.headers["range"] == "bytes=1000000-"
@@ -221,23 +209,23 @@ async def test_download_resumes_with_range_and_if_range(
 
 
 async def test_a_strong_etag_is_the_preferred_validator(
-    server: TransferServer, source: Path, tmp_path: Path
+    proxy: TransferServer, source: Path, tmp_path: Path
 ) -> None:
-    server.etags = True
-    url = server.offer_download("d1", source)
-    server.drop_download_after = [1_000_000]
+    proxy.etags = True
+    url = proxy.offer_download("d1", source)
+    proxy.drop_download_after = [1_000_000]
     dest = tmp_path / "file.bin"
     async with httpx.AsyncClient() as http:
         await download_file(http, url, dest, retry=FAST)
     assert content(dest) == content(source)
-    assert server.requests[1].headers["if-range"].startswith('"')
-    assert server.requests[1].headers["range"] == "bytes=1000000-"
+    assert proxy.requests[1].headers["if-range"].startswith('"')
+    assert proxy.requests[1].headers["range"] == "bytes=1000000-"
 
 
 async def test_a_changed_file_restarts_the_download_from_zero(
-    server: TransferServer, source: Path, tmp_path: Path
+    proxy: TransferServer, source: Path, tmp_path: Path
 ) -> None:
-    url = server.offer_download("d1", source)
+    url = proxy.offer_download("d1", source)
     new_content = os.urandom(SIZE // 2)
 
     def change() -> None:
@@ -245,8 +233,8 @@ async def test_a_changed_file_restarts_the_download_from_zero(
         stat = source.stat()
         os.utime(source, (stat.st_atime, stat.st_mtime + 100))
 
-    server.drop_download_after = [1_000_000]
-    server.on_drop = change
+    proxy.drop_download_after = [1_000_000]
+    proxy.on_drop = change
     dest = tmp_path / "file.bin"
     seen: list[int] = []
     async with httpx.AsyncClient() as http:
@@ -256,43 +244,43 @@ async def test_a_changed_file_restarts_the_download_from_zero(
     assert size == len(new_content)
     assert content(dest) == new_content
     # The If-Range validator no longer matched: a 200 answer, and progress went back to 0.
-    assert server.requests[1].headers["range"] == "bytes=1000000-"
+    assert proxy.requests[1].headers["range"] == "bytes=1000000-"
     assert 0 in seen[seen.index(1_000_000) :]
 
 
 async def test_an_existing_file_is_kept_unless_overwrite(
-    server: TransferServer, source: Path, tmp_path: Path
+    proxy: TransferServer, source: Path, tmp_path: Path
 ) -> None:
-    url = server.offer_download("d1", source)
+    url = proxy.offer_download("d1", source)
     dest = tmp_path / "file.bin"
     dest.write_bytes(b"mine")
     async with httpx.AsyncClient() as http:
         with pytest.raises(BackendClientError, match="exists already"):
             await download_file(http, url, dest)
         assert content(dest) == b"mine"
-        assert server.requests == []
+        assert proxy.requests == []
         await download_file(http, url, dest, overwrite=True)
     assert content(dest) == content(source)
 
 
-async def test_a_refused_download_leaves_nothing(server: TransferServer, tmp_path: Path) -> None:
+async def test_a_refused_download_leaves_nothing(proxy: TransferServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     async with httpx.AsyncClient() as http:
         with pytest.raises(Unauthorized) as caught:
             await download_file(
-                http, f"{server.url}/download?token=nope", out / "file.bin", retry=FAST
+                http, f"{proxy.url}/download?token=nope", out / "file.bin", retry=FAST
             )
     assert caught.value.error_type == "InvalidToken"
     assert list(out.iterdir()) == []
-    assert len(server.requests) == 1
+    assert len(proxy.requests) == 1
 
 
 async def test_download_gives_up_after_its_retries_and_removes_the_part(
-    server: TransferServer, source: Path, tmp_path: Path
+    proxy: TransferServer, source: Path, tmp_path: Path
 ) -> None:
-    url = server.offer_download("d1", source)
-    server.drop_download_after = [100_000] * 3
+    url = proxy.offer_download("d1", source)
+    proxy.drop_download_after = [100_000] * 3
     policy = RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.01)
     out = tmp_path / "out"
     out.mkdir()
@@ -300,13 +288,13 @@ async def test_download_gives_up_after_its_retries_and_removes_the_part(
         with pytest.raises(BackendClientError, match="after 2 resumptions"):
             await download_file(http, url, out / "file.bin", retry=policy)
     assert list(out.iterdir()) == []
-    assert len(server.requests) == 3
+    assert len(proxy.requests) == 3
 
 
 async def test_cancelling_a_download_removes_the_part(
-    server: TransferServer, source: Path, tmp_path: Path
+    proxy: TransferServer, source: Path, tmp_path: Path
 ) -> None:
-    url = server.offer_download("d1", source)
+    url = proxy.offer_download("d1", source)
     dest = tmp_path / "file.bin"
     part = dest.with_name(dest.name + PART_SUFFIX)
     async with httpx.AsyncClient() as http:

@@ -36,32 +36,12 @@ from bai.client.vfolder import (
 from bai.common.errors import InvalidValue
 
 from support.fakemanager import FakeManager, Recorded, json_response, manager, sse_response
-from support.transferserver import TransferServer, wire_folder
+from support.transferserver import TransferServer, content, proxy, wire_folder
 
-__all__ = ["manager"]
+__all__ = ["manager", "proxy"]
 
 FOLDER_ID = "b4b1b16c-d07f-4f1f-b60e-da9449aa60a6"
 TASK_ID = "0f9a1c2e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
-
-
-def content(path: Path) -> bytes:
-    """The bytes of a (small) test file."""
-    return path.read_bytes()
-
-
-@pytest.fixture
-async def proxy(nursery: trio.Nursery, tmp_path: Path) -> TransferServer:
-    root = tmp_path / "proxy"
-    root.mkdir()
-    server = TransferServer(root)
-    await nursery.start(server.serve)
-    return server
-
-
-def bodies(fake: FakeManager, method: str, path: str) -> list[Any]:
-    return [
-        r.json() if r.body else None for r in fake.requests if (r.method, r.path) == (method, path)
-    ]
 
 
 # ------------------------------------------------------------------ folders
@@ -73,7 +53,7 @@ async def test_create_sends_the_official_keys(manager: FakeManager) -> None:
         created = await VFolder.create(api, "data", "local:local", quota=1 << 30, cloneable=True)
         await VFolder.create(api, "other")
     assert created["id"] == FOLDER_ID
-    first, second = bodies(manager, "POST", "/folders")
+    first, second = manager.bodies("POST", "/folders")
     assert first == {
         "name": "data",
         "host": "local:local",
@@ -140,10 +120,10 @@ async def test_one_folder_routes(manager: FakeManager) -> None:
         await folder.delete()
         await VFolder.delete_by_id(api, FOLDER_ID)
     assert manager.requests[-5].raw_target == "/folders/my%20data"
-    assert bodies(manager, "POST", "/folders/my data/rename") == [{"new_name": "new"}]
-    assert bodies(manager, "POST", "/folders/new/update-options") == [{"cloneable": True}]
-    assert bodies(manager, "DELETE", "/folders/new") == [None]
-    assert bodies(manager, "DELETE", "/folders") == [{"id": FOLDER_ID}]
+    assert manager.bodies("POST", "/folders/my data/rename") == [{"new_name": "new"}]
+    assert manager.bodies("POST", "/folders/new/update-options") == [{"cloneable": True}]
+    assert manager.bodies("DELETE", "/folders/new") == [None]
+    assert manager.bodies("DELETE", "/folders") == [{"id": FOLDER_ID}]
 
 
 async def test_a_missing_folder_is_not_found(manager: FakeManager) -> None:
@@ -161,8 +141,8 @@ async def test_the_trash(manager: FakeManager) -> None:
         assert await VFolder.trash(api) == trashed
         assert (await VFolder.restore(api, FOLDER_ID))["name"] == "old"
         await VFolder.purge(api, FOLDER_ID)
-    assert bodies(manager, "POST", "/folders/_/restore") == [{"id": FOLDER_ID}]
-    assert bodies(manager, "POST", "/folders/_/purge") == [{"id": FOLDER_ID}]
+    assert manager.bodies("POST", "/folders/_/restore") == [{"id": FOLDER_ID}]
+    assert manager.bodies("POST", "/folders/_/purge") == [{"id": FOLDER_ID}]
 
 
 async def test_usage_and_quota(manager: FakeManager) -> None:
@@ -175,7 +155,7 @@ async def test_usage_and_quota(manager: FakeManager) -> None:
         await VFolder.set_quota(api, "local:local", FOLDER_ID, 200)
     usage = next(r for r in manager.requests if r.path == "/folders/_/usage")
     assert usage.query == {"folder_host": ["local:local"], "id": [FOLDER_ID]}
-    assert bodies(manager, "POST", "/folders/_/quota") == [
+    assert manager.bodies("POST", "/folders/_/quota") == [
         {"folder_host": "local:local", "id": FOLDER_ID, "input": {"size_bytes": 200}}
     ]
 
@@ -197,14 +177,14 @@ async def test_file_routes_send_the_official_keys(manager: FakeManager) -> None:
         await folder.rename_file("a/b", "c")
         await folder.move_file("a/c", "d")
         await folder.delete_files(["d", "e"], recursive=True)
-    assert bodies(manager, "POST", "/folders/data/mkdir") == [
+    assert manager.bodies("POST", "/folders/data/mkdir") == [
         {"path": "a/b", "parents": True, "exist_ok": False}
     ]
-    assert bodies(manager, "POST", "/folders/data/rename-file") == [
+    assert manager.bodies("POST", "/folders/data/rename-file") == [
         {"target_path": "a/b", "new_name": "c"}
     ]
-    assert bodies(manager, "POST", "/folders/data/move-file") == [{"src": "a/c", "dst": "d"}]
-    assert bodies(manager, "DELETE", "/folders/data/delete-files") == [
+    assert manager.bodies("POST", "/folders/data/move-file") == [{"src": "a/c", "dst": "d"}]
+    assert manager.bodies("DELETE", "/folders/data/delete-files") == [
         {"files": ["d", "e"], "recursive": True}
     ]
 
@@ -283,11 +263,11 @@ async def test_upload_and_download_through_the_proxy(
         assert seen == {"top.bin": 300_000, "sub/a.txt": 5, "sub/deeper/empty": 0}
         for rel in ("top.bin", "sub/a.txt", "sub/deeper/empty"):
             assert content(stored / rel) == content(local / rel)
-        assert bodies(manager, "POST", "/folders/data/mkdir") == [
+        assert manager.bodies("POST", "/folders/data/mkdir") == [
             {"path": "sub", "parents": True, "exist_ok": True},
             {"path": "sub/deeper", "parents": True, "exist_ok": True},
         ]
-        assert bodies(manager, "POST", "/folders/data/request-upload")[0] == {
+        assert manager.bodies("POST", "/folders/data/request-upload")[0] == {
             "path": "top.bin",
             "size": 300_000,
         }
@@ -300,7 +280,7 @@ async def test_upload_and_download_through_the_proxy(
         ]
         assert content(back / "top.bin") == content(local / "top.bin")
         assert content(back / "sub" / "a.txt") == b"alpha"
-        assert bodies(manager, "POST", "/folders/data/request-download") == [
+        assert manager.bodies("POST", "/folders/data/request-download") == [
             {"path": "top.bin"},
             {"path": "sub/a.txt"},
         ]
@@ -453,14 +433,14 @@ async def test_sharing_routes_send_the_official_keys(manager: FakeManager) -> No
         assert (await folder.share("rw", ["b@x"]))["shared_emails"] == ["b@x"]
         assert (await folder.unshare(["b@x"]))["unshared_emails"] == ["b@x"]
         await folder.leave()
-    assert bodies(manager, "POST", "/folders/data/invite") == [{"perm": "ro", "user_ids": ["b@x"]}]
-    assert bodies(manager, "POST", "/folders/invitations/accept") == [{"inv_id": "i1"}]
-    assert bodies(manager, "DELETE", "/folders/invitations/delete") == [{"inv_id": "i2"}]
-    assert bodies(manager, "POST", "/folders/data/share") == [
+    assert manager.bodies("POST", "/folders/data/invite") == [{"perm": "ro", "user_ids": ["b@x"]}]
+    assert manager.bodies("POST", "/folders/invitations/accept") == [{"inv_id": "i1"}]
+    assert manager.bodies("DELETE", "/folders/invitations/delete") == [{"inv_id": "i2"}]
+    assert manager.bodies("POST", "/folders/data/share") == [
         {"permission": "rw", "emails": ["b@x"]}
     ]
-    assert bodies(manager, "DELETE", "/folders/data/unshare") == [{"emails": ["b@x"]}]
-    assert bodies(manager, "POST", "/folders/data/leave") == [{}]
+    assert manager.bodies("DELETE", "/folders/data/unshare") == [{"emails": ["b@x"]}]
+    assert manager.bodies("POST", "/folders/data/leave") == [{}]
 
 
 async def test_clone_and_follow_its_task(manager: FakeManager) -> None:
@@ -485,7 +465,7 @@ async def test_clone_and_follow_its_task(manager: FakeManager) -> None:
         )
     assert outcome.ok
     assert updates == [TaskProgress(1, 2, None)]
-    assert bodies(manager, "POST", "/folders/data/clone") == [
+    assert manager.bodies("POST", "/folders/data/clone") == [
         {
             "target_name": "copy",
             "target_host": "local:local",

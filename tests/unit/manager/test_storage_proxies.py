@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import hypercorn.config
-import hypercorn.trio
 import msgspec
 import pytest
 import trio
@@ -34,7 +32,7 @@ from bai.manager.vfolders.proxies import (
     split_host,
 )
 
-from support.net import free_port
+from support.net import free_port, serve_app
 
 VFID = "0123456789abcdef0123456789abcdef"
 
@@ -107,19 +105,8 @@ class TinyProxy:
         return app
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        config = hypercorn.config.Config()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        config.errorlog = None
-        config.graceful_timeout = 0.1
-        app = self.app()
-
-        async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
-            await hypercorn.trio.serve(app, config, task_status=task_status)
-
         async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(run)
-            self.url = addresses[0]
+            self.url = await nursery.start(serve_app, self.app())
             task_status.started(self.url)
 
 

@@ -230,11 +230,12 @@ def resolve_vfolder_list(
 
 
 def _scoped_list(
+    _root: Any,
     info: Info,
     limit: int,
     offset: int,
-    filter: str | None,
-    order: str | None,
+    filter: str | None = None,
+    order: str | None = None,
     *,
     own: bool = False,
     shared: bool = False,
@@ -253,40 +254,12 @@ def _scoped_list(
     return _page(ctx, viewer, conditions, limit=limit, offset=offset, filter=filter, order=order)
 
 
-def resolve_vfolder_own_list(
-    _root: Any,
-    info: Info,
-    limit: int,
-    offset: int,
-    filter: str | None = None,
-    order: str | None = None,
-) -> Any:
-    """``vfolder_own_list``: the caller's own folders."""
-    return _scoped_list(info, limit, offset, filter, order, own=True)
-
-
-def resolve_vfolder_invited_list(
-    _root: Any,
-    info: Info,
-    limit: int,
-    offset: int,
-    filter: str | None = None,
-    order: str | None = None,
-) -> Any:
-    """``vfolder_invited_list``: other users' folders shared with the caller."""
-    return _scoped_list(info, limit, offset, filter, order, shared=True)
-
-
-def resolve_vfolder_project_list(
-    _root: Any,
-    info: Info,
-    limit: int,
-    offset: int,
-    filter: str | None = None,
-    order: str | None = None,
-) -> Any:
-    """``vfolder_project_list``: the folders of the caller's projects."""
-    return _scoped_list(info, limit, offset, filter, order, project=True)
+#: ``vfolder_own_list``: the caller's own folders.
+resolve_vfolder_own_list: Final = functools.partial(_scoped_list, own=True)
+#: ``vfolder_invited_list``: other users' folders shared with the caller.
+resolve_vfolder_invited_list: Final = functools.partial(_scoped_list, shared=True)
+#: ``vfolder_project_list``: the folders of the caller's projects.
+resolve_vfolder_project_list: Final = functools.partial(_scoped_list, project=True)
 
 
 def resolve_keypair_vfolders(keypair: Mapping[str, Any], info: Info) -> Any:

@@ -25,7 +25,7 @@ permission on the folder the route needs, ``wd`` > ``rw`` > ``ro``):
   /folders/_/quota``; ``GET /folders/_/usage`` and ``/_/used-bytes``
   (superadmins);
 * the file routes of :mod:`~bai.manager.api.vfolder.files`
-  (:func:`~bai.manager.api.vfolder.files.register_file_routes`).
+  (:data:`~bai.manager.api.vfolder.files.FILE_ROUTES`).
 
 Modules: ``params`` (reading parameters from the query or the body),
 ``views`` (answers), then the routes: ``folders``, ``sharing``, ``files``.
@@ -37,7 +37,7 @@ from __future__ import annotations
 from quart import Blueprint
 
 from bai.manager.api.vfolder import folders, sharing
-from bai.manager.api.vfolder.files import register_file_routes
+from bai.manager.api.vfolder.files import FILE_ROUTES
 
 __all__ = ["blueprint"]
 
@@ -82,8 +82,6 @@ _ROUTES = (
     ("/<name>/unshare", sharing.unshare, "DELETE"),
 )
 
-for _path, _view, _method in _ROUTES:
+for _path, _view, _method in (*_ROUTES, *FILE_ROUTES):
     blueprint.add_url_rule(_path, view_func=_view, methods=[_method])
 del _path, _view, _method
-
-register_file_routes(blueprint)

@@ -55,11 +55,11 @@ from __future__ import annotations
 import stat
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 import sqlalchemy as sa
-from quart import Blueprint, Response
+from quart import Response
 
 from bai.common.storage_api import (
     MAX_DELETE_FILES,
@@ -82,7 +82,7 @@ from bai.manager.models.resource import agents
 from bai.manager.vfolders.access import FolderAccess, find_folder
 from bai.manager.vfolders.proxies import StorageProxyError, split_host
 
-__all__ = ["register_file_routes"]
+__all__ = ["FILE_ROUTES"]
 
 
 async def _folder(name: str, need: Literal["ro", "rw", "wd"]) -> FolderAccess:
@@ -428,17 +428,18 @@ async def mounts() -> Response:
     )
 
 
-def register_file_routes(bp: Blueprint) -> None:
-    """Add this module's routes to the ``/folders`` blueprint *bp*."""
-    bp.add_url_rule("/_/perf-metric", view_func=perf_metric, methods=["GET"])
-    bp.add_url_rule("/_/fstab", view_func=fstab, methods=["GET"])
-    bp.add_url_rule("/_/mounts", view_func=mounts, methods=["GET"])
-    bp.add_url_rule("/<name>/mkdir", view_func=mkdir, methods=["POST"])
-    bp.add_url_rule("/<name>/files", view_func=list_files, methods=["GET"])
-    bp.add_url_rule("/<name>/request-upload", view_func=request_upload, methods=["POST"])
-    bp.add_url_rule("/<name>/request-download", view_func=request_download, methods=["POST"])
-    bp.add_url_rule("/<name>/move-file", view_func=move_file, methods=["POST"])
-    bp.add_url_rule("/<name>/rename-file", view_func=rename_file, methods=["POST"])
-    bp.add_url_rule("/<name>/rename_file", view_func=rename_file, methods=["POST"])
-    bp.add_url_rule("/<name>/delete-files", view_func=delete_files, methods=["DELETE"])
-    bp.add_url_rule("/<name>/delete_files", view_func=delete_files, methods=["DELETE"])
+#: This module's routes on the ``/folders`` blueprint: (path, view, method).
+FILE_ROUTES: Final = (
+    ("/_/perf-metric", perf_metric, "GET"),
+    ("/_/fstab", fstab, "GET"),
+    ("/_/mounts", mounts, "GET"),
+    ("/<name>/mkdir", mkdir, "POST"),
+    ("/<name>/files", list_files, "GET"),
+    ("/<name>/request-upload", request_upload, "POST"),
+    ("/<name>/request-download", request_download, "POST"),
+    ("/<name>/move-file", move_file, "POST"),
+    ("/<name>/rename-file", rename_file, "POST"),
+    ("/<name>/rename_file", rename_file, "POST"),
+    ("/<name>/delete-files", delete_files, "DELETE"),
+    ("/<name>/delete_files", delete_files, "DELETE"),
+)

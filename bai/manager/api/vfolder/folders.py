@@ -183,15 +183,7 @@ async def _listed_user(viewer: Viewer, email: str) -> Viewer:
         principal.domain_name != viewer.domain_name or principal.role is UserRole.SUPERADMIN
     ):
         raise Forbidden("domain admins may only list the folders of their domain's users")
-    return Viewer(
-        user_id=principal.user_id,
-        email=principal.email,
-        domain_name=principal.domain_name,
-        access_key=principal.access_key,
-        resource_policy=principal.resource_policy,
-        is_admin=principal.is_admin,
-        is_superadmin=principal.is_superadmin,
-    )
+    return Viewer.of(principal)
 
 
 @auth_required

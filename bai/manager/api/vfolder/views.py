@@ -25,14 +25,13 @@ def _id(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def created_json(folder: FolderAccess) -> dict[str, Any]:
-    """The answer of ``POST /folders`` (the spec's Creation Result Object and more)."""
+def _folder_json(folder: FolderAccess, permission: str) -> dict[str, Any]:
     return {
         "id": folder.vfid,
         "name": folder.name,
         "host": folder.host,
         "usage_mode": folder.usage_mode,
-        "permission": folder.folder_permission,
+        "permission": permission,
         "max_size": max_size_mib(folder.quota),
         "quota": folder.quota,
         "creator": folder.creator,
@@ -44,30 +43,24 @@ def created_json(folder: FolderAccess) -> dict[str, Any]:
     }
 
 
+def created_json(folder: FolderAccess) -> dict[str, Any]:
+    """The answer of ``POST /folders`` (the spec's Creation Result Object and more);
+    ``permission`` is the folder's own (what project members get)."""
+    return _folder_json(folder, folder.folder_permission)
+
+
 def item_json(folder: FolderAccess) -> dict[str, Any]:
     """One Virtual Folder List Item Object; ``permission`` is the caller's."""
     return {
-        "name": folder.name,
-        "id": folder.vfid,
-        "host": folder.host,
-        "usage_mode": folder.usage_mode,
+        **_folder_json(folder, folder.permission),
         "created_at": _time(folder.created_at),
         "last_used": _time(folder.last_used),
         "is_owner": folder.is_owner,
-        "permission": folder.permission,
-        "user": _id(folder.user),
-        "group": _id(folder.group),
-        "creator": folder.creator,
         "user_email": folder.user_email,
         "group_name": folder.group_name,
-        "ownership_type": folder.ownership_type,
         "type": folder.ownership_type,
         "unmanaged_path": folder.unmanaged_path,
-        "cloneable": folder.cloneable,
         "max_files": folder.max_files,
-        "max_size": max_size_mib(folder.quota),
-        "quota": folder.quota,
-        "status": folder.status,
         "status_changed": _time(folder.status_changed),
     }
 
