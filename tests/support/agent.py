@@ -83,20 +83,34 @@ reserved-mem = "512m"
 
 @dataclass
 class Events:
-    """Every event published on the bus since the harness started."""
+    """Every event published on a bus since the harness started (:meth:`record` fills it)."""
 
     seen: list[Event] = field(default_factory=list)
     changed: trio.Event = field(default_factory=trio.Event)
+    #: Seconds :meth:`wait_for` waits unless told otherwise.
+    patience: float = 10.0
 
-    async def wait_for(self, predicate: Callable[[Event], bool], within: float = 10.0) -> Event:
+    async def record(self, subscription: AsyncIterator[Event]) -> None:
+        """Keep every event of *subscription*, waking :meth:`wait_for`."""
+        async for event in subscription:
+            self.seen.append(event)
+            self.changed.set()
+
+    async def wait_for(
+        self, predicate: Callable[[Event], bool], within: float | None = None
+    ) -> Event:
         """The first event (already seen or yet to come) matching *predicate*."""
-        with trio.fail_after(within):
+        with trio.fail_after(self.patience if within is None else within):
             while True:
                 for event in self.seen:
                     if predicate(event):
                         return event
                 self.changed = trio.Event()
                 await self.changed.wait()
+
+    def names_of(self, session_id: uuid.UUID) -> list[str]:
+        """The names of the events seen about session *session_id*, in order."""
+        return [e.name for e in self.seen if getattr(e, "session_id", None) == session_id]
 
     def of_kernel(self, kernel_id: str) -> list[Event]:
         return [e for e in self.seen if str(getattr(e, "kernel_id", "")) == kernel_id]
@@ -173,13 +187,7 @@ async def running_agent(
             trio.open_nursery() as nursery,
             bus.subscribe(buffer_size=100_000) as subscription,
         ):
-
-            async def record() -> None:
-                async for event in subscription:
-                    events.seen.append(event)
-                    events.changed.set()
-
-            nursery.start_soon(record)
+            nursery.start_soon(events.record, subscription)
             urls = await nursery.start(agent.serve)
             async with RPCClient(urls[0], timeout=30) as client:
                 yield Harness(agent, client, events, bus)

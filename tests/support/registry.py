@@ -14,7 +14,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import trio
 
 from bai.agent.server import AgentService
 from bai.common.config import AgentConfig, ManagerConfig, parse_config
-from bai.common.events import Event, EventBus, InProcEventBus
+from bai.common.events import EventBus, InProcEventBus
 from bai.common.slots import ResourceSlot
 from bai.common.types import SessionStatus
 from bai.manager.context import ManagerContext
@@ -34,7 +34,7 @@ from bai.manager.server import ManagerHandle, ManagerService
 from bai.manager.sessions.model import SessionInfo, SessionRequest
 from bai.manager.sessions.registry import SessionRegistry
 
-from support.agent import agent_config
+from support.agent import Events, agent_config
 
 USER_EMAIL = "user@lablup.com"
 ADMIN_EMAIL = "admin@lablup.com"
@@ -54,26 +54,6 @@ def manager_config(overrides: dict[str, str] | None = None) -> ManagerConfig:
     section = {**MANAGER_DEFAULTS, **(overrides or {})}
     lines = "\n".join(f'{key} = "{value}"' for key, value in section.items())
     return parse_config(ManagerConfig, f"[manager]\n{lines}\n")
-
-
-@dataclass
-class Recorder:
-    """Every event published on a bus since the cluster started."""
-
-    seen: list[Event] = field(default_factory=list)
-    changed: trio.Event = field(default_factory=trio.Event)
-
-    async def wait_for(self, predicate: Callable[[Event], bool], within: float = 20.0) -> Event:
-        with trio.fail_after(within):
-            while True:
-                for event in self.seen:
-                    if predicate(event):
-                        return event
-                self.changed = trio.Event()
-                await self.changed.wait()
-
-    def names_of(self, session_id: uuid.UUID) -> list[str]:
-        return [e.name for e in self.seen if getattr(e, "session_id", None) == session_id]
 
 
 @dataclass
@@ -110,7 +90,7 @@ class Cluster:
     agents: list[AgentService]
     user_key: str
     admin_key: str
-    events: Recorder
+    events: Events
     nursery: trio.Nursery
     buses: list[EventBus]
     #: Another component's bus (a new Redis connection, or the one in-process bus).
@@ -289,14 +269,12 @@ async def running_cluster(
             return redis_bus
 
         manager_bus = await new_bus()
-        recorder = Recorder()
+        recorder = Events(patience=20.0)
 
         async def record(*, task_status: trio.TaskStatus[None]) -> None:
             async with manager_bus.subscribe(buffer_size=100_000) as subscription:
                 task_status.started()
-                async for event in subscription:
-                    recorder.seen.append(event)
-                    recorder.changed.set()
+                await recorder.record(subscription)
 
         await nursery.start(record)
 

@@ -313,8 +313,6 @@ class AgentPool:
         if events:
             await self._schedule.request_schedule()
 
-    # ------------------------------------------------------------ kernel sync
-
     # --------------------------------------------------------------------- RPC
 
     async def call(
