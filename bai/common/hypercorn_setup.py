@@ -1,8 +1,9 @@
-"""How every bai HTTP server runs hypercorn's Trio worker: one fix and one tuning.
+"""How every bai HTTP server runs hypercorn's Trio worker: its config, one fix, one tuning.
 
-:func:`prepare_hypercorn` is called by each server (the manager's API, the
-storage proxy's two APIs) before it serves; it changes hypercorn's module
-state, once per process, and is idempotent.
+Each server (the manager's API, the storage proxy's two APIs) builds its
+config with :func:`hypercorn_config`, which also calls
+:func:`prepare_hypercorn`: that changes hypercorn's module state, once per
+process, and is idempotent.
 
 * **A client that hangs up must not stop the server.**  In hypercorn 0.18,
   when a client closes its connection while its request body is still
@@ -21,14 +22,16 @@ state, once per process, and is idempotent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import trio
+from hypercorn.config import Config
 from hypercorn.events import Closed, Event
 from hypercorn.trio import tcp_server
 
-__all__ = ["RECV_SIZE", "prepare_hypercorn"]
+__all__ = ["RECV_SIZE", "hypercorn_config", "prepare_hypercorn"]
 
 #: Bytes hypercorn reads from a socket at once.
 RECV_SIZE: Final = 1024 * 1024
@@ -54,3 +57,28 @@ def prepare_hypercorn() -> None:
         tcp_server.TCPServer.protocol_send = _tolerate_shutdown_race(  # type: ignore[method-assign,assignment]
             tcp_server.TCPServer.protocol_send
         )
+
+
+def hypercorn_config(
+    bind: object,
+    *,
+    ssl_enabled: bool,
+    certfile: object,
+    keyfile: object,
+    logger: str,
+    graceful_timeout: float,
+) -> Config:
+    """A server's config: listen on *bind* (TLS with *certfile*/*keyfile* when
+    *ssl_enabled*), errors to logger *logger*, no access log and no ``Server``
+    header; hypercorn is prepared (module docstring) before it is returned."""
+    prepare_hypercorn()
+    config = Config()
+    config.bind = [str(bind)]
+    if ssl_enabled:
+        config.certfile = str(certfile)
+        config.keyfile = str(keyfile)
+    config.accesslog = None
+    config.errorlog = logging.getLogger(logger)
+    config.graceful_timeout = graceful_timeout
+    config.include_server_header = False
+    return config

@@ -22,7 +22,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from bai.common.config import StorageProxyConfig
-from bai.common.hypercorn_setup import prepare_hypercorn
+from bai.common.hypercorn_setup import hypercorn_config
 from bai.storage.client_api import ClientApp
 from bai.storage.context import StorageContext
 from bai.storage.manager_api import create_manager_app
@@ -51,19 +51,6 @@ def base_url(bound: list[str]) -> str:
     """
     url = bound[0]
     return url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
-
-
-def _hypercorn(addr: Any, ssl_enabled: bool, cert: Any, key: Any, name: str) -> HypercornConfig:
-    hyper = HypercornConfig()
-    hyper.bind = [str(addr)]
-    if ssl_enabled:
-        hyper.certfile = str(cert)
-        hyper.keyfile = str(key)
-    hyper.accesslog = None
-    hyper.errorlog = logging.getLogger(f"bai.storage.{name}")
-    hyper.include_server_header = False
-    hyper.graceful_timeout = 5.0
-    return hyper
 
 
 class StorageProxyService:
@@ -101,25 +88,26 @@ class StorageProxyService:
     ) -> None:
         """Serve both APIs until cancelled; reports the bound addresses (port 0 works)."""
         api = self.config.api
-        prepare_hypercorn()
         async with AsyncExitStack() as stack:
             for volume in self.volumes.values():
                 await volume.open()
                 stack.push_async_callback(volume.aclose)
             async with trio.open_nursery() as nursery:
-                manager_hyper = _hypercorn(
+                manager_hyper = hypercorn_config(
                     api.manager.service_addr,
-                    api.manager.ssl_enabled,
-                    api.manager.ssl_cert,
-                    api.manager.ssl_privkey,
-                    "manager_api",
+                    ssl_enabled=api.manager.ssl_enabled,
+                    certfile=api.manager.ssl_cert,
+                    keyfile=api.manager.ssl_privkey,
+                    logger="bai.storage.manager_api",
+                    graceful_timeout=5.0,
                 )
-                client_hyper = _hypercorn(
+                client_hyper = hypercorn_config(
                     api.client.service_addr,
-                    api.client.ssl_enabled,
-                    api.client.ssl_cert,
-                    api.client.ssl_privkey,
-                    "client_api",
+                    ssl_enabled=api.client.ssl_enabled,
+                    certfile=api.client.ssl_cert,
+                    keyfile=api.client.ssl_privkey,
+                    logger="bai.storage.client_api",
+                    graceful_timeout=5.0,
                 )
                 manager_bound: list[str] = await nursery.start(
                     _serve, create_manager_app(self.ctx), manager_hyper

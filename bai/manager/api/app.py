@@ -37,14 +37,13 @@ from contextlib import AsyncExitStack
 from typing import Final
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from quart import Blueprint, Response, current_app, g
 from quart.globals import request_ctx
 from quart_trio import QuartTrio
 
 from bai.common.errors import BaiError
-from bai.common.hypercorn_setup import prepare_hypercorn
+from bai.common.hypercorn_setup import hypercorn_config
 from bai.manager.api import (
     auth,
     events,
@@ -206,16 +205,14 @@ async def serve_api(
     *graceful_timeout* seconds, and returns; cancellation stops it at once.
     """
     manager = ctx.config.manager
-    prepare_hypercorn()
-    hyper = HypercornConfig()
-    hyper.bind = [str(manager.service_addr)]
-    if manager.ssl_enabled:
-        hyper.certfile = str(manager.ssl_cert)
-        hyper.keyfile = str(manager.ssl_privkey)
-    hyper.accesslog = None
-    hyper.errorlog = logging.getLogger("bai.manager.api.server")
-    hyper.graceful_timeout = graceful_timeout
-    hyper.include_server_header = False
+    hyper = hypercorn_config(
+        manager.service_addr,
+        ssl_enabled=manager.ssl_enabled,
+        certfile=manager.ssl_cert,
+        keyfile=manager.ssl_privkey,
+        logger="bai.manager.api.server",
+        graceful_timeout=graceful_timeout,
+    )
     async with AsyncExitStack() as stack:
         if rate_limiter is None:
             rate_limiter = await stack.enter_async_context(open_rate_limiter(ctx.config.redis))
