@@ -338,12 +338,13 @@ class EmbeddedService:
                 storage: ProxyAddresses = await nursery.start(
                     StorageProxyService(storage_config).serve
                 )
-                async with create_database(self.manager_config.db) as db:
-                    await announce_storage_proxy(
-                        db, STORAGE_PROXY, storage_config, storage, STORAGE_VOLUME
-                    )
                 manager: ManagerHandle = await nursery.start(
                     ManagerService(self.manager_config, bus=bus, upgrade_schema=False).serve
+                )
+                # Before client.env exists, so no client asks for a folder first; the
+                # manager reads these keys on every storage call.
+                await announce_storage_proxy(
+                    manager.ctx.db, STORAGE_PROXY, storage_config, storage, STORAGE_VOLUME
                 )
                 agent = AgentService(
                     self.agent_config,
