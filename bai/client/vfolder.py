@@ -294,7 +294,7 @@ def _as_items(data: Any, what: str, *keys: str) -> _Items:
 async def _get(api: APIClient, path: str, params: Mapping[str, Any] | None = None) -> Any:
     # The spec puts GET parameters in the query; the official client sends a
     # JSON body: send both, so managers reading either understand.
-    query: QueryParams = {k: v for k, v in (params or {}).items() if v is not None}
+    query: QueryParams = _drop_none(params or {})
     return await api.fetch_json("GET", path, params=query, json_body=dict(query) or None)
 
 

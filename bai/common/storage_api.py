@@ -104,6 +104,7 @@ from typing import Annotated, Any, Final, Literal, TypedDict, TypeVar
 
 import msgspec
 
+from bai.common.scratch_paths import KERNEL_HOME
 from bai.common.validation import InvalidField, bracketed, invalid_value
 
 #: The header that carries the manager's shared secret.
@@ -203,6 +204,16 @@ def check_relpath(path: str, *, field: str = "relpath", allow_root: bool = True)
             raise InvalidPath("a path must name something inside the folder", field=field)
         return "."
     return "/".join(parts)
+
+
+def check_file_name(name: str, *, field: str = "new_name") -> str:
+    """*name* if it is one file name (no ``/``, NUL, ``.`` or ``..``, at most
+    :data:`MAX_NAME` bytes); :class:`InvalidPath` naming *field* else."""
+    if "/" in name or "\x00" in name or name in ("", ".", ".."):
+        raise InvalidPath("a name must be one path component", field=field, value=name)
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME:
+        raise InvalidPath(f"a name is at most {MAX_NAME} bytes", field=field)
+    return name
 
 
 def vfid_of(folder_id: uuid.UUID) -> str:
@@ -410,11 +421,8 @@ class TokenClaims(msgspec.Struct, frozen=True, kw_only=True):
 
 # ------------------------------------------------------------------------- mounts
 
-#: Where a folder is mounted in a kernel when the caller names no path.
-KERNEL_WORK_DIR: Final = "/home/work"
-
 #: Kernel paths under which a folder may be mounted at a path the caller chose.
-MOUNT_ROOTS: Final = ("/home/work", "/data", "/mnt")
+MOUNT_ROOTS: Final = (KERNEL_HOME, "/data", "/mnt")
 
 
 def kernel_mount_path(name: str, requested: str | None = None, *, field: str = "mount_map") -> str:
@@ -432,9 +440,9 @@ def kernel_mount_path(name: str, requested: str | None = None, *, field: str = "
         relative = check_relpath(path.lstrip("/"), field=field, allow_root=False)
         absolute = "/" + relative
     else:
-        absolute = f"{KERNEL_WORK_DIR}/{check_relpath(path, field=field, allow_root=False)}"
-    if absolute == KERNEL_WORK_DIR or not any(
-        (absolute == root and root != KERNEL_WORK_DIR) or absolute.startswith(root + "/")
+        absolute = f"{KERNEL_HOME}/{check_relpath(path, field=field, allow_root=False)}"
+    if absolute == KERNEL_HOME or not any(
+        (absolute == root and root != KERNEL_HOME) or absolute.startswith(root + "/")
         for root in MOUNT_ROOTS
     ):
         raise InvalidPath(

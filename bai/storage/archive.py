@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable
 from typing import Final
 
-from bai.common.safe_fs import lstat_at, open_plain
+from bai.common.safe_fs import open_plain
 from bai.storage.volumes.walk import opened
 
 __all__ = ["write_zip"]
@@ -61,10 +61,10 @@ def _add(zf: zipfile.ZipFile, dir_fd: int, prefix: str) -> None:
     with os.scandir(dir_fd) as entries:
         names = sorted(entry.name for entry in entries)
     for name in names:
-        st = lstat_at(name, dir_fd)
-        if st is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-            continue
-        found = open_plain(name, dir_fd)
+        try:
+            found = open_plain(name, dir_fd)
+        except FileNotFoundError:
+            continue  # removed since the listing
         if found is None:
             continue
         fd, st = found

@@ -275,15 +275,6 @@ class ClientApp:
         await reply.start(200, headers)
         await reply.body(b"")
 
-    def _check_size(self, size: int) -> None:
-        limit = int(self.ctx.config.storage_proxy.max_upload_size)
-        if size > limit:
-            raise StorageError(
-                _T.UPLOAD_TOO_LARGE,
-                f"{size} bytes exceed the largest upload of {limit} bytes",
-                field="size",
-            )
-
     async def _patch(self, scope: Scope, receive: Receive, reply: _Reply) -> None:
         claims = self.ctx.signer.verify(_token(scope), "upload")
         headers = _headers(scope)
@@ -310,7 +301,7 @@ class ClientApp:
             )
         session.busy = True
         try:
-            self._check_size(session.record.size)
+            self.ctx.check_upload_size(session.record.size)
             await volume.check_upload_room(session.id)
             complete = await self._receive(volume, session, receive, room)
             if complete is None:

@@ -29,3 +29,13 @@ class StorageContext:
             raise StorageError(
                 StorageErrorType.VOLUME_NOT_FOUND, f"no volume {name!r} on this proxy", field=field
             ) from None
+
+    def check_upload_size(self, size: int) -> None:
+        """Raise UploadTooLarge (413) if *size* exceeds ``[storage-proxy] max-upload-size``."""
+        limit = int(self.config.storage_proxy.max_upload_size)
+        if size > limit:
+            raise StorageError(
+                StorageErrorType.UPLOAD_TOO_LARGE,
+                f"{size} bytes exceed the largest upload of {limit} bytes",
+                field="size",
+            )

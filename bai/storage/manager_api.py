@@ -148,13 +148,7 @@ async def _delete_files(ctx: StorageContext, body: api.DeleteFiles) -> None:
 async def _upload(ctx: StorageContext, body: api.CreateUpload) -> Any:
     volume = ctx.volume(body.volume)
     relpath = check_relpath(body.relpath, allow_root=False)
-    limit = ctx.config.storage_proxy.max_upload_size
-    if body.size > limit:
-        raise StorageError(
-            StorageErrorType.UPLOAD_TOO_LARGE,
-            f"{body.size} bytes exceed the largest upload of {limit} bytes",
-            field="size",
-        )
+    ctx.check_upload_size(body.size)
     # The session expires with its token (the token's exp is whole seconds).
     now = time.time()
     expires = float(int(now + ctx.signer.lifetime))

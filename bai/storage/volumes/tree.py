@@ -24,10 +24,9 @@ from typing import Final
 
 from bai.common.safe_fs import DIR_FLAGS, lstat_at, open_plain
 from bai.common.storage_api import (
-    MAX_NAME,
     DirEntry,
-    InvalidPath,
     StorageErrorType,
+    check_file_name,
 )
 from bai.storage.errors import StorageError, os_error
 from bai.storage.volumes.walk import (
@@ -41,7 +40,6 @@ from bai.storage.volumes.walk import (
 
 __all__ = [
     "Usage",
-    "check_name",
     "copy_tree",
     "delete",
     "list_dir",
@@ -57,15 +55,6 @@ _COPY_CHUNK: Final = 4 * 1024 * 1024
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
-
-
-def check_name(name: str, *, field: str = "new_name") -> str:
-    """*name* if it is one plain file name (no ``/``, NUL, ``.`` or ``..``); InvalidPath else."""
-    if "/" in name or "\x00" in name or name in ("", ".", ".."):
-        raise InvalidPath("a name must be one path component", field=field, value=name)
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME:
-        raise InvalidPath(f"a name is at most {MAX_NAME} bytes", field=field)
-    return name
 
 
 def make_dir(
@@ -148,7 +137,7 @@ def list_dir(root_fd: int, relpath: str, *, limit: int) -> list[DirEntry]:
 def rename(root_fd: int, relpath: str, new_name: str) -> None:
     """Give *relpath* the name *new_name* in the same folder; FileExists if that name is taken."""
     parts = split_relpath(relpath, allow_root=False)
-    check_name(new_name)
+    check_file_name(new_name)
     with opened(open_dir(root_fd, parts[:-1], relpath=relpath)) as parent:
         if lstat_at(parts[-1], parent) is None:
             raise StorageError(

@@ -63,7 +63,6 @@ from quart import Response
 
 from bai.common.storage_api import (
     MAX_DELETE_FILES,
-    MAX_NAME,
     CreateDownload,
     CreateUpload,
     DeleteFiles,
@@ -72,6 +71,7 @@ from bai.common.storage_api import (
     MoveFile,
     RenameFile,
     VolumeArgs,
+    check_file_name,
     check_relpath,
 )
 from bai.manager.api.auth import auth_required, current_auth, superadmin_required
@@ -273,19 +273,6 @@ class _DeleteBody(msgspec.Struct, kw_only=True):
     recursive: bool = False
 
 
-def check_new_name(new_name: str, *, field: str = "new_name") -> str:
-    """*new_name* if it is one file name (no ``/``, not ``.`` or ``..``), else a 400 on *field*."""
-    if "/" in new_name or new_name in ("", ".", ".."):
-        raise InvalidParameter(
-            "a new name is one file name, without '/'", field=field, value=new_name
-        )
-    if "\0" in new_name:
-        raise InvalidParameter("a name must not contain NUL", field=field)
-    if len(new_name.encode("utf-8", "surrogateescape")) > MAX_NAME:
-        raise InvalidParameter(f"a name is at most {MAX_NAME} bytes", field=field)
-    return new_name
-
-
 @auth_required
 async def move_file(name: str) -> Response:
     """``POST /folders/:name/move-file``."""
@@ -303,7 +290,7 @@ async def rename_file(name: str) -> Response:
     """``POST /folders/:name/rename-file`` (and ``rename_file``)."""
     body = await read_json(_RenameBody)
     relpath = check_relpath(body.target_path, field="target_path", allow_root=False)
-    new_name = check_new_name(body.new_name)
+    new_name = check_file_name(body.new_name)
     folder = await _folder(name, "rw")
     args = RenameFile(volume=folder.volume, vfid=folder.vfid, relpath=relpath, new_name=new_name)
     await _call(folder, "/folder/file/rename", args, relpath="target_path")
