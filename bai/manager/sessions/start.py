@@ -35,6 +35,7 @@ from bai.manager.models.session import kernels, sessions
 from bai.manager.sessions.batch import BatchDrivers
 from bai.manager.sessions.errors import AgentError
 from bai.manager.sessions.queries import kernel_status, merge_status_data, running_values
+from bai.manager.sessions.request import VFOLDER_MOUNT_KEYS
 from bai.manager.sessions.state import ClusterLink, LocalState
 from bai.manager.sessions.terminate import Terminator
 
@@ -121,7 +122,7 @@ def _kernel_config(session_row: Any, row: Any) -> dict[str, Any]:
 
 
 #: The keys of a ``vfolder_mounts`` entry that a kernel's ``VFolderMount`` carries.
-_MOUNT_KEYS: Final = ("name", "vfid", "host_path", "kernel_path", "mode")
+_MOUNT_KEYS: Final = tuple(key for key in VFOLDER_MOUNT_KEYS if key != "host")
 
 
 def kernel_mounts(vfolder_mounts: Any) -> list[dict[str, Any]]:

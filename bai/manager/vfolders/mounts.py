@@ -66,7 +66,7 @@ from bai.manager.vfolders.errors import InvalidFolderInput, VFolderError, VFolde
 from bai.manager.vfolders.proxies import StorageProxyError
 from bai.manager.vfolders.rules import Permission
 
-__all__ = ["MountContext", "MountRefused", "mount_entry", "resolve_mounts", "sessions_mounting"]
+__all__ = ["MountContext", "MountRefused", "resolve_mounts", "sessions_mounting"]
 
 
 class MountContext(FolderContext, Protocol):
@@ -76,25 +76,23 @@ class MountContext(FolderContext, Protocol):
     def storage(self) -> StorageClient: ...
 
 
-def mount_entry(
-    folder: FolderAccess, host_path: str, requested_path: str | None, field: str
-) -> dict[str, str]:
-    """One ``vfolder_mounts`` entry (module docs); a bad *requested_path* is 400 naming *field*."""
+def _entry(folder: FolderAccess, host_path: str, kernel_path: str) -> dict[str, str]:
+    """One ``vfolder_mounts`` entry (module docs)."""
     return {
         "name": folder.name,
         "vfid": folder.vfid,
         "host": folder.host,
         "host_path": host_path,
-        "kernel_path": kernel_mount_path(folder.name, requested_path, field=field),
+        "kernel_path": kernel_path,
         "mode": "rw" if folder.level >= Permission.RW else "ro",
     }
 
 
-def _requested_path(mount_map: Mapping[str, str], ref: str, folder: FolderAccess) -> str | None:
-    for key in (ref, folder.name, folder.vfid, str(folder.id)):
-        if key in mount_map:
-            return mount_map[key]
-    return None
+def _map_key(mount_map: Mapping[str, str], ref: str, folder: FolderAccess) -> str | None:
+    """The key of *folder*'s entry in *mount_map*: *ref*, its name, vfid or id (None: none)."""
+    return next(
+        (k for k in (ref, folder.name, folder.vfid, str(folder.id)) if k in mount_map), None
+    )
 
 
 class MountRefused(BaiError):
@@ -173,11 +171,11 @@ async def resolve_mounts(
                     f"names the same folder as {field}.{seen[folder.id]}", field=where, value=ref
                 )
             seen[folder.id] = index
-            requested = _requested_path(paths, ref, folder)
-            key = next((k for k in (ref, folder.name) if k in paths), None)
-            chosen.append(
-                (folder, requested, where, f"{map_field}.{key}" if key is not None else where)
-            )
+            key = _map_key(paths, ref, folder)
+            if key is None:
+                chosen.append((folder, None, where, where))
+            else:
+                chosen.append((folder, paths[key], where, f"{map_field}.{key}"))
         private = await accessible_folders(
             conn,
             viewer,
@@ -226,8 +224,7 @@ async def resolve_mounts(
         if not isinstance(host_path, str) or not host_path:
             cause = StorageProxyError.failed("the storage proxy gave no mount path")
             raise MountRefused(cause, where, folder.name)
-        entry = mount_entry(folder, host_path, kernel_path, where)
-        entries.append(_checked_entry(entry, where))
+        entries.append(_checked_entry(_entry(folder, host_path, kernel_path), where))
     return entries
 
 

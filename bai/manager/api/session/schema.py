@@ -58,6 +58,7 @@ from bai.manager.api.errors import Forbidden
 from bai.manager.api.helpers import InvalidParameter
 from bai.manager.sessions.model import SessionRequest
 from bai.manager.sessions.request import enum_member
+from bai.manager.vfolders.rules import MAX_NAME_LENGTH
 
 __all__ = [
     "MAX_WAIT_SECONDS",
@@ -172,7 +173,7 @@ def _check_mounts(config: _CreationConfig) -> tuple[list[str], dict[str, str]]:
             value=len(mounts),
         )
     for index, name in enumerate(mounts):
-        if not name or len(name) > 64 or "/" in name or "\x00" in name:
+        if not name or len(name) > MAX_NAME_LENGTH or "/" in name or "\x00" in name:
             raise InvalidParameter(
                 "must be a virtual folder name", field=f"config.mounts.{index}", value=name
             )
