@@ -135,7 +135,9 @@ Inbound ops (agent -> runner, input channel)
                      on 127.0.0.1: ``ports`` defaults to the ports of the
                      ``ai.backend.service-ports`` label, ``definition`` to the
                      JSON file ``<service-defs>/<name>.json``, ``timeout``
-                     (the bound on the wait for the port) to 30 s.
+                     (the bound on the wait for the port) to 30 s.  The
+                     intrinsic services ``sshd`` and ``ttyd`` need no
+                     definition (:data:`bai.kernel.service.INTRINSIC_SERVICE_PORTS`).
 ``shutdown-service`` ``{"request_id": str | None, "name": str}``
 ``get-apps``         ``{"request_id": str | None}``
 

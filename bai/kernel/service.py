@@ -5,8 +5,17 @@ commas, e.g. ``jupyter:http:8080,tensorboard:http:6006``; a service with
 several ports writes them as a list, ``name:tcp:[5900,5901]``.  Names are
 ASCII letters, digits, ``-`` and ``_``; the protocol is ``tcp``, ``http`` or
 ``pty``; ports 2000-2003, 2200 and 7681 are reserved for the runner and the
-intrinsic services.  :func:`parse_service_ports` is stdlib-only so the agent
+intrinsic services (an intrinsic service may be declared at its own port,
+``sshd:tcp:2200``).  :func:`parse_service_ports` is stdlib-only so the agent
 reads image labels with it too.
+
+Every kernel has the intrinsic services of :data:`INTRINSIC_SERVICE_PORTS`
+besides its image's, started without a service definition: ``sshd``
+(OpenSSH's sshd run as the kernel user, :mod:`bai.kernel.sshd`) and
+``ttyd`` (the runner's own web terminal, :mod:`bai.kernel.terminal`).  A
+start request names their ports like any other's (by default the label's,
+else their own container ports); an image that ships a definition file of
+the same name, or a request that carries a definition, runs that instead.
 
 A service definition (``<service-defs>/<name>.json``, spec lines 2752-2886) is::
 
@@ -35,6 +44,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -45,10 +55,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from bai.kernel.output import Outbox
 from bai.kernel.runtimes import yield_to_oom_killer
+
+if TYPE_CHECKING:
+    from bai.kernel.terminal import TerminalServer
 
 RESERVED_PORTS: Final = frozenset({2000, 2001, 2002, 2003, 2200, 7681})
 PROTOCOLS: Final = frozenset({"tcp", "http", "pty"})
@@ -86,6 +99,16 @@ class ServicePort:
     name: str
     protocol: str
     ports: tuple[int, ...]
+
+
+#: The services every kernel has besides its image's, at their container ports.
+INTRINSIC_SERVICE_PORTS: Final = (
+    ServicePort("sshd", "tcp", (2200,)),
+    ServicePort("ttyd", "http", (7681,)),
+)
+_INTRINSIC: Final = {service.name: service for service in INTRINSIC_SERVICE_PORTS}
+#: The ``url_template`` of each intrinsic service (ssh is no web app).
+_INTRINSIC_URLS: Final = {"sshd": None, "ttyd": "http://{host}:{port}/"}
 
 
 def parse_service_ports(label: str) -> list[ServicePort]:
@@ -128,8 +151,10 @@ def parse_service_ports(label: str) -> list[ServicePort]:
                 value=protocol,
             )
         ports = _parse_ports(port_text, f"service-ports.{name}")
+        own = _INTRINSIC.get(name)
+        own_port = (own.protocol, own.ports[0]) if own is not None else None
         for port in ports:
-            if port in RESERVED_PORTS:
+            if port in RESERVED_PORTS and (protocol, port) != own_port:
                 raise ServiceError(
                     "port reserved for bai itself", field=f"service-ports.{name}", value=port
                 )
@@ -356,25 +381,153 @@ def prepare(
 
 
 class _Service:
-    def __init__(
-        self, name: str, proc: subprocess.Popen[bytes], ports: list[int], url_template: str | None
-    ) -> None:
+    """A started service: its name, ports and how it ends."""
+
+    def __init__(self, name: str, ports: list[int], url_template: str | None) -> None:
         self.name = name
-        self.proc = proc
         self.ports = ports
         self.url_template = url_template
+        self.stopping = False
+
+    def alive(self) -> bool:
+        """Whether the service still runs."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """End the service and everything it started; returns once they are gone."""
+        raise NotImplementedError
+
+
+class _ProcessService(_Service):
+    """A service that is a process (and its process group), its output pipe drained."""
+
+    def __init__(
+        self,
+        name: str,
+        proc: subprocess.Popen[bytes],
+        ports: list[int],
+        url_template: str | None,
+        private_dir: str | None = None,
+    ) -> None:
+        super().__init__(name, ports, url_template)
+        self.proc = proc
+        #: A directory of the runner's own that the service needs; removed when it ends.
+        self.private_dir = private_dir
         self.tail: deque[bytes] = deque()
         self.tail_size = 0
-        self.stopping = False
         self.watcher: threading.Thread | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def output_tail(self) -> str:
         data = b"".join(self.tail)[-_TAIL_BYTES:]
         return codecs.decode(data, "utf-8", "replace").strip()
 
+    def stop(self) -> None:
+        """SIGTERM to the process group and every descendant, SIGKILL after :data:`STOP_GRACE`.
+
+        Descendants that left the group (sshd's per-connection processes make
+        sessions of their own) are found through ``/proc`` before any signal,
+        while they are still below the service.
+        """
+        self.stopping = True
+        with _Descendants(self.proc.pid) as descendants:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            descendants.signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE
+            try:
+                self.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            if not descendants.wait(max(deadline - time.monotonic(), 0.0)):
+                descendants.signal(signal.SIGKILL)
+        self.remove_private_dir()
+
+    def remove_private_dir(self) -> None:
+        if self.private_dir is not None:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+
+
+class _TerminalService(_Service):
+    """The ``ttyd`` intrinsic service: the runner's terminal server, threads in the runner."""
+
+    def __init__(self, name: str, server: TerminalServer, ports: list[int]) -> None:
+        super().__init__(name, ports, _INTRINSIC_URLS["ttyd"])
+        self.server = server
+
+    def alive(self) -> bool:
+        return True  # it ends only when stopped
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.server.close()
+
+
+class _Descendants:
+    """The processes below a pid at one moment, each held by a pidfd (signalled race-free)."""
+
+    def __init__(self, pid: int) -> None:
+        self._pidfds: list[int] = []
+        if not hasattr(os, "pidfd_open"):  # before Linux 5.3: the process group alone
+            return
+        for child in _descendant_pids(pid):
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                self._pidfds.append(os.pidfd_open(child))
+
+    def __enter__(self) -> _Descendants:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pidfd in self._pidfds:
+            os.close(pidfd)
+
+    def signal(self, signum: int) -> None:
+        for pidfd in self._pidfds:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(pidfd, signum)
+
+    def wait(self, timeout: float) -> bool:
+        """Whether all of them ended within *timeout* seconds."""
+        deadline = time.monotonic() + timeout
+        poller = select.poll()  # not select(): the fds may be numbered past FD_SETSIZE
+        pending = set(self._pidfds)
+        for pidfd in pending:
+            poller.register(pidfd, select.POLLIN)
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for pidfd, _ in poller.poll(remaining * 1000):
+                poller.unregister(pidfd)
+                pending.discard(pidfd)
+        return True
+
+
+def _descendant_pids(pid: int) -> list[int]:
+    """The processes below *pid* now, from ``/proc`` (parents before their children)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdecimal():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in children.get(queue.pop(0), ()):
+            found.append(child)
+            queue.append(child)
+    return found
+
 
 class ServiceManager:
-    """Starts, tracks and stops the service processes of one kernel."""
+    """Starts, tracks and stops the services of one kernel."""
 
     def __init__(
         self,
@@ -389,7 +542,8 @@ class ServiceManager:
         self._runtime_path = runtime_path
         self._lock = threading.Lock()
         self._services: dict[str, _Service] = {}
-        self._starting: set[str] = set()
+        # A start in progress, by name: a second start request waits for its outcome.
+        self._starting: dict[str, tuple[threading.Event, list[str]]] = {}
         self._label_error: str | None = None
         self._tempdir: str | None = None
         self._declared: dict[str, ServicePort] = {}
@@ -400,7 +554,7 @@ class ServiceManager:
 
     @property
     def running(self) -> list[str]:
-        """Names of the services whose processes are alive."""
+        """Names of the services that run."""
         with self._lock:
             return sorted(self._services)
 
@@ -423,6 +577,12 @@ class ServiceManager:
             },
         )
 
+    def _is_intrinsic(self, name: str, definition: Mapping[str, Any] | None) -> bool:
+        """Whether *name* runs as an intrinsic service (no definition replaces it)."""
+        if name not in _INTRINSIC or definition is not None:
+            return False
+        return not os.path.exists(os.path.join(self._defs_dir, f"{name}.json"))
+
     def start(
         self,
         request_id: str | None,
@@ -435,59 +595,137 @@ class ServiceManager:
     ) -> None:
         """Start service *name*, answering with a ``service-result`` (blocks up to *timeout*)."""
         with self._lock:
-            if name in self._services or name in self._starting:
-                current = self._services.get(name)
-                self._result(request_id, name, "running", current.ports if current else [])
-                return
-            self._starting.add(name)
+            current = self._services.get(name)
+            pending = self._starting.get(name)
+            if current is None and pending is None:
+                done, errors = self._starting[name] = (threading.Event(), [])
+        if current is not None:
+            self._result(request_id, name, "running", current.ports)
+            return
+        if pending is not None:
+            self._await_start(request_id, name, pending, timeout)
+            return
+        error: str | None = None
         chosen: list[int] = []
         try:
-            chosen = self._ports_for(name, ports)
-            parsed = (
-                parse_service_definition(dict(definition), source="definition")
-                if definition is not None
-                else load_service_definition(self._defs_dir, name)
-            )
-            prepare(parsed, ports=chosen, runtime_path=self._runtime_path)  # the dry run
+            intrinsic = self._is_intrinsic(name, definition)
+            chosen = self._ports_for(name, ports, intrinsic=intrinsic)
             deadline = time.monotonic() + timeout
-            rendered = prepare(
-                parsed,
-                ports=chosen,
-                runtime_path=self._runtime_path,
-                run_action=lambda a, args, field: self._run_action(name, a, args, field, deadline),
-            )
-            service = self._spawn(name, rendered, chosen, envs, parsed.url_template)
+            if not (intrinsic and name == "ttyd"):  # the terminal server binds, and says so
+                _check_ports_free(chosen)
+            if intrinsic:
+                service = self._start_intrinsic(name, chosen, envs, deadline)
+            else:
+                parsed = (
+                    parse_service_definition(dict(definition), source="definition")
+                    if definition is not None
+                    else load_service_definition(self._defs_dir, name)
+                )
+                prepare(parsed, ports=chosen, runtime_path=self._runtime_path)  # the dry run
+                rendered = prepare(
+                    parsed,
+                    ports=chosen,
+                    runtime_path=self._runtime_path,
+                    run_action=lambda a, args, field: self._run_action(
+                        name, a, args, field, deadline
+                    ),
+                )
+                service = self._spawn(name, rendered, chosen, envs, parsed.url_template)
             error = self._wait_for_port(service, deadline)
             with self._lock:
-                if error is None and service.proc.poll() is None:
+                if error is None and service.alive():
                     self._services[name] = service
                 elif error is None:
                     error = "the service exited right after opening its port"
             if error is not None:
-                self._stop(service)
+                service.stop()
         except ServiceError as exc:
             error = str(exc)
         except Exception as exc:  # a bug must not leave the agent waiting for an answer
             error = f"internal error: {exc!r}"
         finally:
             with self._lock:
-                self._starting.discard(name)
+                del self._starting[name]
+            if error is not None:
+                errors.append(error)
+            done.set()
         if error is None:
             self._result(request_id, name, "started", chosen)
         else:
             self._result(request_id, name, "failed", chosen, error)
 
-    def _ports_for(self, name: str, ports: list[int] | None) -> list[int]:
+    def _await_start(
+        self,
+        request_id: str | None,
+        name: str,
+        pending: tuple[threading.Event, list[str]],
+        timeout: float,
+    ) -> None:
+        """Answer a start request that came while *name* was starting, once it started or not."""
+        done, errors = pending
+        if not done.wait(timeout):
+            self._result(request_id, name, "failed", [], "the service is still starting")
+            return
+        with self._lock:
+            current = self._services.get(name)
+        if current is not None:
+            self._result(request_id, name, "running", current.ports)
+        else:
+            self._result(request_id, name, "failed", [], errors[0] if errors else "not started")
+
+    def _ports_for(self, name: str, ports: list[int] | None, *, intrinsic: bool) -> list[int]:
         if ports:
             return list(ports)
+        declared = self._declared.get(name)
+        if declared is not None:
+            return list(declared.ports)
+        if intrinsic:
+            return list(_INTRINSIC[name].ports)
         if self._label_error is not None:
             raise ServiceError(f"the image's service-ports label is broken: {self._label_error}")
-        declared = self._declared.get(name)
-        if declared is None:
-            raise ServiceError(
-                "no such service in the service-ports label", field="name", value=name
+        raise ServiceError("no such service in the service-ports label", field="name", value=name)
+
+    def _start_intrinsic(
+        self, name: str, ports: list[int], envs: Mapping[str, str], deadline: float
+    ) -> _Service:
+        if name == "ttyd":
+            from bai.kernel.terminal import TerminalServer
+
+            try:
+                server = TerminalServer(ports[0], environ=envs)
+            except OSError as exc:
+                raise ServiceError(
+                    f"the terminal server cannot listen on 127.0.0.1:{ports[0]} ({exc.strerror})",
+                    field="ports",
+                    value=ports,
+                ) from None
+            server.start()
+            return _TerminalService(name, server, ports)
+        from bai.kernel import sshd
+
+        private_dir = tempfile.mkdtemp(prefix="bai-sshd-")
+        try:
+            command = sshd.prepare(
+                private_dir,
+                ports,
+                workdir=os.getcwd(),
+                environ={**os.environ, **envs},
+                timeout=max(deadline - time.monotonic(), 0.1),
             )
-        return list(declared.ports)
+        except sshd.SshdError as exc:
+            shutil.rmtree(private_dir, ignore_errors=True)
+            raise ServiceError(str(exc)) from None
+        except BaseException:
+            shutil.rmtree(private_dir, ignore_errors=True)
+            raise
+        return self._spawn(
+            name,
+            Rendered(command, {}),
+            ports,
+            envs,
+            _INTRINSIC_URLS["sshd"],
+            private_dir=private_dir,
+        )
 
     def _run_action(
         self, name: str, action: PrestartAction, args: dict[str, Any], field: str, deadline: float
@@ -541,7 +779,9 @@ class ServiceManager:
         ports: list[int],
         envs: Mapping[str, str],
         url_template: str | None,
-    ) -> _Service:
+        *,
+        private_dir: str | None = None,
+    ) -> _ProcessService:
         env = {**os.environ, **rendered.env, **envs}
         try:
             proc = subprocess.Popen(
@@ -553,18 +793,20 @@ class ServiceManager:
                 process_group=0,
             )
         except OSError as exc:
+            if private_dir is not None:
+                shutil.rmtree(private_dir, ignore_errors=True)
             raise ServiceError(
                 f"cannot start the command ({exc})", field="command", value=rendered.command
             ) from None
         yield_to_oom_killer(proc.pid)
-        service = _Service(name, proc, ports, url_template)
+        service = _ProcessService(name, proc, ports, url_template, private_dir)
         service.watcher = threading.Thread(
             target=self._watch, args=(service,), name=f"service-{name}", daemon=True
         )
         service.watcher.start()
         return service
 
-    def _watch(self, service: _Service) -> None:
+    def _watch(self, service: _ProcessService) -> None:
         """Keep the service's output pipe drained (its tail kept for errors); report its exit."""
         assert service.proc.stdout is not None
         stream = service.proc.stdout
@@ -580,12 +822,15 @@ class ServiceManager:
             if mine:
                 del self._services[service.name]
         if mine and not service.stopping:
+            service.remove_private_dir()
             self._outbox.log(
                 "warning", f"service.{service.name}", f"the service exited with code {code}"
             )
 
     def _wait_for_port(self, service: _Service, deadline: float) -> str | None:
         """None once the first port accepts connections, else why it never will."""
+        if not isinstance(service, _ProcessService):
+            return None  # an in-process server listens before it is returned
         port = service.ports[0]
         while True:
             code = service.proc.poll()
@@ -605,15 +850,6 @@ class ServiceManager:
                 return f"the service did not accept connections on port {port} in time"
             time.sleep(0.05)
 
-    def _stop(self, service: _Service) -> None:
-        service.stopping = True
-        _signal_group(service.proc.pid, signal.SIGTERM)
-        try:
-            service.proc.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            _signal_group(service.proc.pid, signal.SIGKILL)
-            service.proc.wait()
-
     def shutdown(self, request_id: str | None, name: str) -> None:
         """Stop service *name* (SIGTERM, SIGKILL after :data:`STOP_GRACE`); answer the result."""
         with self._lock:
@@ -621,18 +857,24 @@ class ServiceManager:
         if service is None:
             self._result(request_id, name, "not-running", [])
             return
-        self._stop(service)
+        service.stop()
         self._result(request_id, name, "stopped", service.ports)
 
     def apps(self) -> list[dict[str, Any]]:
-        """The services this kernel offers (the label's, plus any started ad hoc)."""
+        """The services this kernel offers (the label's, plus any started ad hoc).
+
+        The agent declares the intrinsic services in the label it gives the
+        runner, with the host ports they are reached at.
+        """
         with self._lock:
             running = dict(self._services)
         result: list[dict[str, Any]] = []
-        for name, declared in self._declared.items():
+        for name, port in self._declared.items():
             service = running.pop(name, None)
             if service is not None:
                 url_template = service.url_template
+            elif self._is_intrinsic(name, None):
+                url_template = _INTRINSIC_URLS[name]
             else:
                 try:
                     url_template = load_service_definition(self._defs_dir, name).url_template
@@ -641,17 +883,18 @@ class ServiceManager:
             result.append(
                 {
                     "name": name,
-                    "protocol": declared.protocol,
-                    "ports": service.ports if service else list(declared.ports),
+                    "protocol": port.protocol,
+                    "ports": service.ports if service else list(port.ports),
                     "url_template": url_template,
                     "running": service is not None,
                 }
             )
         for name, service in sorted(running.items()):
+            intrinsic = _INTRINSIC.get(name)
             result.append(
                 {
                     "name": name,
-                    "protocol": "tcp",
+                    "protocol": intrinsic.protocol if intrinsic else "tcp",
                     "ports": service.ports,
                     "url_template": service.url_template,
                     "running": True,
@@ -665,9 +908,28 @@ class ServiceManager:
             services = list(self._services.values())
             self._services.clear()
         for service in services:
-            self._stop(service)
+            service.stop()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
+
+
+def _check_ports_free(ports: list[int]) -> None:
+    """Raise :class:`ServiceError` when something listens on one of *ports* already.
+
+    Else the wait for the port would take that listener for the service.
+    """
+    for port in ports:
+        with socket.socket() as probe:
+            # SO_REUSEADDR: connections of an earlier run in TIME_WAIT do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise ServiceError(
+                    f"port {port} of 127.0.0.1 is taken already ({exc.strerror})",
+                    field="ports",
+                    value=ports,
+                ) from None
 
 
 def _signal_group(pgid: int, signum: int) -> None:
