@@ -4,7 +4,7 @@ The kernel supervisor (:mod:`bai.agent.supervisor`) allocates devices and
 host ports; the functions here turn a :class:`~bai.common.agent_api.KernelConfig`
 and that allocation into the :class:`~bai.agent.backends.base.KernelLaunch`
 the backend makes the kernel from (environment, cgroup limits, service-ports
-label, hostname, bootstrap script, virtual folder mounts) and the
+label, hostname, bootstrap script, virtual folder mounts, SSH keypair) and the
 :class:`~bai.agent.kernel_store.KernelRecord` the agent remembers it by.
 They only compute: every input (the host's core count, the clock) is an
 argument, so the same request always plans the same kernel.
@@ -36,6 +36,7 @@ from bai.common.agent_api import ClusterInfo, CreateKernels, InvalidRequest, Ker
 from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import KernelStatus, SlotTypes
+from bai.kernel.service import INTRINSIC_SERVICE_PORTS, ServicePort
 
 _STANDARD_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -75,9 +76,21 @@ def requested_slots(
         ) from None
 
 
+def kernel_services(image: Image) -> tuple[ServicePort, ...]:
+    """The service ports a kernel of *image* has: the image's, then the intrinsic ones.
+
+    Every kernel offers ``sshd`` and ``ttyd`` besides what its image declares;
+    an image that declares a service of the same name keeps its own.
+    """
+    declared = {service.name for service in image.service_ports}
+    return image.service_ports + tuple(
+        service for service in INTRINSIC_SERVICE_PORTS if service.name not in declared
+    )
+
+
 def container_ports(image: Image) -> list[int]:
-    """Every port of the image's service ports, in label order (each needs a host port)."""
-    return [port for service in image.service_ports for port in service.ports]
+    """Every port of the kernel's service ports, in label order (each needs a host port)."""
+    return [port for service in kernel_services(image) for port in service.ports]
 
 
 def occupied_slots(allocation: Mapping[str, Allocation]) -> ResourceSlot:
@@ -95,7 +108,7 @@ def cpu_and_memory(slots: ResourceSlot) -> tuple[Decimal | None, int | None]:
 def ports_label(image: Image, mapping: Mapping[int, int]) -> str:
     """The service-ports label with container ports replaced by their host ports."""
     entries = []
-    for service in image.service_ports:
+    for service in kernel_services(image):
         ports = [mapping[p] for p in service.ports]
         text = str(ports[0]) if len(ports) == 1 else "[" + ",".join(map(str, ports)) + "]"
         entries.append(f"{service.name}:{service.protocol}:{text}")
@@ -173,6 +186,7 @@ def plan_launch(
         bootstrap_script=config.bootstrap_script,
         bootstrap_timeout=bootstrap_timeout,
         mounts=tuple(config.mounts),
+        ssh_keypair=config.ssh_keypair,
     )
 
 
@@ -210,7 +224,7 @@ def plan_record(
                 "container_ports": [port_map[p] for p in service.ports],
                 "host_ports": [port_map[p] for p in service.ports],
             }
-            for service in image.service_ports
+            for service in kernel_services(image)
         ],
         mounts=list(launch.mounts),
     )

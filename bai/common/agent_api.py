@@ -66,7 +66,12 @@ Methods
     on the agent's host, not a symbolic link, and the host must isolate
     kernels with a mount namespace (``isolation`` ``bwrap``); otherwise the
     kernel fails with reason ``failed-to-start`` and a message saying which
-    mount and why.
+    mount and why.  A kernel's ``ssh_keypair`` (:class:`SSHKeypair`, the
+    session owner's) becomes ``/home/work/id_container`` (the private key)
+    and a line of ``/home/work/.ssh/authorized_keys`` (the public key), each
+    0600 in a 0700 ``.ssh``, owned by the kernel's user; a path a mounted
+    folder covers (a folder at ``/home/work/.ssh``) is left to the folder
+    (:mod:`bai.agent.sshkeys`).
 ``destroy_kernel {kernel_id, reason="user-requested"}``
     Stops the kernel (SIGTERM, SIGKILL after the grace period), releases
     everything, answers a :class:`DestroyResult` ``{kernel_id, session_id,
@@ -210,6 +215,11 @@ MAX_UPLOAD_FILES: Final = 100
 MAX_MOUNTS: Final = 64
 #: Longest host path of a mounted folder (``PATH_MAX``).
 MAX_HOST_PATH: Final = 4096
+#: Longest SSH public key line accepted (characters): a 16384-bit RSA key, the largest
+#: ``ssh-keygen`` makes, takes about 2.8 KiB with its comment.
+MAX_SSH_PUBLIC_KEY: Final = 8 * 1024
+#: Longest SSH private key text accepted (characters): a 16384-bit RSA key takes about 12.7 KiB.
+MAX_SSH_PRIVATE_KEY: Final = 16 * 1024
 
 
 class InvalidRequest(InvalidField):
@@ -273,6 +283,31 @@ class VFolderMount(_Args, frozen=True):
             raise ValueError(f"kernel_path: must be written as {checked!r}")
 
 
+class SSHKeypair(_Args, frozen=True):
+    """The SSH keypair of a session's owner, for the sshd of each of its kernels.
+
+    OpenSSH text: *public_key* is one ``authorized_keys`` line (``TYPE BASE64
+    [COMMENT]``, a final newline allowed), *private_key* a PEM-armoured key
+    (``-----BEGIN ... PRIVATE KEY-----``).  Guarantees once parsed: both are
+    within their bounds and free of NUL, and *public_key* is one line, so
+    writing it cannot add a second ``authorized_keys`` entry.  That the two
+    match is checked by the manager when it stores them
+    (:mod:`bai.manager.sshkeys`); the agent only writes them
+    (:mod:`bai.agent.sshkeys`).
+    """
+
+    public_key: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SSH_PUBLIC_KEY)]
+    private_key: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SSH_PRIVATE_KEY)]
+
+    def __post_init__(self) -> None:
+        # The messages never echo the keys: the private one is a secret.
+        line = self.public_key.removesuffix("\n")
+        if len(line.split()) < 2 or any(c in line for c in "\r\n\x00"):
+            raise ValueError("ssh_keypair.public_key: must be one line: TYPE BASE64 [COMMENT]")
+        if "\x00" in self.private_key or not self.private_key.startswith("-----BEGIN "):
+            raise ValueError("ssh_keypair.private_key: must be a PEM-armoured private key")
+
+
 def paths_overlap(a: str, b: str) -> bool:
     """Whether absolute paths *a* and *b* are the same or one lies inside the other."""
     return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
@@ -312,6 +347,9 @@ class KernelConfig(_Args, frozen=True):
     mounts: Annotated[list[VFolderMount], msgspec.Meta(max_length=MAX_MOUNTS)] = msgspec.field(
         default_factory=list
     )
+    #: The session owner's SSH keypair: the agent writes ``/home/work/id_container`` and
+    #: ``/home/work/.ssh/authorized_keys`` from it (None: the kernel gets neither).
+    ssh_keypair: SSHKeypair | None = None
 
     def __post_init__(self) -> None:
         for key, value in self.environ.items():

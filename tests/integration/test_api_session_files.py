@@ -39,6 +39,10 @@ def refusal(response: httpx.Response, field: str, path: str) -> str:
     return detail
 
 
+#: What every session's /home/work holds from the start: the owner's SSH keys.
+SSH_FILES = {"id_container": "-", ".ssh": "d"}
+
+
 async def listing(deployment: Deployment, name: str) -> dict[str, str]:
     """The session's /home/work: file name -> file type letter."""
     response = await deployment.api.call(
@@ -71,13 +75,14 @@ async def test_special_files_are_refused_by_every_file_route(
             assert f"'{target}' is {kind}; only regular files and folders" in detail
     assert list(outside.iterdir()) == []
     assert await listing(deployment, name) == {
+        **SSH_FILES,
         "fifo": "p",
         "sock": "s",
         "shadow": "l",
         "outside": "l",
     }
     # The session answers as before.
-    assert await deployment.run(name, "print(len(os.listdir()))") == ("4\n", "")
+    assert await deployment.run(name, "print(len(os.listdir()))") == ("6\n", "")
 
 
 async def test_a_refused_upload_of_several_files_writes_nothing(deployment: Deployment) -> None:
@@ -91,10 +96,15 @@ async def test_a_refused_upload_of_several_files_writes_nothing(deployment: Depl
     ):
         response = await deployment.upload(name, [("good.txt", b"good"), (bad, b"bad")])
         assert problem_text in refusal(response, "files", refused)
-        assert await listing(deployment, name) == {"fifo": "p"}
+        assert await listing(deployment, name) == {**SSH_FILES, "fifo": "p"}
     response = await deployment.upload(name, [("good.txt", b"good"), ("sub/ok.txt", b"ok")])
     assert response.status_code == 204, response.text
-    assert await listing(deployment, name) == {"fifo": "p", "good.txt": "-", "sub": "d"}
+    assert await listing(deployment, name) == {
+        **SSH_FILES,
+        "fifo": "p",
+        "good.txt": "-",
+        "sub": "d",
+    }
 
 
 async def test_malformed_file_requests_answer_problems(deployment: Deployment) -> None:

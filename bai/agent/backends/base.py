@@ -36,7 +36,7 @@ import trio
 from bai.agent.cgroups import CgroupLimits, CgroupUsage
 from bai.agent.images import Image
 from bai.agent.kernel_store import KernelRecord
-from bai.common.agent_api import VFolderMount
+from bai.common.agent_api import SSHKeypair, VFolderMount
 from bai.common.errors import BaiError
 from bai.kernel.protocol import DEFAULT_BOOTSTRAP_TIMEOUT
 
@@ -68,6 +68,8 @@ class KernelLaunch:
     bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT
     #: Virtual folders bound into the kernel (checked by ``KernelConfig``: no two overlap).
     mounts: tuple[VFolderMount, ...] = ()
+    #: The session owner's SSH keypair, written into the scratch folder (:mod:`bai.agent.sshkeys`).
+    ssh_keypair: SSHKeypair | None = None
 
 
 class KernelProcess(ABC):

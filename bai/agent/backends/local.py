@@ -11,7 +11,9 @@ What a kernel gets:
   no descendant is ever born outside;
 * a **scratch directory** ``<scratch-root>/<kernel-id>`` as its working
   directory (the spec's ``/home/work``), holding ``bootstrap.sh`` when the
-  session has a bootstrap script (the runner runs it before it serves);
+  session has a bootstrap script (the runner runs it before it serves), and
+  the session owner's SSH keys (``id_container``, ``.ssh/authorized_keys``;
+  :mod:`bai.agent.sshkeys`);
 * where ``bwrap`` is installed and works, a **sandbox** built from an
   allow-list (:mod:`bai.agent.backends.sandbox`): system folders and the
   runtime read-only, its scratch at ``/home/work``, private ``/tmp``,
@@ -89,6 +91,7 @@ from bai.agent.backends.processes import (
 from bai.agent.cgroups import CgroupDriver, CgroupError, CgroupUsage, KernelCgroup, detect
 from bai.agent.images import Image
 from bai.agent.kernel_store import KernelRecord
+from bai.agent.sshkeys import SSHKeysRefused, install_ssh_keys
 from bai.common.errors import sole_exception
 from bai.common.scratch_paths import KERNEL_HOME
 from bai.common.slots import BinarySize
@@ -401,6 +404,9 @@ class LocalBackend(KernelBackend):
                 script.write_text(launch.bootstrap_script, encoding="utf-8")
                 os.chown(script, *as_owner)
                 record.bootstrap = True
+            if launch.ssh_keypair is not None:
+                mount_paths = [mount.kernel_path for mount in launch.mounts]
+                install_ssh_keys(scratch_dir, launch.ssh_keypair, as_owner, mount_paths)
             if self.bwrap is not None:
                 etc_dir = self.etc_root / kid
                 etc_dir.mkdir(mode=0o755, exist_ok=True)
@@ -408,6 +414,8 @@ class LocalBackend(KernelBackend):
                     (etc_dir / name).write_text(text, encoding="utf-8")
         except OSError as exc:
             raise BackendError(f"cannot prepare the kernel's directories: {exc}") from None
+        except SSHKeysRefused as exc:
+            raise BackendError(str(exc)) from None
         record.input_addr = f"ipc://{sock_dir}/in"
         record.output_addr = f"ipc://{sock_dir}/out"
         cgroup: KernelCgroup | None = None

@@ -29,6 +29,13 @@ may call user-level routes.
 lets admins act on another keypair's resources: superadmins on any keypair,
 domain admins on keypairs of users in their own domain who are not
 superadmins; anyone else gets 403 unless they name their own key.
+
+``/auth/ssh-keypair`` manages the caller's own SSH keypair
+(:mod:`bai.manager.sshkeys`), with the methods the original manager routes:
+``GET`` shows the public key (generating a pair on first use), ``PATCH``
+generates a new pair, ``POST`` stores an uploaded ``pubkey``/``privkey``
+(400 naming the field when they are not one unencrypted OpenSSH pair);
+``PATCH`` and ``POST`` answer both halves.
 """
 
 from __future__ import annotations
@@ -37,13 +44,14 @@ import enum
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 import sqlalchemy as sa
 import trio
 from quart import Blueprint, Response, g, request
 
+from bai.common.agent_api import MAX_SSH_PRIVATE_KEY, MAX_SSH_PUBLIC_KEY
 from bai.common.auth import (
     HeaderSource,
     SignatureMismatch,
@@ -66,6 +74,7 @@ from bai.manager.models.identity import (
     users,
     verify_password,
 )
+from bai.manager.sshkeys import check_keypair, ensure_keypair, generate_keypair, store_keypair
 
 __all__ = [
     "AUTH_CACHE_TTL",
@@ -492,3 +501,46 @@ async def authorize() -> Response:
             }
         }
     )
+
+
+# ``/auth/ssh-keypair``: methods as the original manager routes them (the spec lists
+# ``pubkey``/``privkey`` under POST): PATCH generates, POST uploads.
+
+
+@blueprint.route("/ssh-keypair", methods=["GET"])
+@auth_required
+async def get_ssh_keypair() -> Response:
+    """``GET /auth/ssh-keypair``: the caller's SSH public key, generated on first use.
+
+    The private half is never shown here; sessions get it as ``/home/work/id_container``.
+    """
+    pair = await ensure_keypair(current_ctx().db, current_auth().access_key)
+    return json_response({"ssh_public_key": pair.public_key})
+
+
+@blueprint.route("/ssh-keypair", methods=["PATCH"])
+@auth_required
+async def generate_ssh_keypair() -> Response:
+    """``PATCH /auth/ssh-keypair``: replace the caller's SSH keypair with a new one
+    (ed25519); answers both halves.  Sessions started later get the new pair."""
+    pair = await generate_keypair()
+    await store_keypair(current_ctx().db, current_auth().access_key, pair)
+    return json_response({"ssh_public_key": pair.public_key, "ssh_private_key": pair.private_key})
+
+
+class _SSHKeypairUpload(msgspec.Struct, kw_only=True):
+    # Bounds with room for white space that check_keypair strips; it checks the exact ones.
+    pubkey: Annotated[str, msgspec.Meta(max_length=2 * MAX_SSH_PUBLIC_KEY)]
+    privkey: Annotated[str, msgspec.Meta(max_length=2 * MAX_SSH_PRIVATE_KEY)]
+
+
+@blueprint.route("/ssh-keypair", methods=["POST"])
+@auth_required
+async def upload_ssh_keypair() -> Response:
+    """``POST /auth/ssh-keypair`` with ``pubkey`` and ``privkey``: store the caller's own
+    pair (OpenSSH text, unencrypted, the two halves of one key; 400 naming the field
+    otherwise, see :func:`bai.manager.sshkeys.check_keypair`); answers both halves."""
+    params = await read_json(_SSHKeypairUpload)
+    pair = await check_keypair(params.pubkey, params.privkey)
+    await store_keypair(current_ctx().db, current_auth().access_key, pair)
+    return json_response({"ssh_public_key": pair.public_key, "ssh_private_key": pair.private_key})

@@ -38,6 +38,7 @@ from bai.manager.sessions.queries import kernel_status, merge_status_data, runni
 from bai.manager.sessions.request import VFOLDER_MOUNT_KEYS
 from bai.manager.sessions.state import ClusterLink, LocalState
 from bai.manager.sessions.terminate import Terminator
+from bai.manager.sshkeys import session_keypair
 
 __all__ = ["Starter"]
 
@@ -99,8 +100,11 @@ def _replicas(kernel_rows: Sequence[Any]) -> dict[str, int]:
     return counts
 
 
-def _kernel_config(session_row: Any, row: Any) -> dict[str, Any]:
-    """The ``KernelConfig`` map of ``create_kernels`` for one kernel row."""
+def _kernel_config(
+    session_row: Any, row: Any, ssh_keypair: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``KernelConfig`` map of ``create_kernels`` for one kernel row (and the session
+    owner's *ssh_keypair*, the same for every kernel of the session)."""
     config = {
         "kernel_id": str(row.id),
         "image": session_row.image,
@@ -118,6 +122,8 @@ def _kernel_config(session_row: Any, row: Any) -> dict[str, Any]:
     mounts = kernel_mounts(session_row.vfolder_mounts)
     if mounts:
         config["mounts"] = mounts
+    if ssh_keypair is not None:
+        config["ssh_keypair"] = ssh_keypair
     return config
 
 
@@ -235,6 +241,7 @@ class Starter:
         await publish_events(self._bus, events)
         if not proceed:
             return
+        ssh_keypair = await session_keypair(self._db, session_row.access_key)
         by_agent: dict[str, list[Any]] = {}
         for row in kernel_rows:
             by_agent.setdefault(row.agent, []).append(row)
@@ -249,7 +256,7 @@ class Starter:
         async def create_on(agent_id: str, rows: list[Any]) -> None:
             args = {
                 "session_id": str(session_id),
-                "kernels": [_kernel_config(session_row, row) for row in rows],
+                "kernels": [_kernel_config(session_row, row, ssh_keypair) for row in rows],
                 "cluster": cluster,
             }
             try:

@@ -5,9 +5,10 @@ letters, digits (any script), ``_``, ``-`` and ``.``; no slash, space or
 control character; not one of :data:`RESERVED_NAMES` (``.``, ``..``, ``_``,
 ``.bai`` and the dot-files a kernel's home needs, which an auto-mounted
 folder would hide) nor a shell start-up file (``.bashrc``,
-``.zprofile``...).  A name starting with a dot is a *private* folder: only
-users own one, it is mounted into each of their sessions, and it is never
-invited or shared.
+``.zprofile``...).  ``.ssh`` is allowed: the spec's way to log in with
+one's own key is a ``.ssh`` folder holding ``authorized_keys``.  A name
+starting with a dot is a *private* folder: only users own one, it is
+mounted into each of their sessions, and it is never invited or shared.
 
 Permissions (:class:`Permission`): ``ro`` < ``rw`` < ``wd``; a need is met by
 that level or a higher one.  :func:`effective_permission` is the caller's
@@ -72,7 +73,6 @@ RESERVED_NAMES: Final = frozenset(
         "..",
         "_",
         ".bai",
-        ".ssh",
         ".jupyter",
         ".terminfo",
         ".tmux.conf",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,7 @@ from bai.agent.launch import (
     container_ports,
     cpu_and_memory,
     kernel_hostname,
+    kernel_services,
     occupied_slots,
     plan_launch,
     plan_record,
@@ -34,7 +36,7 @@ from bai.common.agent_api import (
 )
 from bai.common.slots import ResourceSlot
 from bai.common.types import InvalidTransition, KernelStatus, SlotTypes
-from bai.kernel.service import parse_service_ports
+from bai.kernel.service import ServicePort, parse_service_ports
 
 SESSION = "00000000-0000-0000-0000-0000000000aa"
 KID = uuid.UUID("3f2c1b9e-5a8d-4c1e-9f00-1234567890ab")
@@ -48,7 +50,7 @@ IMAGE = Image(
     service_ports=tuple(parse_service_ports("http:http:8080,ide:http:[8090,8091]")),
     corecount_envs=("OMP_NUM_THREADS", "NPROC"),
 )
-PORT_MAP = {8080: 30001, 8090: 30002, 8091: 30003}
+PORT_MAP = {8080: 30001, 8090: 30002, 8091: 30003, 2200: 30004, 7681: 30005}
 ALLOCATION: dict[str, Allocation] = {
     "cpu": {"cpu": {"2": Decimal(1), "3": Decimal(1)}},
     "mem": {"mem": {"root": Decimal(512 * 1024**2)}},
@@ -129,7 +131,9 @@ def test_a_launch_carries_the_environment_limits_and_script() -> None:
     assert launch.limits.memory == 512 * 1024**2
     assert launch.limits.pids == 512
     assert launch.limits.cpus == (2, 3)
-    assert launch.service_ports_label == "http:http:30001,ide:http:[30002,30003]"
+    assert launch.service_ports_label == (
+        "http:http:30001,ide:http:[30002,30003],sshd:tcp:30004,ttyd:http:30005"
+    )
     assert launch.hostname == "main1"
     assert launch.peers == ("main1", "sub1")
     assert (launch.bootstrap_script, launch.bootstrap_timeout) == ("echo hi", 12.5)
@@ -173,6 +177,8 @@ def test_the_record_names_the_allocation_and_host_ports() -> None:
             "container_ports": [30002, 30003],
             "host_ports": [30002, 30003],
         },
+        {"name": "sshd", "protocol": "tcp", "container_ports": [30004], "host_ports": [30004]},
+        {"name": "ttyd", "protocol": "http", "container_ports": [30005], "host_ports": [30005]},
     ]
 
 
@@ -236,10 +242,19 @@ def test_bad_slots_name_the_kernel_and_the_slot() -> None:
 
 
 def test_small_helpers() -> None:
-    assert container_ports(IMAGE) == [8080, 8090, 8091]
-    assert ports_label(IMAGE, PORT_MAP) == "http:http:30001,ide:http:[30002,30003]"
+    assert container_ports(IMAGE) == [8080, 8090, 8091, 2200, 7681]
+    assert ports_label(IMAGE, PORT_MAP) == (
+        "http:http:30001,ide:http:[30002,30003],sshd:tcp:30004,ttyd:http:30005"
+    )
     assert cpu_and_memory(ResourceSlot({"cpu": Decimal("0.5")})) == (Decimal("0.5"), None)
     assert cpu_and_memory(ResourceSlot()) == (None, None)
+
+
+def test_every_kernel_offers_sshd_and_ttyd_unless_its_image_declares_them() -> None:
+    assert [s.name for s in kernel_services(IMAGE)] == ["http", "ide", "sshd", "ttyd"]
+    own_ttyd = ServicePort("ttyd", "http", (9000,))
+    image = replace(IMAGE, service_ports=(own_ttyd,))
+    assert kernel_services(image) == (own_ttyd, ServicePort("sshd", "tcp", (2200,)))
 
 
 def test_kernel_statuses_follow_the_transition_table() -> None:

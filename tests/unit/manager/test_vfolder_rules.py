@@ -38,7 +38,17 @@ RO, RW, WD = Permission.RO, Permission.RW, Permission.WD
 
 @pytest.mark.parametrize(
     "name",
-    ["data", "my-data_2", "v1.2", ".local", ".config", "데이터", "a" * MAX_NAME_LENGTH, "-x"],
+    [
+        "data",
+        "my-data_2",
+        "v1.2",
+        ".local",
+        ".config",
+        ".ssh",
+        "데이터",
+        "a" * MAX_NAME_LENGTH,
+        "-x",
+    ],
 )
 def test_good_names_pass_unchanged(name: str) -> None:
     assert check_name(name) == name
@@ -55,7 +65,7 @@ def test_good_names_pass_unchanged(name: str) -> None:
         (".", "reserved"),
         ("_", "reserved"),
         (".bai", "reserved"),
-        (".ssh", "reserved"),
+        (".jupyter", "reserved"),
         (".bashrc", "reserved"),
         (".zshrc", "reserved"),
         (".bash_profile", "reserved"),
