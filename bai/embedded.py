@@ -17,6 +17,12 @@ same services as the distributed mode, wired with the embedded backends:
   each start and announced to the manager in the shared configuration
   (``volumes/*``); as root, the folders it makes belong to the user kernels
   run as, so sessions can write in the folders they mount;
+* one app proxy (:class:`~bai.appproxy.server.AppProxyService`) in
+  port-mapping mode: its API on a port of the API's host chosen at each
+  start, apps on ports :data:`APP_PORT_RANGE` of that host (loopback when the
+  API listens on every address), a secret new at each start; it is announced
+  to the manager as the ``wsproxy_addr`` of the agent's resource group and
+  the shared-config key ``appproxy/secret``;
 * one in-process event bus both of them use, and manager-to-agent RPC over
   ``inproc://``.
 
@@ -29,8 +35,8 @@ fixture.  The data folder is its user's only (0700, its files 0600, also
 those of an earlier run): it holds every secret key.  Cancelling
 :meth:`EmbeddedService.serve` stops the agent first, which kills and removes
 every kernel, lets the manager record their end, then stops the manager and
-the storage proxy: nothing is left running, and no session is left RUNNING in
-the database.
+both proxies: nothing is left running, and no session is left RUNNING in the
+database.
 
 :func:`main` is the ``bai up`` process: it prints the endpoint, the access
 keys and the files holding their secret keys (never a secret key: its output
@@ -57,8 +63,16 @@ import trio
 
 from bai.agent.backends.local import kernel_owner
 from bai.agent.server import AgentService
+from bai.appproxy.server import AppProxyAddresses, AppProxyService
 from bai.client.envfile import CLIENT_ENV_NAME, write_client_env
-from bai.common.config import AgentConfig, ManagerConfig, StorageProxyConfig, parse_config
+from bai.common.appproxy_api import SECRET_CONFIG_KEY
+from bai.common.config import (
+    AgentConfig,
+    AppProxyConfig,
+    ManagerConfig,
+    StorageProxyConfig,
+    parse_config,
+)
 from bai.common.daemon import private_dir, private_file, serve_until_signal, tune_collector
 from bai.common.events import InProcEventBus
 from bai.common.logging import setup_logging
@@ -68,18 +82,21 @@ from bai.manager.db import Database, create_database
 from bai.manager.fixtures import default_fixture, populate
 from bai.manager.models import agents, kernels, keypairs, migrate, users
 from bai.manager.models.identity import UserRole
-from bai.manager.models.resource import AgentStatus
-from bai.manager.models.shared_config import put_config_many
+from bai.manager.models.resource import AgentStatus, scaling_groups
+from bai.manager.models.shared_config import put_config, put_config_many
 from bai.manager.server import ManagerHandle, ManagerService
 from bai.storage.server import ProxyAddresses, StorageProxyService
 
 __all__ = [
+    "APP_PORT_RANGE",
     "DEFAULT_PORT",
     "EmbeddedHandle",
     "EmbeddedService",
     "Keypair",
+    "announce_app_proxy",
     "announce_storage_proxy",
     "client_env_name",
+    "embedded_appproxy_config",
     "embedded_configs",
     "embedded_storage_config",
     "main",
@@ -98,6 +115,8 @@ SHUTDOWN_TIMEOUT: Final = 60.0
 #: The storage proxy and the volume of ``bai up``: the vfolder host is ``PROXY:VOLUME``.
 STORAGE_PROXY: Final = "local"
 STORAGE_VOLUME: Final = "local"
+#: The ports the app proxy of ``bai up`` gives apps (one per app of a session).
+APP_PORT_RANGE: Final = (10205, 10300)
 #: Socket paths longer than this are moved under /tmp (the kernel's limit is 107 bytes).
 _MAX_IPC_DIR: Final = 60
 
@@ -119,6 +138,7 @@ class EmbeddedHandle:
     manager: ManagerHandle
     agent: AgentService
     storage: ProxyAddresses
+    appproxy: AppProxyAddresses
     endpoint: str
     keypairs: tuple[Keypair, ...]
     client_env: Path
@@ -223,6 +243,49 @@ path = {_toml(str(data_dir / "vfroot" / STORAGE_VOLUME))}
     )
 
 
+def embedded_appproxy_config(host: str = "127.0.0.1") -> AppProxyConfig:
+    """The app proxy's config for an embedded cluster whose API listens on *host*.
+
+    Port-mapping mode: the API on a port of *host* chosen at each start (the
+    manager learns it from ``wsproxy_addr``), apps on :data:`APP_PORT_RANGE`
+    of *host*; browsers are sent to *host*, or to the loopback address when
+    *host* is every address.  The secret is new at each start.
+    """
+    advertised = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    low, high = APP_PORT_RANGE
+    return parse_config(
+        AppProxyConfig,
+        f"""
+[appproxy]
+service-addr = {_toml(f"[{host}]:0" if ":" in host else f"{host}:0")}
+mode = "port"
+bind-host = {_toml(host)}
+advertised-host = {_toml(advertised)}
+port-range = [{low}, {high}]
+""",
+        source="bai up (app proxy)",
+    )
+
+
+async def announce_app_proxy(
+    db: Database, resource_group: str, config: AppProxyConfig, addresses: AppProxyAddresses
+) -> None:
+    """Tell the managers of *db* that *resource_group*'s app proxy answers at *addresses*.
+
+    Sets the group's ``wsproxy_addr`` and the shared-config key
+    ``appproxy/secret``, as an operator of the distributed mode does by hand.
+    """
+    async with db.begin() as conn:
+        updated = await conn.execute(
+            sa.update(scaling_groups)
+            .where(scaling_groups.c.name == resource_group)
+            .values(wsproxy_addr=addresses.api)
+        )
+        await put_config(conn, SECRET_CONFIG_KEY, config.appproxy.secret)
+    if not updated.rowcount:
+        log.warning("no resource group %r: its app proxy was not announced", resource_group)
+
+
 async def announce_storage_proxy(
     db: Database,
     proxy: str,
@@ -272,7 +335,8 @@ class EmbeddedService:
     """The embedded cluster; see the module docstring.
 
     *manager_config* and *agent_config* default to :func:`embedded_configs`
-    of *data_dir*, *storage_config* to :func:`embedded_storage_config`;
+    of *data_dir*, *storage_config* to :func:`embedded_storage_config`,
+    *appproxy_config* to :func:`embedded_appproxy_config` of the API's host;
     *agent_options* go to :class:`AgentService` (tunables such as
     ``start_timeout``).
     """
@@ -284,6 +348,7 @@ class EmbeddedService:
         manager_config: ManagerConfig | None = None,
         agent_config: AgentConfig | None = None,
         storage_config: StorageProxyConfig | None = None,
+        appproxy_config: AppProxyConfig | None = None,
         agent_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
@@ -291,6 +356,9 @@ class EmbeddedService:
         self.manager_config = manager_config or defaults[0]
         self.agent_config = agent_config or defaults[1]
         self.storage_config = storage_config or embedded_storage_config(self.data_dir)
+        self.appproxy_config = appproxy_config or embedded_appproxy_config(
+            self.manager_config.manager.service_addr.host
+        )
         self._agent_options = dict(agent_options or {})
 
     async def serve(
@@ -328,6 +396,7 @@ class EmbeddedService:
         Shielded, so that the manager still records what the agent reports
         while it kills its kernels; every step of the shutdown is bounded.
         The storage proxy starts first and stops last: kernels mount its folders.
+        The app proxy starts with it, before the manager that announces it.
         """
         bus = InProcEventBus()
         rpc_url = f"inproc://bai-agent-{uuid.uuid4().hex}"
@@ -338,6 +407,9 @@ class EmbeddedService:
                 storage: ProxyAddresses = await nursery.start(
                     StorageProxyService(storage_config).serve
                 )
+                appproxy: AppProxyAddresses = await nursery.start(
+                    AppProxyService(self.appproxy_config).serve
+                )
                 manager: ManagerHandle = await nursery.start(
                     ManagerService(self.manager_config, bus=bus, upgrade_schema=False).serve
                 )
@@ -345,6 +417,12 @@ class EmbeddedService:
                 # manager reads these keys on every storage call.
                 await announce_storage_proxy(
                     manager.ctx.db, STORAGE_PROXY, storage_config, storage, STORAGE_VOLUME
+                )
+                await announce_app_proxy(
+                    manager.ctx.db,
+                    self.agent_config.agent.scaling_group,
+                    self.appproxy_config,
+                    appproxy,
                 )
                 agent = AgentService(
                     self.agent_config,
@@ -379,7 +457,7 @@ class EmbeddedService:
                         )
                     )
                 task_status.started(
-                    EmbeddedHandle(manager, agent, storage, endpoint, pairs, env_path)
+                    EmbeddedHandle(manager, agent, storage, appproxy, endpoint, pairs, env_path)
                 )
                 await stop.wait()
                 agent_scope.cancel()
@@ -448,6 +526,7 @@ def _describe(handle: EmbeddedHandle) -> list[str]:
     lines = [
         f"bai is up: {handle.endpoint}",
         f"  agent {handle.agent.agent_id} ({handle.agent.backend.describe()})",
+        f"  app proxy {handle.appproxy.api}",
         "  keypairs (each secret key is in the file named, readable by its owner only):",
     ]
     lines += [

@@ -94,11 +94,13 @@ def up(data_dir: Path, host: str, port: int | None) -> None:
 
 
 def _register_daemon_groups() -> None:
+    from bai.cli.appproxy import app_proxy
     from bai.cli.manager import manager
     from bai.cli.storage import storage_proxy
 
     cli.add_command(manager)
     cli.add_command(storage_proxy)
+    cli.add_command(app_proxy)
 
 
 _register_daemon_groups()

@@ -31,7 +31,7 @@ from hypercorn.config import Config
 from hypercorn.events import Closed, Event
 from hypercorn.trio import tcp_server
 
-__all__ = ["RECV_SIZE", "hypercorn_config", "prepare_hypercorn"]
+__all__ = ["RECV_SIZE", "base_url", "hypercorn_config", "prepare_hypercorn"]
 
 #: Bytes hypercorn reads from a socket at once.
 RECV_SIZE: Final = 1024 * 1024
@@ -82,3 +82,13 @@ def hypercorn_config(
     config.graceful_timeout = graceful_timeout
     config.include_server_header = False
     return config
+
+
+def base_url(bound: list[str]) -> str:
+    """The URL to reach a listener that hypercorn reports bound at *bound*.
+
+    A wildcard address (``0.0.0.0``, ``[::]``) is answered as the loopback
+    address of its family, which reaches it from this host.
+    """
+    url = bound[0]
+    return url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")

@@ -1,9 +1,10 @@
-"""Typed TOML configuration for the manager, the agent and the storage proxy.
+"""Typed TOML configuration for the manager, the agent, the storage proxy and the app proxy.
 
 Each daemon has one config class (:class:`ManagerConfig`, :class:`AgentConfig`,
-:class:`StorageProxyConfig`) made of frozen :mod:`msgspec` structs.  TOML keys
-are kebab-case as in the Backend.AI samples (``heartbeat-interval``); the
-Python attributes are the same names in snake_case (``heartbeat_interval``).
+:class:`StorageProxyConfig`, :class:`AppProxyConfig`) made of frozen
+:mod:`msgspec` structs.  TOML keys are kebab-case as in the Backend.AI samples
+(``heartbeat-interval``); the Python attributes are the same names in
+snake_case (``heartbeat_interval``).
 
 Guarantees of :func:`load_config`:
 
@@ -51,6 +52,10 @@ from bai.common.config.schema import (
     AgentLoggingConfig,
     AgentSection,
     ApiConfig,
+    AppProxyConfig,
+    AppProxyLogFileConfig,
+    AppProxyLoggingConfig,
+    AppProxySection,
     ClientApiConfig,
     ContainerConfig,
     DaemonConfig,
@@ -100,6 +105,10 @@ __all__ = [
     "AgentLoggingConfig",
     "AgentSection",
     "ApiConfig",
+    "AppProxyConfig",
+    "AppProxyLogFileConfig",
+    "AppProxyLoggingConfig",
+    "AppProxySection",
     "ClientApiConfig",
     "ConfigError",
     "ContainerConfig",

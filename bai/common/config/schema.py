@@ -35,6 +35,10 @@ __all__ = [
     "AgentLoggingConfig",
     "AgentSection",
     "ApiConfig",
+    "AppProxyConfig",
+    "AppProxyLogFileConfig",
+    "AppProxyLoggingConfig",
+    "AppProxySection",
     "ClientApiConfig",
     "ContainerConfig",
     "DaemonConfig",
@@ -168,6 +172,18 @@ class StorageProxyLoggingConfig(LoggingConfig, frozen=True):
     """``[logging]`` of the storage proxy."""
 
     file: StorageProxyLogFileConfig = msgspec.field(default_factory=StorageProxyLogFileConfig)
+
+
+class AppProxyLogFileConfig(LogFileConfig, frozen=True):
+    """``[logging.file]`` of the app proxy (default file ``app-proxy.log``)."""
+
+    filename: Name = "app-proxy.log"
+
+
+class AppProxyLoggingConfig(LoggingConfig, frozen=True):
+    """``[logging]`` of the app proxy."""
+
+    file: AppProxyLogFileConfig = msgspec.field(default_factory=AppProxyLogFileConfig)
 
 
 class DebugConfig(Section, frozen=True):
@@ -354,6 +370,62 @@ def _default_volumes() -> dict[str, VolumeConfig]:
     return {"local": VolumeConfig(path=Path("./vfroot/local"))}
 
 
+_DNS_LABEL_RE: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
+
+
+class AppProxySection(Section, frozen=True):
+    """``[appproxy]``: the app proxy's API, its mode and its app listeners.
+
+    In ``port`` mode every app gets a port of ``port-range`` on
+    ``bind-host``; in ``wildcard`` mode every app gets a host name under
+    ``wildcard-domain``, all served by one listener on
+    ``bind-host:wildcard-port``.
+    """
+
+    service_addr: HostPort = HostPort("127.0.0.1", 10200)
+    ssl_enabled: bool = False
+    ssl_cert: Path | None = None
+    ssl_privkey: Path | None = None
+    secret: Name = msgspec.field(default_factory=_random_secret)
+    mode: Literal["port", "wildcard"] = "port"
+    bind_host: Name = "127.0.0.1"
+    advertised_host: Name | None = None
+    advertised_scheme: Literal["http", "https"] = "http"
+    port_range: tuple[Port, Port] = (10205, 10300)
+    wildcard_domain: Name | None = None
+    wildcard_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 10201
+    advertised_port: Port | None = None
+    idle_timeout: Duration = Duration(3600.0)
+    max_connections_per_route: Annotated[int, msgspec.Meta(ge=1)] = 256
+    pid_file: Path | None = None
+
+    def problems(self) -> Iterator[Problem]:
+        yield from _tls_problems(self.ssl_enabled, self.ssl_cert, self.ssl_privkey)
+        low, high = self.port_range
+        if low > high:
+            yield "port-range", "the first port must not exceed the second", list(self.port_range)
+        if self.mode == "wildcard":
+            domain = self.wildcard_domain
+            if domain is None:
+                yield "wildcard-domain", 'is required when mode is "wildcard"', NO_VALUE
+            elif len(domain) > 200 or not all(
+                _DNS_LABEL_RE.fullmatch(label) for label in domain.split(".")
+            ):
+                yield (
+                    "wildcard-domain",
+                    "must be a lowercase DNS name (letters, digits and '-' between dots)",
+                    domain,
+                )
+        elif self.advertised_host is None and self.bind_host in _WILDCARD_HOSTS:
+            yield (
+                "advertised-host",
+                "is required when bind-host listens on every address: "
+                "browsers need a name or address to reach the apps at",
+                NO_VALUE,
+            )
+
+
 class DaemonConfig(Section, frozen=True):
     """Base of the three top-level configs; ``FILE_NAME`` is what the search looks for."""
 
@@ -408,11 +480,22 @@ class StorageProxyConfig(DaemonConfig, frozen=True):
                 )
 
 
+class AppProxyConfig(DaemonConfig, frozen=True):
+    """``app-proxy.toml``."""
+
+    FILE_NAME: ClassVar[str] = "app-proxy.toml"
+
+    appproxy: AppProxySection = msgspec.field(default_factory=AppProxySection)
+    logging: AppProxyLoggingConfig = msgspec.field(default_factory=AppProxyLoggingConfig)
+    debug: DebugConfig = msgspec.field(default_factory=DebugConfig)
+
+
 #: Every daemon's config class.
 DAEMON_CONFIGS: Final[tuple[type[DaemonConfig], ...]] = (
     ManagerConfig,
     AgentConfig,
     StorageProxyConfig,
+    AppProxyConfig,
 )
 
 

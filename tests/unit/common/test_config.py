@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from bai.common.config import (
     MAX_CONFIG_BYTES,
     AgentConfig,
+    AppProxyConfig,
     ConfigError,
     DaemonConfig,
     Duration,
@@ -34,7 +35,7 @@ from bai.common.slots import BinarySize
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs"
-KINDS: list[type[DaemonConfig]] = [ManagerConfig, AgentConfig, StorageProxyConfig]
+KINDS: list[type[DaemonConfig]] = [ManagerConfig, AgentConfig, StorageProxyConfig, AppProxyConfig]
 
 
 def bad(kind: type[DaemonConfig], text: str | bytes, **env: str) -> ConfigError:
