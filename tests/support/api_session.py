@@ -30,12 +30,14 @@ import sqlalchemy as sa
 
 from bai.client import APIConfig
 from bai.common.auth import sign_request
+from bai.embedded import announce_app_proxy
 from bai.manager.api.app import serve_api
 from bai.manager.db import Database
 from bai.manager.models import keypairs, users
 from bai.manager.models.identity import keypair_resource_policies
 
 from support.api import API_VERSION, Api, Key, assert_problem
+from support.appproxy import start_proxy
 from support.registry import Cluster, running_cluster
 from support.storage import StorageHandle, start_storage_proxy
 
@@ -224,11 +226,13 @@ async def running_deployment(
     agent_count: int = 1,
     manager: dict[str, str] | None = None,
     storage: bool = False,
+    app_proxy: bool = False,
 ) -> AsyncIterator[Deployment]:
     """Run a deployment on *backends* (module docs) for the ``async with`` block.
 
     With *storage*, a storage proxy with one ``vfs`` volume (host ``local:local``)
-    runs beside it (:mod:`support.storage`).
+    runs beside it (:mod:`support.storage`); with *app_proxy*, an app proxy
+    announced as the ``default`` resource group's (:mod:`support.appproxy`).
     """
     overrides = {"service-addr": "127.0.0.1:0", **(manager or {})}
     async with running_cluster(
@@ -244,6 +248,9 @@ async def running_deployment(
             if storage
             else None
         )
+        if app_proxy:
+            apps = await start_proxy(cluster.nursery)
+            await announce_app_proxy(cluster.db, "default", apps.service.config, apps.addresses)
         urls: list[str] = await cluster.nursery.start(serve_api, cluster.ctx)
         keys = await fixture_keys(cluster.db)
         async with httpx.AsyncClient(timeout=60.0) as http:

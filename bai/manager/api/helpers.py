@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar, cast
 
 import msgspec
 from quart import Response, current_app, request
+from werkzeug.datastructures import MultiDict
 
 from bai.common.slots import ResourceSlot
 from bai.common.validation import NO_VALUE, InvalidField, invalid_value
@@ -138,14 +139,14 @@ async def read_json(model: type[T], *, max_size: int = MAX_JSON_BODY) -> T:
     return _decode(await _body(max_size) or b"{}", model)
 
 
-def read_query(model: type[T]) -> T:
-    """Convert the query string into *model* (the first value of each key).
+def read_query(model: type[T], args: MultiDict[str, str] | None = None) -> T:
+    """Convert *args* (by default the query string) into *model*, the first value of each key.
 
     Values are strings, converted leniently: ``"1"`` for ints, ``"true"`` /
     ``"false"`` / ``"1"`` / ``"0"`` for bools.
     """
     values: dict[str, str] = {}
-    for key, value in request.args.items(multi=False):
+    for key, value in (request.args if args is None else args).items(multi=False):
         if "\0" in key or "\0" in value:
             raise InvalidParameter("must not contain NUL characters", field=key)
         values[key] = value

@@ -40,6 +40,7 @@ from bai.manager.sessions.model import (
 from bai.manager.sessions.queries import SessionLookup
 from bai.manager.sessions.reconcile import Reconciler
 from bai.manager.sessions.relay import Relay
+from bai.manager.sessions.services import ServiceAddress, Services
 from bai.manager.sessions.start import Starter
 from bai.manager.sessions.state import ClusterLink, LocalState, Timeouts, Waiters
 from bai.manager.sessions.terminate import Terminator
@@ -88,6 +89,7 @@ class SessionRegistry:
         cluster = ClusterLink(agents, schedule)
         self._lookup = SessionLookup(db)
         self._relay = Relay(db, cluster, self._lookup, timeouts)
+        self._services = Services(self._relay)
         self._terminator = Terminator(db, bus, cluster, self._state, self._lookup, timeouts)
         self._batches = BatchDrivers(
             db, bus, self._state, self._lookup, self._relay, self._terminator
@@ -310,3 +312,20 @@ class SessionRegistry:
     async def get_logs(self, session: SessionRef) -> str:
         """The main kernel's recent console log (the runner's output), as text."""
         return await self._relay.get_logs(session)
+
+    # ---------------------------------------------------------------- services
+
+    async def start_service(
+        self,
+        info: SessionInfo,
+        app: str,
+        *,
+        port: int | None = None,
+        envs: Mapping[str, str] | None = None,
+    ) -> ServiceAddress:
+        """Start the main kernel's *app* unless it runs (:meth:`Services.start`)."""
+        return await self._services.start(info, app, port=port, envs=envs)
+
+    async def shutdown_service(self, info: SessionInfo, app: str) -> str:
+        """Stop the main kernel's *app* (:meth:`Services.shutdown`)."""
+        return await self._services.shutdown(info, app)

@@ -109,7 +109,8 @@ class Relay:
         self._flush_timeout = timeouts.flush
         self._query_counts: dict[SessionId, int] = {}
 
-    def _running_main(self, info: SessionInfo) -> KernelInfo:
+    def running_main(self, info: SessionInfo) -> KernelInfo:
+        """The session's main kernel; SessionNotRunning unless it runs on a known agent."""
         kernel = info.main_kernel
         if info.status not in RUNNING_STATUSES or kernel.status not in (
             KernelStatus.RUNNING,
@@ -120,7 +121,7 @@ class Relay:
             raise SessionNotRunning(f"session {info.name} has no agent")
         return kernel
 
-    async def _kernel_call(
+    async def kernel_call(
         self,
         kernel: KernelInfo,
         method: str,
@@ -129,6 +130,7 @@ class Relay:
         timeout: float | None = None,  # noqa: ASYNC109 - per-call deadline
         path_field: str | None = None,
     ) -> Any:
+        """Call *method* on *kernel*'s agent; its errors become the session errors they mean."""
         assert kernel.agent is not None
         try:
             return await self._cluster.call(kernel.agent, method, dict(args), timeout=timeout)
@@ -169,7 +171,7 @@ class Relay:
         info = await self._lookup.resolve(session)
         if mode == "complete":
             return {"status": "finished", "completions": await self.complete(info, code, options)}
-        kernel = self._running_main(info)
+        kernel = self.running_main(info)
         if run_id is None or run_id == "":
             if mode in ("continue", "input"):
                 raise InvalidSessionRequest(
@@ -196,7 +198,7 @@ class Relay:
         }
         if mode == "batch":
             args["options"] = dict(options or {})
-        result: dict[str, Any] = await self._kernel_call(
+        result: dict[str, Any] = await self.kernel_call(
             kernel, AgentMethod.EXECUTE, args, timeout=flush + self._rpc_timeout
         )
         if mode in ("query", "batch"):
@@ -205,20 +207,20 @@ class Relay:
 
     async def interrupt(self, session: SessionRef) -> None:
         """Send an interrupt to the main kernel's current run (no guarantee it stops)."""
-        kernel = self._running_main(await self._lookup.resolve(session))
-        await self._kernel_call(kernel, AgentMethod.INTERRUPT_KERNEL, {"kernel_id": str(kernel.id)})
+        kernel = self.running_main(await self._lookup.resolve(session))
+        await self.kernel_call(kernel, AgentMethod.INTERRUPT_KERNEL, {"kernel_id": str(kernel.id)})
 
     async def complete(
         self, session: SessionRef, code: str, options: Mapping[str, Any] | None = None
     ) -> list[str]:
         """Auto-completion candidates for *code* from the main kernel (may be empty)."""
-        kernel = self._running_main(await self._lookup.resolve(session))
+        kernel = self.running_main(await self._lookup.resolve(session))
         args: dict[str, Any] = {"kernel_id": str(kernel.id), "code": code}
         if options:
             args["options"] = {
                 k: options[k] for k in ("post", "line", "row", "col") if options.get(k) is not None
             }
-        result = await self._kernel_call(kernel, AgentMethod.GET_COMPLETIONS, args)
+        result = await self.kernel_call(kernel, AgentMethod.GET_COMPLETIONS, args)
         return [item for item in result if isinstance(item, str)]
 
     async def upload_files(
@@ -246,8 +248,8 @@ class Relay:
                 )
         with _refused_paths():
             split_upload_paths([path for path, _ in files], field="files")
-        kernel = self._running_main(await self._lookup.resolve(session))
-        written: list[dict[str, Any]] = await self._kernel_call(
+        kernel = self.running_main(await self._lookup.resolve(session))
+        written: list[dict[str, Any]] = await self.kernel_call(
             kernel,
             AgentMethod.UPLOAD_FILES,
             {
@@ -277,10 +279,10 @@ class Relay:
         with _refused_paths():
             for path in paths:
                 split_path(path, field=path_field)
-        kernel = self._running_main(await self._lookup.resolve(session))
+        kernel = self.running_main(await self._lookup.resolve(session))
         archives = []
         for path in paths:
-            data = await self._kernel_call(
+            data = await self.kernel_call(
                 kernel,
                 AgentMethod.DOWNLOAD_FILE,
                 {"kernel_id": str(kernel.id), "path": path},
@@ -293,8 +295,8 @@ class Relay:
         """The main kernel's listing of *path*: ``{"files": JSON text, "errors", "abspath"}``."""
         with _refused_paths():
             split_path(path, allow_root=True)
-        kernel = self._running_main(await self._lookup.resolve(session))
-        result: dict[str, Any] = await self._kernel_call(
+        kernel = self.running_main(await self._lookup.resolve(session))
+        result: dict[str, Any] = await self.kernel_call(
             kernel,
             AgentMethod.LIST_FILES,
             {"kernel_id": str(kernel.id), "path": path},
@@ -308,9 +310,7 @@ class Relay:
         kernel = info.main_kernel
         if kernel.agent is None or kernel.status not in STARTED_KERNEL_STATUSES:
             raise SessionNotRunning(f"session {info.name} has no running kernel to read logs from")
-        result = await self._kernel_call(
-            kernel, AgentMethod.GET_LOGS, {"kernel_id": str(kernel.id)}
-        )
+        result = await self.kernel_call(kernel, AgentMethod.GET_LOGS, {"kernel_id": str(kernel.id)})
         logs = result.get("logs", "") if isinstance(result, Mapping) else ""
         return logs if isinstance(logs, str) else ""
 

@@ -31,19 +31,21 @@ seconds old, see :class:`~bai.manager.api.session.lookup.SessionCache`):
   (the latest time the session entered each status);
 * ``POST /session/:id/upload``, ``GET /session/:id/download``,
   ``/download_single`` and ``/files`` -- files under ``/home/work``
-  (:mod:`~bai.manager.api.session.files`).
+  (:mod:`~bai.manager.api.session.files`);
+* ``POST /session/:id/start-service`` and ``/shutdown-service`` -- a
+  session's app services (:mod:`~bai.manager.api.session.services`).
 
 The package's modules, each imported only by the ones after it: ``lookup``
 (finding the session a request names), ``views`` (the answers' JSON),
-``schema`` (request bodies), then the routes: ``lifecycle``, ``execute``
-and ``files``.  This module only registers the routes on :data:`blueprint`.
+``schema`` (request bodies), then the routes: ``lifecycle``, ``execute``,
+``files`` and ``services``.  This module only registers the routes on :data:`blueprint`.
 """
 
 from __future__ import annotations
 
 from quart import Blueprint
 
-from bai.manager.api.session import execute, files, lifecycle
+from bai.manager.api.session import execute, files, lifecycle, services
 
 __all__ = ["blueprint"]
 
@@ -70,3 +72,9 @@ blueprint.add_url_rule(
     "/<session_name>/download_single", view_func=files.download_single, methods=["GET"]
 )
 blueprint.add_url_rule("/<session_name>/files", view_func=files.list_files, methods=["GET"])
+blueprint.add_url_rule(
+    "/<session_name>/start-service", view_func=services.start_service, methods=["POST"]
+)
+blueprint.add_url_rule(
+    "/<session_name>/shutdown-service", view_func=services.shutdown_service, methods=["POST"]
+)

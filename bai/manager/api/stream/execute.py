@@ -29,37 +29,25 @@ requests are not counted against the keypair's rate limit.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
 from typing import Any, Final
 
 import msgspec
 import trio
-from quart import Blueprint, current_app, websocket
+from quart import websocket
 
-from bai.common.errors import InvalidValue
-from bai.manager.api.auth import (
-    AUTH_CACHE_TTL,
-    AuthContext,
-    KeypairCache,
-    authenticate,
-    resolve_owner,
-)
-from bai.manager.api.errors import problem_of
 from bai.manager.api.helpers import InvalidParameter, current_ctx
 from bai.manager.api.session.lookup import find_session, translated_errors
 from bai.manager.api.session.schema import batch_options
-from bai.manager.api.version import RAW_TARGET, VERSION_HEADER, parse_api_version
+from bai.manager.api.stream.common import (
+    CLOSE_NORMAL,
+    ClientMistake,
+    authenticate_websocket,
+    close_code,
+    send_json,
+)
 from bai.manager.sessions.model import SessionInfo
 
-__all__ = [
-    "FIRST_MESSAGE_TIMEOUT",
-    "INPUT_TIMEOUT",
-    "STREAM_FLUSH_TIMEOUT",
-    "blueprint",
-]
-
-
-blueprint = Blueprint("stream", __name__, url_prefix="/stream/session")
+__all__ = ["FIRST_MESSAGE_TIMEOUT", "INPUT_TIMEOUT", "STREAM_FLUSH_TIMEOUT", "execute"]
 
 #: Seconds the client has to send the run's parameters after the upgrade.
 FIRST_MESSAGE_TIMEOUT: Final = 30.0
@@ -68,9 +56,6 @@ INPUT_TIMEOUT: Final = 3600.0
 #: Seconds of output gathered into one message while the code runs.
 STREAM_FLUSH_TIMEOUT: Final = 0.5
 _FINAL: Final = frozenset({"finished", "exec-timeout"})
-_CLOSE_POLICY: Final = 1008
-_CLOSE_ERROR: Final = 1011
-_KEYPAIRS_KEY: Final = "bai.stream_keypairs"
 
 
 class _StreamRequest(msgspec.Struct, kw_only=True):
@@ -80,29 +65,6 @@ class _StreamRequest(msgspec.Struct, kw_only=True):
     run_id: str | None = msgspec.field(default=None, name="runId")
 
 
-class _ClientMistake(InvalidValue):
-    """The client sent something the protocol does not allow."""
-
-
-async def _authenticate() -> AuthContext:
-    """The caller of the WebSocket request, checked as the REST gate checks HTTP callers."""
-    header = websocket.headers.get(VERSION_HEADER)
-    if header is not None:
-        parse_api_version(header)
-    keypairs = current_app.extensions.get(_KEYPAIRS_KEY)
-    if not isinstance(keypairs, KeypairCache):
-        keypairs = current_app.extensions[_KEYPAIRS_KEY] = KeypairCache(AUTH_CACHE_TTL)
-    scope: Mapping[str, Any] = websocket.scope
-    auth = await authenticate(
-        current_ctx().db,
-        keypairs,
-        method="GET",
-        raw_target=str(scope[RAW_TARGET]),
-        headers=websocket.headers,
-    )
-    return await resolve_owner(auth, websocket.args.get("owner_access_key"))
-
-
 async def _receive_text(timeout: float, what: str) -> str:  # noqa: ASYNC109 - per-step deadline
     with trio.move_on_after(timeout):
         message = await websocket.receive()
@@ -110,13 +72,9 @@ async def _receive_text(timeout: float, what: str) -> str:  # noqa: ASYNC109 - p
             try:
                 return message.decode()
             except UnicodeDecodeError:
-                raise _ClientMistake(f"{what} is not UTF-8 text", field=what) from None
+                raise ClientMistake(f"{what} is not UTF-8 text", field=what) from None
         return message
-    raise _ClientMistake(f"no {what} within {timeout:g} seconds", field=what)
-
-
-async def _send(data: Any) -> None:
-    await websocket.send(msgspec.json.encode(data).decode())
+    raise ClientMistake(f"no {what} within {timeout:g} seconds", field=what)
 
 
 async def _run(info: SessionInfo) -> None:
@@ -124,7 +82,7 @@ async def _run(info: SessionInfo) -> None:
     try:
         params = msgspec.json.decode(raw, type=_StreamRequest)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _ClientMistake(
+        raise ClientMistake(
             f"the first message must be an execute request: {exc}", field="request"
         ) from None
     if params.mode not in ("query", "batch"):
@@ -146,7 +104,7 @@ async def _run(info: SessionInfo) -> None:
             )
         status = result.get("status")
         if status != "continued" or result.get("console"):
-            await _send(result)
+            await send_json(result)
         if status in _FINAL:
             return
         if status == "waiting-input":
@@ -156,17 +114,16 @@ async def _run(info: SessionInfo) -> None:
         options = None
 
 
-@blueprint.websocket("/<session_name>/execute")
 async def execute(session_name: str) -> None:
     """``GET /stream/session/:id/execute`` (WebSocket): one streamed run (module docs)."""
-    auth = await _authenticate()
+    auth = await authenticate_websocket()
     info = await find_session(session_name, auth)
     await websocket.accept()
     try:
         await _run(info)
     except Exception as exc:
-        problem = problem_of(exc)
-        await _send(
+        code, problem = close_code(exc)
+        await send_json(
             {
                 "status": "error",
                 "type": problem.body()["type"],
@@ -174,7 +131,6 @@ async def execute(session_name: str) -> None:
                 "msg": problem.detail,
             }
         )
-        code = _CLOSE_POLICY if isinstance(exc, _ClientMistake) else _CLOSE_ERROR
         await websocket.close(code, problem.title)
         return
-    await websocket.close(1000)
+    await websocket.close(CLOSE_NORMAL)
