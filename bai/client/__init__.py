@@ -9,7 +9,9 @@ Async (Trio)::
                 ...
         await sess.destroy()
 
-Blocking: :class:`~bai.client.sync.SyncAPIClient` offers the same calls.
+Blocking: :class:`~bai.client.sync.SyncAPIClient` offers the same calls
+(except the streams).  A session's terminal, streamed runs and TCP tunnels
+to its apps: :mod:`bai.client.stream`.
 
 This package imports only :mod:`bai.common` from bai (and httpx, trio).
 """
@@ -30,6 +32,7 @@ from bai.client.exceptions import (
 )
 from bai.client.request import APIClient, APIResponse
 from bai.client.session import (
+    AppInfo,
     ComputeSession,
     ConsoleItem,
     ExecutionResult,
@@ -40,6 +43,18 @@ from bai.client.session import (
 from bai.client.settings import API_VERSION, APIConfig, ClientConfigError
 from bai.client.shared_config import delete_config, get_config, set_config
 from bai.client.sse import SSEEvent
+from bai.client.stream import (
+    ExecuteStream,
+    ForwardStats,
+    PtyError,
+    PtyStream,
+    StreamClosed,
+    TcpTunnel,
+    forward_app,
+    open_tcpproxy,
+    stream_execute,
+    stream_pty,
+)
 from bai.client.sync import SyncAPIClient, SyncComputeSession, SyncVFolder
 from bai.client.vfolder import FolderEntry, Transferred, VFolder
 
@@ -48,6 +63,7 @@ __all__ = [
     "APIClient",
     "APIConfig",
     "APIResponse",
+    "AppInfo",
     "BackendAPIError",
     "BackendClientError",
     "BackendError",
@@ -55,28 +71,38 @@ __all__ = [
     "ComputeSession",
     "Conflict",
     "ConsoleItem",
+    "ExecuteStream",
     "ExecutionResult",
     "FileEntry",
     "FileListing",
     "FolderEntry",
     "Forbidden",
+    "ForwardStats",
     "InvalidAPIParameters",
     "MalformedResponse",
     "NotFound",
+    "PtyError",
+    "PtyStream",
     "RateLimited",
     "SSEEvent",
     "ServerError",
     "SessionPage",
+    "StreamClosed",
     "SyncAPIClient",
     "SyncComputeSession",
     "SyncVFolder",
+    "TcpTunnel",
     "Transferred",
     "Unauthorized",
     "VFolder",
     "delete_config",
+    "forward_app",
     "get_config",
     "graphql",
     "list_sessions",
+    "open_tcpproxy",
     "session_events",
     "set_config",
+    "stream_execute",
+    "stream_pty",
 ]

@@ -142,14 +142,18 @@ class APIClient:
         content_length: int | None = None,
         anonymous: bool = False,
         endless: bool = False,
+        host: str | None = None,
     ) -> httpx.Request:
         """Build the signed request (nothing is sent).
 
         ``json_body`` (any JSON value; ``None`` sends no body) and ``content``
         (raw bytes or an async byte stream with its ``content_type``) are
         exclusive.  An *endless* request (an event stream) waits for data
-        without a read timeout.  Raises :class:`BackendClientError` when the
-        request needs a keypair and the config has none.
+        without a read timeout.  *host* replaces the ``Host`` header httpx
+        derives from the endpoint (and is what gets signed): for a library
+        that writes its own, such as the WebSocket client.  Raises
+        :class:`BackendClientError` when the request needs a keypair and the
+        config has none.
         """
         if not anonymous and not self.config.has_credentials:
             raise BackendClientError(_MISSING_CREDENTIALS)
@@ -161,6 +165,8 @@ class APIClient:
             content_type = _JSON
         if content_length is not None:
             headers["Content-Length"] = str(content_length)
+        if host is not None:
+            headers["Host"] = host
         request = self.http.build_request(
             method,
             path,

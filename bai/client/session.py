@@ -1,4 +1,4 @@
-"""Compute sessions over the REST API: create, inspect, run code, move files, destroy.
+"""Compute sessions over the REST API: create, inspect, run code, move files, destroy, apps.
 
 :class:`ComputeSession` is a handle on one session, named by its name (or
 its UUID) and, for administrators acting for someone else, the owner's
@@ -12,6 +12,12 @@ while the server answers ``continued``, ``clean-finished`` or
 ``finished`` or ``exec-timeout``.  :meth:`ComputeSession.run` drives that loop
 and yields each :class:`ExecutionResult` as it arrives, so output can be shown
 while the code still runs.
+
+A session's app services (``sshd``, ``ttyd``, the image's own such as
+``jupyter``) are listed by :meth:`ComputeSession.apps` and started or stopped
+for the app proxy by :meth:`~ComputeSession.start_service` and
+:meth:`~ComputeSession.shutdown_service`; the WebSocket streams (terminal,
+streamed execution, TCP tunnels to an app) are in :mod:`bai.client.stream`.
 
 Guarantees: responses are parsed into typed values; a response that does not
 have the promised shape raises :class:`~bai.client.exceptions.BackendClientError`
@@ -53,12 +59,14 @@ from bai.client.sse import SSEEvent
 
 __all__ = [
     "FINAL_STATUSES",
+    "AppInfo",
     "ComputeSession",
     "ConsoleItem",
     "ExecutionResult",
     "FileEntry",
     "FileListing",
     "InputReader",
+    "batch_options",
     "session_events",
 ]
 
@@ -136,6 +144,51 @@ class ExecutionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class AppInfo:
+    """One app service of a session, as ``GET /stream/session/{name}/apps`` lists it.
+
+    ``protocol`` is ``tcp``, ``http``, ``pty`` or ``preopen``; ``ports`` are
+    the service's ports inside the kernel.  ``url_template`` (with
+    ``{protocol}``, ``{host}`` and ``{port}`` fields), ``allowed_arguments``
+    and ``allowed_envs`` are ``None`` when the server names none; ``raw``
+    is the whole entry as received.
+    """
+
+    name: str
+    protocol: str
+    ports: tuple[int, ...]
+    url_template: str | None
+    allowed_arguments: Any
+    allowed_envs: Any
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Any) -> AppInfo:
+        """Parse one entry; raises :class:`MalformedResponse` naming the bad field."""
+        if not isinstance(data, dict):
+            raise MalformedResponse("is not an object", value=data, field="app")
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise MalformedResponse("is missing or not a string", value=data, field="app.name")
+        # The session-creation answer's servicePorts call them container_ports.
+        ports = data.get("ports", data.get("container_ports", []))
+        if not isinstance(ports, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in ports
+        ):
+            raise MalformedResponse("is not a list of port numbers", value=ports, field="app.ports")
+        template = data.get("url_template")
+        return cls(
+            name=name,
+            protocol=str(data.get("protocol") or "tcp"),
+            ports=tuple(ports),
+            url_template=template if isinstance(template, str) and template else None,
+            allowed_arguments=data.get("allowed_arguments"),
+            allowed_envs=data.get("allowed_envs"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     """One entry of a directory listing inside a session."""
 
@@ -152,6 +205,18 @@ class FileListing:
     folder_path: str
     files: tuple[FileEntry, ...]
     errors: str
+
+
+def batch_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``options`` of a batch-mode execute request: ``clean``, ``build``, ``buildLog``,
+    ``exec`` (absent ones ``None``; ``*`` asks for the image's default command)."""
+    opts = options or {}
+    return {
+        "clean": opts.get("clean"),
+        "build": opts.get("build"),
+        "buildLog": bool(opts.get("buildLog", False)),
+        "exec": opts.get("exec"),
+    }
 
 
 def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,7 +265,13 @@ class ComputeSession:
         """The session's REST path, ``/session/<name, percent-encoded>``."""
         return f"/session/{quote(self.name, safe='')}"
 
-    def _owner(self) -> dict[str, str]:
+    @property
+    def stream_path(self) -> str:
+        """The session's WebSocket path, ``/stream/session/<name, percent-encoded>``."""
+        return f"/stream/session/{quote(self.name, safe='')}"
+
+    def owner_params(self) -> dict[str, str]:
+        """The query parameters naming the session's owner (empty unless one was given)."""
         return {"owner_access_key": self.owner_access_key} if self.owner_access_key else {}
 
     @classmethod
@@ -295,7 +366,7 @@ class ComputeSession:
 
     async def info(self) -> dict[str, Any]:
         """``GET /session/{name}``: what the server knows about the session."""
-        data = await self.api.fetch_json("GET", self.path, params=self._owner())
+        data = await self.api.fetch_json("GET", self.path, params=self.owner_params())
         if not isinstance(data, dict):
             raise MalformedResponse("is not an object", value=data, field="session info")
         return data
@@ -305,7 +376,7 @@ class ComputeSession:
 
         Returns the response body (it may hold the final ``stats``), ``{}`` if empty.
         """
-        params: dict[str, Any] = {**self._owner()}
+        params: dict[str, Any] = {**self.owner_params()}
         if forced:
             params["forced"] = True
         if recursive:
@@ -315,12 +386,12 @@ class ComputeSession:
 
     async def restart(self) -> None:
         """``PATCH /session/{name}``: restart the session's kernels (scratch files stay)."""
-        await self.api.request("PATCH", self.path, params=self._owner())
+        await self.api.request("PATCH", self.path, params=self.owner_params())
 
     async def rename(self, new_name: str) -> None:
         """``POST /session/{name}/rename``; the handle follows the new name."""
         await self.api.request(
-            "POST", f"{self.path}/rename", params={"name": new_name, **self._owner()}
+            "POST", f"{self.path}/rename", params={"name": new_name, **self.owner_params()}
         )
         self.name = new_name
 
@@ -343,16 +414,12 @@ class ComputeSession:
             )
         body: dict[str, Any] = {"mode": mode, "code": code, "runId": run_id}
         if mode == "batch":
-            opts = options or {}
-            body["options"] = {
-                "clean": opts.get("clean"),
-                "build": opts.get("build"),
-                "buildLog": bool(opts.get("buildLog", False)),
-                "exec": opts.get("exec"),
-            }
+            body["options"] = batch_options(options)
         elif options:
             body["options"] = dict(options)
-        data = await self.api.fetch_json("POST", self.path, params=self._owner(), json_body=body)
+        data = await self.api.fetch_json(
+            "POST", self.path, params=self.owner_params(), json_body=body
+        )
         return ExecutionResult.from_json(data)
 
     async def run(
@@ -394,7 +461,7 @@ class ComputeSession:
 
     async def interrupt(self) -> None:
         """``POST /session/{name}/interrupt``: ask the running code to stop."""
-        await self.api.request("POST", f"{self.path}/interrupt", params=self._owner())
+        await self.api.request("POST", f"{self.path}/interrupt", params=self.owner_params())
 
     async def complete(
         self, code: str, *, post: str = "", line: str = "", row: int = 0, col: int = 0
@@ -402,7 +469,7 @@ class ComputeSession:
         """``POST /session/{name}/complete``: auto-completion candidates for *code*."""
         body = {"code": code, "options": {"post": post, "line": line, "row": row, "col": col}}
         data = await self.api.fetch_json(
-            "POST", f"{self.path}/complete", params=self._owner(), json_body=body
+            "POST", f"{self.path}/complete", params=self.owner_params(), json_body=body
         )
         if isinstance(data, dict):
             data = data.get("result", [])
@@ -427,7 +494,7 @@ class ComputeSession:
         await self.api.request(
             "POST",
             f"{self.path}/upload",
-            params=self._owner(),
+            params=self.owner_params(),
             content=body,
             content_type=body.content_type,
             content_length=body.content_length,
@@ -454,7 +521,7 @@ class ComputeSession:
         async with self.api.stream(
             "GET",
             f"{self.path}/download",
-            params={"files": wanted, **self._owner()},
+            params={"files": wanted, **self.owner_params()},
             json_body={"files": wanted},
         ) as response:
             content_type = response.headers.get("Content-Type", "")
@@ -493,7 +560,7 @@ class ComputeSession:
     async def download_single(self, file: str) -> bytes:
         """``GET /session/{name}/download_single``: one small file's content."""
         response = await self.api.request(
-            "GET", f"{self.path}/download_single", params={"file": file, **self._owner()}
+            "GET", f"{self.path}/download_single", params={"file": file, **self.owner_params()}
         )
         return response.body
 
@@ -502,7 +569,7 @@ class ComputeSession:
         data = await self.api.fetch_json(
             "GET",
             f"{self.path}/files",
-            params={"path": path, **self._owner()},
+            params={"path": path, **self.owner_params()},
             json_body={"path": path},
         )
         if not isinstance(data, dict):
@@ -535,9 +602,63 @@ class ComputeSession:
             errors=errors if isinstance(errors, str) else json.dumps(errors),
         )
 
+    async def apps(self) -> list[AppInfo]:
+        """``GET /stream/session/{name}/apps``: the app services the session offers."""
+        data = await self.api.fetch_json(
+            "GET", f"{self.stream_path}/apps", params=self.owner_params()
+        )
+        if not isinstance(data, list):
+            raise MalformedResponse("is not a list", value=data, field="apps answer")
+        return [AppInfo.from_json(item) for item in data]
+
+    async def start_service(
+        self,
+        app: str,
+        *,
+        port: int | None = None,
+        envs: Mapping[str, str] | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        login_session_token: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /session/{name}/start-service``: start *app* for the app proxy.
+
+        Returns the answer, whose ``token`` and ``wsproxy_addr`` (both checked
+        to be text) make the browser URL
+        ``{wsproxy_addr}/v2/proxy/{token}/{session id}/add?app={app}``.
+        *envs* and *arguments* are sent as JSON text, as the official client
+        sends them.
+        """
+        body = _drop_none(
+            {
+                "app": app,
+                "port": port,
+                "envs": json.dumps(dict(envs)) if envs else None,
+                "arguments": json.dumps(dict(arguments)) if arguments else None,
+                "login_session_token": login_session_token,
+            }
+        )
+        data = await self.api.fetch_json(
+            "POST", f"{self.path}/start-service", params=self.owner_params(), json_body=body
+        )
+        if not isinstance(data, dict):
+            raise MalformedResponse("is not an object", value=data, field="start-service answer")
+        for key in ("token", "wsproxy_addr"):
+            if not isinstance(data.get(key), str):
+                raise MalformedResponse("is missing or not a string", value=data, field=key)
+        return data
+
+    async def shutdown_service(self, service_name: str) -> None:
+        """``POST /session/{name}/shutdown-service``: stop the app *service_name*."""
+        await self.api.request(
+            "POST",
+            f"{self.path}/shutdown-service",
+            params=self.owner_params(),
+            json_body={"service_name": service_name},
+        )
+
     async def logs(self) -> str:
         """``GET /session/{name}/logs``: the console log of the session's main kernel."""
-        data = await self.api.fetch_json("GET", f"{self.path}/logs", params=self._owner())
+        data = await self.api.fetch_json("GET", f"{self.path}/logs", params=self.owner_params())
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, dict) or not isinstance(result.get("logs", ""), str):
             raise MalformedResponse("has no result.logs text", value=data, field="logs answer")
@@ -546,7 +667,9 @@ class ComputeSession:
 
     async def status_history(self) -> dict[str, Any]:
         """``GET /session/{name}/status-history``: when the session entered each status."""
-        data = await self.api.fetch_json("GET", f"{self.path}/status-history", params=self._owner())
+        data = await self.api.fetch_json(
+            "GET", f"{self.path}/status-history", params=self.owner_params()
+        )
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, dict):
             raise MalformedResponse("has no result object", value=data, field="status history")

@@ -8,8 +8,9 @@ and waits for the answer, so one connection pool serves all calls.
 Guarantees: exceptions are the async client's own (they cross the thread
 unchanged); leaving the block closes the connection pool and joins the
 thread; calling a blocking method from inside a Trio task raises
-``RuntimeError`` instead of deadlocking.  Event streams are not offered here:
-use :class:`~bai.client.request.APIClient` for those.  Sessions and virtual
+``RuntimeError`` instead of deadlocking.  Event streams and the WebSocket
+streams of :mod:`bai.client.stream` are not offered here: use
+:class:`~bai.client.request.APIClient` for those.  Sessions and virtual
 folders have blocking handles (:class:`SyncComputeSession`,
 :class:`SyncVFolder`).
 """
@@ -30,7 +31,7 @@ from bai.client.admin import SessionPage, list_sessions
 from bai.client.exceptions import BackendClientError
 from bai.client.multipart import ProgressCallback
 from bai.client.request import APIClient
-from bai.client.session import ComputeSession, ExecutionResult, FileListing
+from bai.client.session import AppInfo, ComputeSession, ExecutionResult, FileListing
 from bai.client.settings import APIConfig
 from bai.client.shared_config import delete_config, get_config, set_config
 from bai.client.vfolder import FolderEntry, Transferred, VFolder
@@ -255,6 +256,16 @@ class SyncComputeSession:
 
     def logs(self) -> str:
         return self._client.call(self.session.logs)
+
+    def apps(self) -> list[AppInfo]:
+        return self._client.call(self.session.apps)
+
+    def start_service(self, app: str, **options: Any) -> dict[str, Any]:
+        """Options as :meth:`ComputeSession.start_service`."""
+        return self._client.call(self.session.start_service, app, **options)
+
+    def shutdown_service(self, service_name: str) -> None:
+        self._client.call(self.session.shutdown_service, service_name)
 
     def status_history(self) -> dict[str, Any]:
         return self._client.call(self.session.status_history)

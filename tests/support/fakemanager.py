@@ -5,7 +5,9 @@ client's unit tests talk to :class:`FakeManager`: a real HTTP server
 (quart-trio on hypercorn, bound to a free loopback port) that checks every
 request's signature with :func:`bai.common.auth.verify_request` exactly as the
 manager does, records what arrived, and answers with canned spec-shaped
-responses registered per route by each test.
+responses registered per route by each test.  WebSocket routes are served the
+same way (:meth:`FakeManager.add_websocket`): the handshake's signature is
+checked, and the test's handler runs in Quart's ``websocket`` context.
 
 The client and CLI unit tests import it (``from support.fakemanager import
 FakeManager, manager``); it holds no tests itself.  The tests of request
@@ -22,7 +24,7 @@ from urllib.parse import parse_qs, unquote
 
 import pytest
 import trio
-from quart import Response, request
+from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from bai.client import APIConfig
@@ -51,6 +53,9 @@ class Recorded:
 
 
 Handler = Callable[[Recorded], Awaitable[Response]]
+#: Runs a WebSocket route (accept, talk, close through ``quart.websocket``);
+#: a returned Response refuses the handshake with it.
+WebSocketHandler = Callable[[Recorded], Awaitable[Response | None]]
 
 
 def problem(status: int, error_type: str, title: str, detail: str | None = None) -> Response:
@@ -81,6 +86,7 @@ class FakeManager:
         self.secret_key = secret_key
         self.requests: list[Recorded] = []
         self.routes: dict[tuple[str, str], Handler] = {}
+        self.websocket_routes: dict[str, WebSocketHandler] = {}
         self.url = ""
         self.app = QuartTrio(__name__)
         self.app.add_url_rule(
@@ -96,6 +102,7 @@ class FakeManager:
             self._dispatch,
             methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         )
+        self.app.add_websocket("/<path:path>", "any_websocket", self._dispatch_websocket)
         self.add("GET", "/", self._hello)
 
     async def _hello(self, recorded: Recorded) -> Response:
@@ -104,6 +111,10 @@ class FakeManager:
     def add(self, method: str, path: str, handler: Handler) -> None:
         """Answer ``method path`` (decoded path, no query) with *handler*."""
         self.routes[(method, path)] = handler
+
+    def add_websocket(self, path: str, handler: WebSocketHandler) -> None:
+        """Serve WebSocket handshakes for *path* (decoded, no query) with *handler*."""
+        self.websocket_routes[path] = handler
 
     def answer(self, method: str, path: str, data: Any, status: int = 200) -> None:
         """Answer ``method path`` with a fixed JSON body."""
@@ -185,6 +196,30 @@ class FakeManager:
         handler = self.routes.get((request.method, recorded.path))
         if handler is None:
             return problem(404, "not-found", "Unknown route", f"{request.method} {recorded.path}")
+        return await handler(recorded)
+
+    async def _dispatch_websocket(self, path: str) -> Response | None:
+        raw_path = websocket.scope["raw_path"].decode("ascii")
+        query_string = websocket.scope["query_string"].decode("ascii")
+        target = f"{raw_path}?{query_string}" if query_string else raw_path
+        recorded = Recorded(
+            method="GET",
+            path=unquote(raw_path),
+            raw_target=target,
+            query=parse_qs(query_string, keep_blank_values=True),
+            headers={k.lower(): v for k, v in websocket.headers.items()},
+            body=b"",
+        )
+        self.requests.append(recorded)
+        try:
+            verify_request(
+                method="GET", path=target, headers=websocket.headers, secret_key=self.secret_key
+            )
+        except AuthError as exc:
+            return problem(401, "auth-failed", "Authentication failed", str(exc))
+        handler = self.websocket_routes.get(recorded.path)
+        if handler is None:
+            return problem(404, "not-found", "Unknown route", f"WebSocket {recorded.path}")
         return await handler(recorded)
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:

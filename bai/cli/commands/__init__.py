@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import click
 
+from bai.cli.commands.app import app, apps, scp, ssh
 from bai.cli.commands.config import config
 from bai.cli.commands.ps import ps
 from bai.cli.commands.session import events, logs, rm, run, start
+from bai.cli.commands.shell import shell
 from bai.cli.commands.vfolder import vfolder
 
 __all__ = ["register"]
 
 
 def register(group: click.Group) -> None:
-    """Add ``run``, ``start``, ``ps``, ``rm``, ``logs``, ``events``, ``config`` and ``vfolder``."""
-    for command in (run, start, ps, rm, logs, events, config, vfolder):
+    """Add ``run``, ``start``, ``ps``, ``rm``, ``logs``, ``events``, ``config``, ``vfolder``,
+    ``apps``, ``app``, ``ssh``, ``scp`` and ``shell``."""
+    for command in (run, start, ps, rm, logs, events, config, vfolder, apps, app, ssh, scp, shell):
         group.add_command(command)
