@@ -225,6 +225,10 @@ class Starter:
         if any(k.agent is None for k in kernel_rows):
             await self._fail_start(session_id, {}, "agent-error", {"repr": "a kernel has no agent"})
             return
+        # Made (on first use) while PREPARING: once the session is CREATING, the
+        # kernels must be asked for at once, or a manager that dies in between
+        # leaves a creation nobody started until its deadline.
+        ssh_keypair = await session_keypair(self._db, session_row.access_key)
 
         async def creating(conn: Connection) -> bool:
             events.clear()
@@ -241,7 +245,6 @@ class Starter:
         await publish_events(self._bus, events)
         if not proceed:
             return
-        ssh_keypair = await session_keypair(self._db, session_row.access_key)
         by_agent: dict[str, list[Any]] = {}
         for row in kernel_rows:
             by_agent.setdefault(row.agent, []).append(row)
