@@ -123,7 +123,10 @@ async def test_restart_keeps_files_and_forgets_the_namespace(harness: Harness) -
 async def test_service_port_starts_and_answers_http(harness: Harness) -> None:
     kernel = await harness.create()
     kid = kernel["kernel_id"]
-    (service,) = kernel["service_ports"]
+    services = {s["name"]: s for s in kernel["service_ports"]}
+    # The image's own app, then the two every kernel has.
+    assert list(services) == ["http", "sshd", "ttyd"]
+    service = services["http"]
     port = service["host_ports"][0]
     assert service["name"] == "http" and service["protocol"] == "http"
     low, high = harness.agent.config.container.port_range
@@ -142,16 +145,16 @@ async def test_service_port_starts_and_answers_http(harness: Harness) -> None:
             return data
 
     assert await trio.to_thread.run_sync(fetch) == b"<p>hello</p>"
-    apps = await harness.client.call("get_apps", {"kernel_id": kid})
-    assert apps == [
-        {
-            "name": "http",
-            "protocol": "http",
-            "ports": [port],
-            "url_template": "http://{host}:{port}/",
-            "running": True,
-        }
-    ]
+    apps = {a["name"]: a for a in await harness.client.call("get_apps", {"kernel_id": kid})}
+    assert apps["http"] == {
+        "name": "http",
+        "protocol": "http",
+        "ports": [port],
+        "url_template": "http://{host}:{port}/",
+        "running": True,
+    }
+    assert set(apps) == {"http", "sshd", "ttyd"}
+    assert not apps["sshd"]["running"] and not apps["ttyd"]["running"]
     again = await harness.client.call("start_service", {"kernel_id": kid, "service": "http"})
     assert again["status"] == "running"
     stopped = await harness.client.call("shutdown_service", {"kernel_id": kid, "service": "http"})
@@ -346,7 +349,11 @@ service-defs = "{defs}"
         assert result["status"] == "failed"
         assert "ports[3]" in result["error"]
         apps = await h.client.call("get_apps", {"kernel_id": kid})
-        assert [(a["name"], a["running"]) for a in apps] == [("broken", False)]
+        assert [(a["name"], a["running"]) for a in apps] == [
+            ("broken", False),
+            ("sshd", False),
+            ("ttyd", False),
+        ]
         listing = await h.client.call("list_files", {"kernel_id": kid})
         assert "made.txt" not in listing["files"]
 

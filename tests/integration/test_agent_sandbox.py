@@ -140,7 +140,7 @@ async def test_kernels_of_one_session_share_a_private_network(harness: Harness) 
 async def test_the_agent_forwards_service_ports_into_the_kernel(harness: Harness) -> None:
     kernel = await harness.create()
     kid = kernel["kernel_id"]
-    (service,) = kernel["service_ports"]
+    service = next(s for s in kernel["service_ports"] if s["name"] == "http")
     port = service["host_ports"][0]
     await harness.client.call(
         "upload_file", {"kernel_id": kid, "path": "public/big.bin", "data": os.urandom(1 << 20)}

@@ -53,7 +53,8 @@ async def test_create_reuse_info_and_destroy(deployment: Deployment) -> None:
         "servicePorts": created["servicePorts"],
         "created": True,
     }
-    assert [port["name"] for port in created["servicePorts"]] == ["http"]
+    # The image's app, then the two every kernel has.
+    assert [port["name"] for port in created["servicePorts"]] == ["http", "sshd", "ttyd"]
 
     # reuseIfExists (the default) answers the running session; without it, a conflict.
     reused = await deployment.api.call(

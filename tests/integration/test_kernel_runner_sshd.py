@@ -76,13 +76,6 @@ def runner(workdir: Path, port: int) -> Iterator[RunnerProcess]:
     assert process.session_pids() == []
 
 
-@pytest.fixture
-def kernel(runner: RunnerProcess) -> Iterator[RunnerClient]:
-    with runner.client() as client:
-        client.wait_ready()
-        yield client
-
-
 def _start(kernel: RunnerClient, **payload: Any) -> dict[str, Any]:
     return kernel.request("start-service", "service-result", within=30, name="sshd", **payload)
 

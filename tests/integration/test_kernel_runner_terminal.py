@@ -194,13 +194,6 @@ def runner(tmp_path: Path, port: int) -> Iterator[RunnerProcess]:
     assert process.session_pids() == []
 
 
-@pytest.fixture
-def kernel(runner: RunnerProcess) -> Iterator[RunnerClient]:
-    with runner.client() as client:
-        client.wait_ready()
-        yield client
-
-
 def _start(kernel: RunnerClient, **payload: Any) -> dict[str, Any]:
     return kernel.request("start-service", "service-result", within=30, name="ttyd", **payload)
 

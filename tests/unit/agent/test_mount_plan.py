@@ -157,7 +157,7 @@ def _launch(config: KernelConfig) -> KernelLaunch:
         image=IMAGE,
         allocation={},
         occupied=ResourceSlot(),
-        port_map={},
+        port_map={2200: 30001, 7681: 30002},
         plugins={},
         pids_max=512,
         peers=(),
@@ -177,7 +177,7 @@ def test_the_launch_and_the_record_carry_the_mounts(tmp_path: Path) -> None:
         launch=launch,
         allocation={},
         occupied=ResourceSlot(),
-        port_map={},
+        port_map={2200: 30001, 7681: 30002},
         created_at=0.0,
     )
     assert record.mounts == list(config.mounts)
