@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from bai.cli.commands.params import parse_env
+from bai.cli.commands.params import owner_option, parse_env
 from bai.cli.commands.pretty import (
     error_lines,
     print_done,
@@ -82,17 +82,6 @@ _SSH_OPTIONS: Final = (
 )
 _REMOTE: Final = re.compile(r"(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]*):(?P<path>.*)", re.DOTALL)
 _HTTP_PROTOCOLS: Final = frozenset({"http", "preopen"})
-
-
-def _session_options(fn: Any) -> Any:
-    return click.option(
-        "--owner",
-        "--owner-access-key",
-        "owner",
-        metavar="ACCESS_KEY",
-        default=None,
-        help="The session belongs to this keypair (administrators).",
-    )(fn)
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -189,7 +178,7 @@ def _show(value: Any) -> str:
 @click.argument("name", metavar="SESSION")
 @click.argument("app_names", metavar="[APP]...", nargs=-1)
 @click.option("-l", "--list-names", is_flag=True, help="Print only the names of the apps.")
-@_session_options
+@owner_option
 def apps(name: str, app_names: tuple[str, ...], list_names: bool, owner: str | None) -> None:
     """List the app services SESSION offers (only APP... if given).
 
@@ -289,7 +278,7 @@ async def _serve_until_signal(
     multiple=True,
     help="An environment variable the service is started with (repeatable).",
 )
-@_session_options
+@owner_option
 def app(
     name: str,
     app_name: str,
@@ -450,7 +439,7 @@ _PASS_THROUGH: Final = {
     show_default=True,
     help="Local port of the tunnel (0: any free port).",
 )
-@_session_options
+@owner_option
 @click.argument("ssh_args", metavar="[SSH OPTIONS] [-- CMD...]", nargs=-1, type=click.UNPROCESSED)
 def ssh(name: str, port: int, owner: str | None, ssh_args: tuple[str, ...]) -> None:
     """Log in to SESSION with ssh (or run CMD there) as the user `work`.
@@ -484,7 +473,7 @@ def ssh(name: str, port: int, owner: str | None, ssh_args: tuple[str, ...]) -> N
     help="Local port of the tunnel (0: any free port).",
 )
 @click.option("-r", "--recursive", is_flag=True, help="Copy folders recursively.")
-@_session_options
+@owner_option
 def scp(name: str, paths: tuple[str, ...], port: int, recursive: bool, owner: str | None) -> None:
     """Copy files between here and SESSION with scp.
 

@@ -76,3 +76,15 @@ def parse_json(text: str, param: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint=param) from None
+
+
+def owner_option(fn: Any) -> Any:
+    """``--owner ACCESS_KEY``: act on a session of another keypair (administrators)."""
+    return click.option(
+        "--owner",
+        "--owner-access-key",
+        "owner",
+        metavar="ACCESS_KEY",
+        default=None,
+        help="The session belongs to this keypair (administrators).",
+    )(fn)

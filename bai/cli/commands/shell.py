@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final
 
 import click
 
+from bai.cli.commands.params import owner_option
 from bai.cli.commands.pretty import print_info
 from bai.cli.commands.runtime import run_client
 
@@ -280,14 +281,7 @@ async def attach(session: ComputeSession, *, stdin_fd: int = 0, stdout_fd: int =
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name", metavar="SESSION")
-@click.option(
-    "--owner",
-    "--owner-access-key",
-    "owner",
-    metavar="ACCESS_KEY",
-    default=None,
-    help="The session belongs to this keypair (administrators).",
-)
+@owner_option
 def shell(name: str, owner: str | None) -> None:
     """Open a shell in SESSION's main kernel in this terminal.
 
