@@ -4,7 +4,8 @@ Runs ``bai manager`` (SQLite) and ``bai storage-proxy`` (one ``vfs`` volume
 in a temporary folder) as separate processes, creates a folder through the
 manager, then moves one file of ``--size`` MiB (default 1024) with the SDK
 (:class:`bai.client.vfolder.VFolder`): the upload goes over tus and the
-download streams, both straight to the proxy's client-facing API.  In the same
+download streams (``sendfile`` on the proxy, ``splice`` into the file in the
+SDK's bulk client), both straight to the proxy's client-facing API.  In the same
 run it times ``cp`` of the same file to and from the volume's disk.
 
 Prints ONE JSON line:

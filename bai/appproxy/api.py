@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 from urllib.parse import parse_qs
 
 import msgspec
@@ -35,14 +34,11 @@ from bai.common.appproxy_api import (
     AppRegistration,
     RouteInfo,
 )
+from bai.common.asgi import Receive, Scope, Send, serve_lifespan
 from bai.common.validation import InvalidField, bracketed, invalid_value
 
 __all__ = ["MAX_BODY", "ApiApp", "ProxyControl"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 #: Largest request body the API reads.
 MAX_BODY: Final = 64 * 1024
@@ -103,13 +99,8 @@ class ApiApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         try:

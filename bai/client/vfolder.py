@@ -50,7 +50,7 @@ from bai.client.bgtask import TaskOutcome, TaskProgress, follow_background_task
 from bai.client.exceptions import BackendClientError, MalformedResponse
 from bai.client.multipart import UploadFile
 from bai.client.request import APIClient, QueryParams
-from bai.client.transfer import RetryPolicy, download_file
+from bai.client.transfer import RetryPolicy, bulk_client, download_file
 from bai.client.tus import DEFAULT_CHUNK_SIZE, tus_upload
 from bai.common.errors import InvalidValue
 from bai.common.storage_api import check_relpath
@@ -650,18 +650,21 @@ class VFolder:
                 raise BackendClientError(f"{local} exists already (overwrite it explicitly)")
             planned.append((relpath, local))
         done: builtins.list[Transferred] = []
-        for relpath, local in planned:
-            answer = await self.request_download(relpath, archive=archive)
-            size = await download_file(
-                self.api.http,
-                transfer_url(answer, address_map),
-                local,
-                progress=_bind(progress, relpath),
-                on_resume=_bind_resume(on_resume, relpath),
-                retry=policy,
-                overwrite=overwrite,
-            )
-            done.append(Transferred(relpath, local, size))
+        # The bytes come from the storage proxy, not the manager: a client made for bulk reads.
+        verify = not self.api.config.skip_sslcert_validation
+        async with bulk_client(verify=verify, headers=self.api.http.headers) as http:
+            for relpath, local in planned:
+                answer = await self.request_download(relpath, archive=archive)
+                size = await download_file(
+                    http,
+                    transfer_url(answer, address_map),
+                    local,
+                    progress=_bind(progress, relpath),
+                    on_resume=_bind_resume(on_resume, relpath),
+                    retry=policy,
+                    overwrite=overwrite,
+                )
+                done.append(Transferred(relpath, local, size))
         return done
 
     # ------------------------------------------------------------ sharing

@@ -1,7 +1,8 @@
-"""How every bai HTTP server runs hypercorn's Trio worker: its config, one fix, one tuning.
+"""How bai's HTTP servers run hypercorn's Trio worker: its config, one fix, one tuning.
 
-Each server (the manager's API, the storage proxy's two APIs) builds its
-config with :func:`hypercorn_config`, which also calls
+Each hypercorn server (the manager's API, the storage proxy's manager-facing
+API, the app proxy's API; the storage proxy's client-facing API runs on
+:mod:`bai.storage.http11` instead) builds its config with :func:`hypercorn_config`, which also calls
 :func:`prepare_hypercorn`: that changes hypercorn's module state, once per
 process, and is idempotent.
 
@@ -16,8 +17,8 @@ process, and is idempotent.
   is what hypercorn does for a peer that reset the connection.
 * **Large reads.**  Hypercorn reads sockets 64 KiB at a time and every
   piece costs a round through h11 and the ASGI queue; :data:`RECV_SIZE`
-  pieces took a vfolder upload from about 215 to about 530 MiB/s on the
-  reference machine.  Requests with small bodies are unaffected.
+  pieces took a vfolder upload (then served by hypercorn) from about 215
+  to about 530 MiB/s on the reference machine.  Requests with small bodies are unaffected.
 """
 
 from __future__ import annotations

@@ -17,13 +17,16 @@ Routes (the token is the only credential; ``dst_dir`` in the query is ignored):
   refused (413) and the request then keeps nothing; the quotas and
   ``max-upload-size`` are checked again on every PATCH.
 
-Throughput: body pieces arrive from hypercorn (up to 1 MiB each, see
-:func:`bai.common.hypercorn_setup.prepare_hypercorn`) and are gathered, uncopied, into
-batches of :data:`WRITE_CHUNK` bytes that a worker thread writes with one
-``pwritev`` while the next batch fills; downloads read :data:`READ_CHUNK`
-blocks one ahead of the socket.  Served as a bare ASGI callable: no framework
+Throughput: served by :class:`bai.storage.http11.Http11Server`, body pieces
+arrive up to 1 MiB each and are gathered, uncopied, into batches of
+:data:`WRITE_CHUNK` bytes that a worker thread writes with one ``pwritev``
+while the next batch fills.  A file download goes with the server's zero-copy
+send (``os.sendfile`` from the file to the socket) when the scope offers it
+(plain TCP), else as :data:`READ_CHUNK` blocks read one ahead of the socket
+(TLS, or another ASGI server).  Served as a bare ASGI callable: no framework
 work per piece.  No answer starts before the request's body has ended
-(:meth:`_Request.drain`).
+(:meth:`_Request.drain`); a client that hangs up mid-answer ends only its
+request, quietly.
 """
 
 from __future__ import annotations
@@ -32,19 +35,22 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Final
 from urllib.parse import parse_qs, quote
 
 import msgspec
 import trio
 
+from bai.common.asgi import Message, Receive, Scope, Send, serve_lifespan
 from bai.common.errors import sole_exception
+from bai.common.fileio import pwrite_all
 from bai.common.storage_api import StorageErrorType, TokenClaims
 from bai.storage import ranges, tus
 from bai.storage.archive import write_zip
 from bai.storage.context import StorageContext
 from bai.storage.errors import PROBLEM_CONTENT_TYPE, StorageError, http_problem, problem_of
+from bai.storage.http11 import ZEROCOPY_SEND, ClientDisconnected
 from bai.storage.volumes.base import Volume
 from bai.storage.volumes.uploads import UploadSession
 from bai.storage.volumes.walk import close_quietly
@@ -52,11 +58,6 @@ from bai.storage.volumes.walk import close_quietly
 __all__ = ["READ_CHUNK", "WRITE_CHUNK", "ClientApp"]
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 #: Bytes gathered from a PATCH body before one write to the staging file.
 WRITE_CHUNK: Final = 4 * 1024 * 1024
@@ -95,11 +96,11 @@ class _Request:
     async def drain(self) -> None:
         """Read and drop what is left of the body (up to :data:`MAX_DRAIN` bytes).
 
-        An answer is only sent once the body has ended: answering while the
-        client is still sending lets hypercorn's reader and writer race on the
-        socket when the client then hangs up (hypercorn 0.18 can fail the
-        whole listener on that race), and a client that hangs up before the
-        end gets no answer at all (:class:`_ClientGone`).
+        An answer is only sent once the body has ended: a client still
+        sending may not read an early answer before the connection closes
+        (and under hypercorn 0.18 its reader and writer could race on the
+        socket when the client then hung up), and a client that hangs up
+        before the end gets no answer at all (:class:`_ClientGone`).
         """
         left = MAX_DRAIN
         while not self.ended and left > 0:
@@ -124,6 +125,10 @@ class _Reply:
 
     async def body(self, data: bytes, *, more: bool = False) -> None:
         await self._send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """The whole body: *count* bytes of *fd* from *offset* (the zero-copy extension)."""
+        await self._send({"type": ZEROCOPY_SEND, "file": fd, "offset": offset, "count": count})
 
     async def stream(
         self, produce: Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]], *, buffer: int
@@ -188,7 +193,7 @@ class ClientApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -199,8 +204,8 @@ class ClientApp:
             await self._dispatch(scope, request.receive, reply)
         except Exception as raised:
             exc = sole_exception(raised)
-            if isinstance(exc, _ClientGone):
-                return
+            if isinstance(exc, _ClientGone | ClientDisconnected):
+                return  # no one is left to answer: the client hung up or stalled
             if reply.started:
                 # Headers are out: the only honest signal left is a broken connection.
                 log.warning("client API: %s %s failed mid-answer: %r", scope["method"], path, exc)
@@ -208,16 +213,6 @@ class ClientApp:
             try:
                 await reply.problem(exc)
             except _ClientGone:
-                return
-
-    @staticmethod
-    async def _lifespan(receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _dispatch(self, scope: Scope, receive: Receive, reply: _Reply) -> None:
@@ -336,7 +331,7 @@ class ClientApp:
                 async with receive_chunk:
                     async for pieces in receive_chunk:
                         at = written
-                        written = at + await trio.to_thread.run_sync(_pwrite_all, fd, pieces, at)
+                        written = at + await trio.to_thread.run_sync(pwrite_all, fd, pieces, at)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(writer)
@@ -397,14 +392,12 @@ class ClientApp:
                     )
                 await self._archive(fd, st, claims, reply)
             else:
-                await self._file(fd, st, _headers(scope), reply)
+                await self._file(fd, st, scope, reply)
         finally:
             await trio.to_thread.run_sync(close_quietly, fd)
 
-    async def _file(
-        self, fd: int, st: os.stat_result, headers: dict[str, str], reply: _Reply
-    ) -> None:
-        span = ranges.requested_range(headers, st)
+    async def _file(self, fd: int, st: os.stat_result, scope: Scope, reply: _Reply) -> None:
+        span = ranges.requested_range(_headers(scope), st)
         out = [
             (b"content-type", b"application/octet-stream"),
             (b"content-length", str(span.length).encode()),
@@ -418,6 +411,10 @@ class ClientApp:
         await reply.start(206 if span.partial else 200, out)
         if reply.head_only or span.length == 0:
             await reply.body(b"")
+            return
+        if ZEROCOPY_SEND in scope.get("extensions", {}):
+            # The server sends the span from the page cache: no byte passes through here.
+            await reply.sendfile(fd, span.start, span.length)
             return
 
         async def reader(send_block: trio.MemorySendChannel[bytes]) -> None:
@@ -459,20 +456,3 @@ class ClientApp:
             await trio.to_thread.run_sync(write_zip, fd, emit)
 
         await reply.stream(zipper, buffer=2)
-
-
-def _pwrite_all(fd: int, pieces: list[bytes], offset: int) -> int:
-    """Write *pieces* one after the other at *offset*; answers the bytes written."""
-    total = sum(len(piece) for piece in pieces)
-    done = os.pwritev(fd, pieces, offset)
-    while done < total:  # a short write: finish piece by piece
-        skip = done
-        rest: list[bytes | memoryview] = []
-        for piece in pieces:
-            if skip >= len(piece):
-                skip -= len(piece)
-                continue
-            rest.append(memoryview(piece)[skip:])
-            skip = 0
-        done += os.pwritev(fd, rest, offset + done)
-    return total

@@ -2,9 +2,10 @@
 
 :class:`StorageProxyService` opens every ``[volume.NAME]`` of the config,
 serves the manager-facing API (:mod:`bai.storage.manager_api`, quart-trio) on
-``[api.manager] service-addr`` and the client-facing API
-(:mod:`bai.storage.client_api`, plain ASGI) on ``[api.client] service-addr``,
-both with hypercorn's Trio worker, and rescans every folder's usage every
+``[api.manager] service-addr`` with hypercorn's Trio worker and the
+client-facing API (:mod:`bai.storage.client_api`, plain ASGI) on ``[api.client]
+service-addr`` with the proxy's own HTTP/1.1 server (:mod:`bai.storage.http11`,
+which sends downloaded files with ``sendfile``), and rescans every folder's usage every
 ``[storage-proxy] usage-scan-interval``.  ``bai storage-proxy`` runs it as a
 daemon (:mod:`bai.storage.daemon`); ``bai up`` and the tests run it in a
 nursery of their own.
@@ -13,6 +14,7 @@ nursery of their own.
 from __future__ import annotations
 
 import logging
+import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -21,16 +23,17 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from bai.common.config import StorageProxyConfig
-from bai.common.hypercorn_setup import hypercorn_config
+from bai.common.config import ClientApiConfig, StorageProxyConfig
+from bai.common.hypercorn_setup import base_url, hypercorn_config
 from bai.storage.client_api import ClientApp
 from bai.storage.context import StorageContext
+from bai.storage.http11 import Http11Server
 from bai.storage.manager_api import create_manager_app
 from bai.storage.tokens import TokenSigner
 from bai.storage.volumes.base import Volume
 from bai.storage.volumes.vfs import VfsVolume
 
-__all__ = ["ProxyAddresses", "StorageProxyService", "base_url"]
+__all__ = ["ProxyAddresses", "StorageProxyService"]
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +44,6 @@ class ProxyAddresses:
 
     manager_api: str
     client_api: str
-
-
-def base_url(bound: list[str]) -> str:
-    """The URL to reach a listener that hypercorn reports bound at *bound*.
-
-    A wildcard address (``0.0.0.0``, ``[::]``) is answered as the loopback
-    address of its family, which reaches it from this host.
-    """
-    url = bound[0]
-    return url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
 
 
 class StorageProxyService:
@@ -101,19 +94,18 @@ class StorageProxyService:
                     logger="bai.storage.manager_api",
                     graceful_timeout=5.0,
                 )
-                client_hyper = hypercorn_config(
-                    api.client.service_addr,
-                    ssl_enabled=api.client.ssl_enabled,
-                    certfile=api.client.ssl_cert,
-                    keyfile=api.client.ssl_privkey,
-                    logger="bai.storage.client_api",
-                    graceful_timeout=5.0,
+                client_server = Http11Server(
+                    ClientApp(self.ctx),
+                    logger=logging.getLogger("bai.storage.client_api"),
+                    ssl_context=_server_ssl_context(api.client),
                 )
                 manager_bound: list[str] = await nursery.start(
                     _serve, create_manager_app(self.ctx), manager_hyper
                 )
                 client_bound: list[str] = await nursery.start(
-                    _serve, ClientApp(self.ctx), client_hyper
+                    client_server.serve,
+                    api.client.service_addr.host,
+                    api.client.service_addr.port,
                 )
                 addresses = ProxyAddresses(base_url(manager_bound), base_url(client_bound))
                 nursery.start_soon(self._scan_usage)
@@ -131,3 +123,13 @@ async def _serve(
     app: Any, hyper: HypercornConfig, *, task_status: trio.TaskStatus[list[str]]
 ) -> None:
     await serve(app, hyper, task_status=task_status, mode="asgi")
+
+
+def _server_ssl_context(config: ClientApiConfig) -> ssl.SSLContext | None:
+    """The TLS context of the client-facing listener, or None when TLS is off."""
+    if not config.ssl_enabled:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(config.ssl_cert), str(config.ssl_privkey))
+    context.set_alpn_protocols(["http/1.1"])
+    return context
