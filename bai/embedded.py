@@ -547,10 +547,16 @@ async def _start(service: EmbeddedService, nursery: trio.Nursery) -> None:
         print(line, flush=True)
 
 
-def main(data_dir: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
+def main(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    image_catalog: Path | None = None,
+) -> int:
     """Run ``bai up`` until a signal; returns the process exit code."""
     setup_logging(level="INFO")
-    manager, agent = embedded_configs(data_dir, host=host, port=port)
+    manager, agent = embedded_configs(data_dir, host=host, port=port, image_catalog=image_catalog)
     tune_collector()
     service = EmbeddedService(data_dir, manager_config=manager, agent_config=agent)
     trio.run(serve_until_signal, functools.partial(_start, service))

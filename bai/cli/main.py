@@ -80,7 +80,13 @@ def agent(config_path: Path | None) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the API listens on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="API port.")
-def up(data_dir: Path, host: str, port: int | None) -> None:
+@click.option(
+    "--image-catalog",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The agent's image catalog (default: the built-in one; configs/images.toml is a sample).",
+)
+def up(data_dir: Path, host: str, port: int | None, image_catalog: Path | None) -> None:
     """Run everything in one process: manager, one agent, SQLite, local kernels.
 
     Prints the endpoint and access keys and writes DATA_DIR/client.env (the
@@ -90,7 +96,14 @@ def up(data_dir: Path, host: str, port: int | None) -> None:
     """
     from bai.embedded import DEFAULT_PORT, main
 
-    raise SystemExit(main(data_dir, host=host, port=DEFAULT_PORT if port is None else port))
+    raise SystemExit(
+        main(
+            data_dir,
+            host=host,
+            port=DEFAULT_PORT if port is None else port,
+            image_catalog=image_catalog,
+        )
+    )
 
 
 def _register_daemon_groups() -> None:
