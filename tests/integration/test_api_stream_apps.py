@@ -303,3 +303,56 @@ async def test_start_service_refuses_bad_requests(proxied: Deployment) -> None:
         json_body={"service_name": "http"},
     )
     assert stopped.status_code == 204
+
+
+async def test_an_app_that_cannot_start_gets_a_precise_error_and_the_kernel_lives_on(
+    deployment: Deployment,
+) -> None:
+    name = unique_name()
+    created = await deployment.create(name=name)
+    port = next(p for p in created["servicePorts"] if p["name"] == "http")["container_ports"][0]
+    # User code holds the app's port, so the service cannot listen there.
+    out, _ = await deployment.run(
+        name,
+        "import socket\nheld = socket.socket()\n"
+        f"held.bind(('127.0.0.1', {port}))\nheld.listen()\nprint('held')\n",
+    )
+    assert out == "held\n"
+    with pytest.raises(ConnectionRejected) as rejected:
+        async with _open(deployment, f"/stream/session/{name}/tcpproxy?app=http"):
+            pass
+    assert rejected.value.status_code == 503
+    problem = json.loads(rejected.value.body or b"{}")
+    assert problem["type"].endswith("/service-start-failed")
+    assert f"port {port}" in problem["detail"] and "taken" in problem["detail"]
+    assert await deployment.run(name, "print(6 * 7)") == ("42\n", "")
+
+
+@pytest.fixture
+async def bounded(backends: Backends, tmp_path: Path) -> AsyncIterator[Deployment]:
+    async with running_deployment(
+        backends, tmp_path, manager={"max-proxied-connections": 2}
+    ) as running:
+        yield running
+
+
+async def test_a_flood_of_proxied_connections_to_one_session_is_bounded(
+    bounded: Deployment,
+) -> None:
+    name = unique_name()
+    await bounded.create(name=name)
+    target = f"/stream/session/{name}/tcpproxy?app=sshd"
+    async with _open(bounded, target), _open(bounded, target):
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with _open(bounded, target):
+                pass
+        assert rejected.value.status_code == 503
+        assert "2 proxied connections" in json.loads(rejected.value.body or b"{}")["detail"]
+    # Once those are closed, new connections are let in again.
+    with trio.fail_after(10):
+        while True:
+            try:
+                async with _open(bounded, target):
+                    break
+            except ConnectionRejected:
+                await trio.sleep(0.1)

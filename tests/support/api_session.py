@@ -224,7 +224,7 @@ async def running_deployment(
     tmp_path: Path,
     *,
     agent_count: int = 1,
-    manager: dict[str, str] | None = None,
+    manager: dict[str, str | int] | None = None,
     storage: bool = False,
     app_proxy: bool = False,
 ) -> AsyncIterator[Deployment]:
@@ -234,7 +234,7 @@ async def running_deployment(
     runs beside it (:mod:`support.storage`); with *app_proxy*, an app proxy
     announced as the ``default`` resource group's (:mod:`support.appproxy`).
     """
-    overrides = {"service-addr": "127.0.0.1:0", **(manager or {})}
+    overrides: dict[str, str | int] = {"service-addr": "127.0.0.1:0", **(manager or {})}
     async with running_cluster(
         backends.db_url,
         tmp_path,

@@ -10,6 +10,7 @@ Redis Streams with ``ipc://`` RPC as separate processes would use them.
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -49,10 +50,10 @@ MANAGER_DEFAULTS = {
 }
 
 
-def manager_config(overrides: dict[str, str] | None = None) -> ManagerConfig:
+def manager_config(overrides: dict[str, str | int] | None = None) -> ManagerConfig:
     """A manager config with short deadlines; *overrides* replace ``[manager]`` keys."""
     section = {**MANAGER_DEFAULTS, **(overrides or {})}
-    lines = "\n".join(f'{key} = "{value}"' for key, value in section.items())
+    lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in section.items())
     return parse_config(ManagerConfig, f"[manager]\n{lines}\n")
 
 
@@ -224,7 +225,7 @@ async def running_cluster(
     *,
     agent_count: int = 1,
     redis_url: str | None = None,
-    manager: dict[str, str] | None = None,
+    manager: dict[str, str | int] | None = None,
     agent_configs: Sequence[AgentConfig] | None = None,
     agent_options: dict[str, Any] | None = None,
     rpc: str = "inproc",

@@ -250,6 +250,7 @@ class ManagerSection(Section, frozen=True):
     kernel_termination_timeout: Duration = Duration(60.0)
     execute_flush_timeout: Duration = Duration(2.0)
     scheduler_interval: Duration = Duration(3.0)
+    max_proxied_connections: Annotated[int, msgspec.Meta(ge=1)] = 256
 
     def problems(self) -> Iterator[Problem]:
         yield from _tls_problems(self.ssl_enabled, self.ssl_cert, self.ssl_privkey)

@@ -18,7 +18,7 @@ Guarantees:
 * one chunk at a time is relayed in each direction and the next is read only
   once it was passed on, so a slow reader slows the writer on the other side
   instead of growing a buffer in the manager;
-* at most :data:`MAX_PROXIED_PER_SESSION` connections per session and
+* at most ``[manager] max-proxied-connections`` connections per session and
   manager process are open at once; more are refused with 503.
 """
 
@@ -39,10 +39,8 @@ from bai.manager.api.session.services import ServiceParams, service_request
 from bai.manager.api.stream.common import CLOSE_NORMAL, authenticate_websocket
 from bai.manager.sessions.services import ServiceAddress
 
-__all__ = ["MAX_PROXIED_PER_SESSION", "httpproxy", "tcpproxy"]
+__all__ = ["httpproxy", "tcpproxy"]
 
-#: Connections one manager process relays to one session at once.
-MAX_PROXIED_PER_SESSION: Final = 256
 _CHUNK: Final = 256 * 1024
 _OPEN_KEY: Final = "bai.proxied_connections"
 
@@ -90,10 +88,9 @@ async def _proxy(session_name: str, *, http_only: bool) -> None:
     info = await find_session(session_name, auth)
     key = str(info.id)
     opened: Counter[str] = current_app.extensions.setdefault(_OPEN_KEY, Counter())
-    if opened[key] >= MAX_PROXIED_PER_SESSION:
-        raise TooManyConnections(
-            f"session {info.name} already has {MAX_PROXIED_PER_SESSION} proxied connections"
-        )
+    bound = current_ctx().config.manager.max_proxied_connections
+    if opened[key] >= bound:
+        raise TooManyConnections(f"session {info.name} already has {bound} proxied connections")
     opened[key] += 1
     try:
         if http_only:
