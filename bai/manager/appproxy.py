@@ -31,6 +31,7 @@ from typing import Any, Final
 import httpx
 import msgspec
 import sqlalchemy as sa
+import trio
 
 from bai.common.appproxy_api import (
     SECRET_CONFIG_KEY,
@@ -39,13 +40,16 @@ from bai.common.appproxy_api import (
     AppRegistration,
 )
 from bai.common.errors import BaiError
+from bai.common.events import EventBus, EventBusError, SessionTerminated
 from bai.manager.db import Database
 from bai.manager.models.resource import scaling_groups
+from bai.manager.models.session import sessions
 from bai.manager.models.shared_config import get_config
 
 __all__ = [
     "TIMEOUT",
     "AppProxyError",
+    "EndedSessionRoutes",
     "app_proxy_protocol",
     "register_app",
     "unregister_session",
@@ -231,3 +235,52 @@ async def unregister_session(
     reply = await _call("DELETE", f"{address}/v2/conf/{session_id}", secret, transport=transport)
     dropped = reply.get("dropped")
     return dropped if isinstance(dropped, int) else 0
+
+
+class EndedSessionRoutes:
+    """Drops a session's routes on its resource group's app proxy once the session ends.
+
+    It follows ``session_terminated`` in an anycast group, so one manager
+    handles each end.  A group without an app proxy is skipped; a proxy that
+    cannot be reached is logged and left to drop the routes itself once they
+    have been idle for its ``idle-timeout``.  Without this, every app a
+    browser opened would hold a port of the proxy's range for that long.
+    """
+
+    GROUP: Final = "manager.appproxy-routes"
+
+    def __init__(self, db: Database, bus: EventBus) -> None:
+        self._db = db
+        self._bus = bus
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; report started once it follows the events."""
+        async with self._bus.consume(self.GROUP, types=(SessionTerminated,)) as consumer:
+            task_status.started()
+            async for delivery in consumer:
+                event = delivery.event
+                assert isinstance(event, SessionTerminated)
+                await self.drop(event.session_id)
+                try:
+                    await delivery.ack()
+                except trio.ClosedResourceError:
+                    return
+                except EventBusError as exc:
+                    # Delivered again later; dropping routes twice changes nothing.
+                    log.warning("could not acknowledge session_terminated: %s", exc)
+
+    async def drop(self, session_id: uuid.UUID) -> None:
+        """Drop *session_id*'s routes on its group's app proxy (never raises an AppProxyError)."""
+        async with self._db.begin_readonly() as conn:
+            group = (
+                await conn.execute(
+                    sa.select(sessions.c.scaling_group_name).where(sessions.c.id == session_id)
+                )
+            ).scalar()
+        if not isinstance(group, str):
+            return
+        try:
+            await unregister_session(self._db, resource_group=group, session_id=session_id)
+        except AppProxyError as exc:
+            if exc.error_type != "app-proxy-not-configured":
+                log.warning("the app routes of session %s stay until idle: %s", session_id, exc)

@@ -48,6 +48,7 @@ from bai.common.daemon import run_daemon
 from bai.common.events import EventBus, running_event_bus
 from bai.common.types import SessionId
 from bai.manager.agents import AgentPool
+from bai.manager.appproxy import EndedSessionRoutes
 from bai.manager.bgtask import BackgroundTasks
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
@@ -149,6 +150,7 @@ class ManagerService:
                 await nursery.start(ctx.registry.serve)
                 await nursery.start(ctx.dispatcher.serve)
                 await nursery.start(ctx.bgtasks.serve)
+                await nursery.start(EndedSessionRoutes(db, bus).serve)
                 urls: list[str] = []
                 if self._serve_api:
                     from bai.manager.api.app import serve_api

@@ -282,6 +282,31 @@ async def test_start_service_hands_the_app_to_the_app_proxy(proxied: Deployment)
         assert again.status_code >= 400
 
 
+async def test_the_app_proxy_drops_a_sessions_routes_when_it_ends(proxied: Deployment) -> None:
+    name = unique_name()
+    created = await proxied.create(name=name)
+    response = await proxied.api.call(
+        "POST", f"/session/{name}/start-service", key=proxied.api.user, json_body={"app": "http"}
+    )
+    started = response.json()
+    async with httpx.AsyncClient() as browser:
+        added = await browser.get(
+            f"{started['wsproxy_addr']}/v2/proxy/{started['token']}/{created['sessionId']}/add",
+            params={"app": "http"},
+        )
+        url = added.json()["url"]
+        assert (await browser.get(url)).status_code in (200, 302, 303, 307)
+        assert (await proxied.destroy(name)).status_code == 200
+        # The route's port is given back at once, not after the proxy's idle timeout.
+        with trio.fail_after(20):
+            while True:
+                try:
+                    await browser.get(url)
+                except httpx.ConnectError:
+                    break
+                await trio.sleep(0.1)
+
+
 async def test_start_service_refuses_bad_requests(proxied: Deployment) -> None:
     name = unique_name()
     await proxied.create(name=name)
