@@ -119,6 +119,64 @@ async def test_apps_and_an_app_tunnel(official_cli: Path, tmp_path: Path) -> Non
         assert all(a.startswith(b"HTTP/1.0 200") for a in answers), answers[0][:200]
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is *pid*."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+async def through_sshd(cli: Path, handle: EmbeddedHandle, cwd: Path, *args: str) -> str:
+    """``backend.ai ssh|scp ARGS``, which must succeed: its output.
+
+    The client ends its ``app`` tunnel with one SIGINT; when that signal lands
+    while the tunnel runs a finalizer, Python drops the KeyboardInterrupt and
+    the tunnel (and the command waiting for it) never ends.  As a user would
+    press Ctrl-C again, the tunnel gets another SIGINT every few seconds once
+    the command should be over.
+    """
+    output = bytearray()
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                [str(cli), *args],
+                cwd=cwd,
+                env=_env(handle, cwd),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        )
+        assert process.stdout is not None
+
+        async def collect() -> None:
+            assert process.stdout is not None
+            while chunk := await process.stdout.receive_some(65536):
+                output.extend(chunk)
+
+        nursery.start_soon(collect)
+        with trio.fail_after(90):
+            with trio.move_on_after(5):
+                await process.wait()
+            while process.poll() is None:
+                for child in _children(process.pid):
+                    os.kill(child, signal.SIGINT)
+                with trio.move_on_after(3):
+                    await process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, (args, text)
+    assert "Traceback" not in text, (args, text)
+    return text
+
+
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client on this host")
 async def test_ssh_and_scp_through_the_sshd_app(official_cli: Path, tmp_path: Path) -> None:
     # The client moves the key into ~/.ssh, which it expects to exist, as a user's does.
@@ -126,12 +184,12 @@ async def test_ssh_and_scp_through_the_sshd_app(official_cli: Path, tmp_path: Pa
     async with embedded_cluster(tmp_path / "data") as up:
         await ok(official_cli, up, tmp_path, "session", "create", "-t", "ssh-1", "python")
         port = str(_free_port())
-        out = await ok(
+        out = await through_sshd(
             official_cli, up, tmp_path, "ssh", "ssh-1", "-p", port, "--", "echo", "via-ssh"
         )
         assert "via-ssh" in out
         (tmp_path / "local.txt").write_text("copied by scp")
-        await ok(
+        await through_sshd(
             official_cli,
             up,
             tmp_path,
@@ -142,7 +200,7 @@ async def test_ssh_and_scp_through_the_sshd_app(official_cli: Path, tmp_path: Pa
             "local.txt",
             "work@localhost:remote.txt",
         )
-        out = await ok(
+        out = await through_sshd(
             official_cli, up, tmp_path, "ssh", "ssh-1", "-p", port, "--", "cat", "remote.txt"
         )
         assert "copied by scp" in out

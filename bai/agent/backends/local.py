@@ -225,7 +225,9 @@ class LocalBackend(KernelBackend):
         if self.bwrap is not None:
             owner = self.kernel_owner or (os.getuid(), os.getgid())
             dns = SLIRP_DNS if self.network_mode == "outbound" and self.networks else None
-            accounts = sandbox.account_files(*owner, dns)
+            # Kernels see the host's /bin: a login (ssh) gets bash where the host has it.
+            shell = "/bin/bash" if os.access("/bin/bash", os.X_OK) else "/bin/sh"
+            accounts = sandbox.account_files(*owner, dns, shell)
             await trio.to_thread.run_sync(refresh_etc, self.etc_root / _ETC_BASE, accounts)
         if self.kernel_owner is None or self.kernel_owner[0] == 0:
             log.warning("kernels run as root: set [container] kernel-uid to an unprivileged user")

@@ -174,15 +174,18 @@ def runtime_paths(interpreters: Iterable[str], extra: Iterable[Path]) -> list[Pa
     return kept
 
 
-def account_files(uid: int, gid: int, nameserver: str | None = None) -> dict[str, str]:
+def account_files(
+    uid: int, gid: int, nameserver: str | None = None, shell: str = "/bin/sh"
+) -> dict[str, str]:
     """``/etc`` files common to an agent's kernels: the kernel user, its group, DNS.
 
     With a *nameserver* (a network with a way out) there is a ``resolv.conf``.
+    *shell* is the kernel user's login shell (what ``ssh`` into a kernel runs).
     """
     passwd = "root:x:0:0:root:/root:/usr/sbin/nologin\n"
     group = "root:x:0:\n"
     if uid != 0:
-        passwd += f"{KERNEL_USER}:x:{uid}:{gid}:{KERNEL_USER}:{KERNEL_HOME}:/bin/sh\n"
+        passwd += f"{KERNEL_USER}:x:{uid}:{gid}:{KERNEL_USER}:{KERNEL_HOME}:{shell}\n"
     if gid != 0:
         group += f"{KERNEL_USER}:x:{gid}:\n"
     passwd += "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"

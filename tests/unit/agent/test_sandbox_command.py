@@ -91,6 +91,8 @@ def test_generated_accounts_and_hosts() -> None:
     assert "resolv.conf" not in accounts
     assert "work:" not in sandbox.account_files(0, 0)["passwd"]
     assert sandbox.account_files(999, 995, "10.0.2.3")["resolv.conf"] == "nameserver 10.0.2.3\n"
+    bash = sandbox.account_files(999, 995, shell="/bin/bash")["passwd"]
+    assert "work:x:999:995:work:/home/work:/bin/bash" in bash
     files = sandbox.host_files("main1", ["main1", "sub1"])
     assert "127.0.1.1\tmain1 sub1\n" in files["hosts"]
     assert files["hostname"] == "main1\n"
