@@ -196,6 +196,29 @@ async def test_a_terminal_echoes_resizes_and_several_run_at_once(deployment: Dep
     assert (await deployment.info(name))["status"] == "RUNNING"
 
 
+async def test_restart_from_a_terminal_keeps_the_files_and_gives_a_fresh_shell(
+    deployment: Deployment,
+) -> None:
+    name = unique_name()
+    await deployment.create(name=name)
+    async with _open(deployment, f"/stream/session/{name}/pty") as ws:
+        await _type(ws, "echo kept > note.txt; export MARK=old; echo marked-$((1+1))\n")
+        await _read_until(ws, "marked-2")
+        await ws.send_message(json.dumps({"type": "restart"}))
+        # The same socket goes on, attached to a shell of the restarted kernel.
+        with trio.fail_after(60):
+            while True:
+                await _type(ws, "echo [$MARK] $(cat note.txt) alive-$((2+2))\n")
+                try:
+                    seen = await _read_until(ws, "alive-4", seconds=2)
+                    break
+                except trio.TooSlowError:
+                    continue
+        assert "[] kept alive-4" in seen
+    info = await deployment.info(name)
+    assert info["status"] == "RUNNING"
+
+
 @pytest.mark.parametrize(
     ("message", "field"),
     [
