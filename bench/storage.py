@@ -3,9 +3,11 @@
 Runs ``bai manager`` (SQLite) and ``bai storage-proxy`` (one ``vfs`` volume
 in a temporary folder) as separate processes, creates a folder through the
 manager, then moves one file of ``--size`` MiB (default 1024) with the SDK
-(:class:`bai.client.vfolder.VFolder`): the upload goes over tus and the
-download streams (``sendfile`` on the proxy, ``splice`` into the file in the
-SDK's bulk client), both straight to the proxy's client-facing API.  In the same
+(:class:`bai.client.vfolder.VFolder`): the upload goes over tus
+(``sendfile`` from the file in the SDK, ``splice`` into the staging file on
+the proxy) and the download streams (``sendfile`` on the proxy, ``splice``
+into the file in the SDK's bulk client), both straight to the proxy's
+client-facing API.  In the same
 run it times ``cp`` of the same file to and from the volume's disk.
 
 Prints ONE JSON line:
@@ -19,8 +21,13 @@ Prints ONE JSON line:
 * ``size_mib``, ``rounds``.
 
 Goal: both ratios >= 0.5.  Usage: ``python bench/storage.py [--size MIB]
-[--rounds N]``.  Needs a few times ``--size`` of free disk in the temporary
-folder (``TMPDIR``).
+[--rounds N] [--settle S]``.  With ``--settle S`` each timed step (upload,
+download, each ``cp``) starts only after S seconds of quiet: on a VM whose
+disk is a file of its host, 1 GiB written right after another 1 GiB is
+written at the host disk's sustained rate (a third of the first's on the
+machine of ``bench/README.md``), so without a pause each step's figure
+depends on how fast the step before it was.  Needs a few times ``--size``
+of free disk in the temporary folder (``TMPDIR``).
 """
 
 from __future__ import annotations
@@ -165,7 +172,7 @@ def _prepare(root: Path, size_mib: int) -> tuple[Path, Path, str, dict[str, str]
     return manager_toml, storage_toml, endpoint, items, config
 
 
-async def _bench(root: Path, size_mib: int, rounds: int) -> dict[str, object]:
+async def _bench(root: Path, size_mib: int, rounds: int, settle: float) -> dict[str, object]:
     manager_toml, storage_toml, endpoint, items, config = await trio.to_thread.run_sync(
         _prepare, root, size_mib
     )
@@ -186,11 +193,16 @@ async def _bench(root: Path, size_mib: int, rounds: int) -> dict[str, object]:
             for n in range(rounds):
                 target = root / f"down{n}"
                 target.mkdir()
+                await trio.sleep(settle)
                 cpu_before = _cpu_seconds(manager.pid), _cpu_seconds(proxy.pid)
                 started = time.perf_counter()
                 await folder.upload([source.name], basedir=root)
                 await trio.to_thread.run_sync(os.sync)
                 up_s = time.perf_counter() - started
+                manager_cpu += _cpu_seconds(manager.pid) - cpu_before[0]
+                proxy_cpu += _cpu_seconds(proxy.pid) - cpu_before[1]
+                await trio.sleep(settle)
+                cpu_before = _cpu_seconds(manager.pid), _cpu_seconds(proxy.pid)
                 started = time.perf_counter()
                 await folder.download([source.name], basedir=target)
                 await trio.to_thread.run_sync(os.sync)
@@ -199,9 +211,11 @@ async def _bench(root: Path, size_mib: int, rounds: int) -> dict[str, object]:
                 proxy_cpu += _cpu_seconds(proxy.pid) - cpu_before[1]
                 if (target / source.name).stat().st_size != size:
                     raise SystemExit("the downloaded file has the wrong size")
+                await trio.sleep(settle)
                 in_s = await trio.to_thread.run_sync(
                     _timed_cp, source, root / "vol" / "cp-copy.bin"
                 )
+                await trio.sleep(settle)
                 out_s = await trio.to_thread.run_sync(
                     _timed_cp, target / source.name, root / "cp-out.bin"
                 )
@@ -235,9 +249,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--size", type=int, default=1024, help="file size in MiB")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--settle", type=float, default=0.0, help="seconds of quiet before each timed step"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bai-bench-storage-") as tmp:
-        result = trio.run(_bench, Path(tmp), args.size, args.rounds)
+        result = trio.run(_bench, Path(tmp), args.size, args.rounds, args.settle)
     print(json.dumps(result), flush=True)
 
 

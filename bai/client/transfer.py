@@ -48,8 +48,6 @@ only counts bytes already in the file.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import re
 import ssl
@@ -70,7 +68,14 @@ from bai.client.exceptions import (
     MalformedResponse,
     error_from_response,
 )
-from bai.common.fileio import pwrite_all
+from bai.common.fileio import (
+    CAN_SPLICE,
+    SPLICE_BATCH,
+    SocketFailed,
+    open_splice_pipe,
+    pwrite_all,
+    splice_into_file,
+)
 
 __all__ = [
     "PART_SUFFIX",
@@ -94,12 +99,6 @@ WRITE_BLOCK: Final = 1 << 20
 READ_SIZE: Final = 1 << 20
 #: Most pieces gathered into one block (each is one entry of a ``pwritev``).
 _MAX_PIECES: Final = 256
-#: Most bytes one worker-thread call splices from the socket into the file.
-SPLICE_BATCH: Final = 4 << 20
-#: The size asked for the splice pipe (Linux's default limit for unprivileged users).
-_PIPE_SIZE: Final = 1 << 20
-#: Whether bodies can be spliced from sockets into files (Linux).
-_CAN_SPLICE: Final = hasattr(os, "splice") and hasattr(fcntl, "F_SETPIPE_SZ")
 #: Statuses after which the same request may succeed later.
 RETRY_STATUSES: Final = frozenset({408, 429, 502, 503, 504})
 
@@ -453,16 +452,14 @@ class _Download:
         """Move *length* body bytes from *sock* into the file, in the kernel (Linux splice).
 
         Socket to pipe to file: the bytes never enter Python.  Each worker
-        thread call moves what the socket holds (up to :data:`SPLICE_BATCH`)
+        thread call moves what the socket holds (up to :data:`~bai.common.fileio.SPLICE_BATCH`)
         and writes all of it before it returns, so :attr:`offset` always
         counts bytes in the file; a broken or stalled connection raises
         httpx's read errors, as the streamed path does.
         """
         idle = self.timeout.read
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        read_end, write_end = open_splice_pipe()
         try:
-            with contextlib.suppress(OSError):  # a larger pipe, where the system allows it
-                fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
             left = length
             while left > 0:
                 with trio.move_on_after(float("inf") if idle is None else idle) as waited:
@@ -471,7 +468,7 @@ class _Download:
                     raise httpx.ReadTimeout(f"no data for {idle} s")
                 try:
                     moved, ended = await trio.to_thread.run_sync(
-                        _splice_some,
+                        splice_into_file,
                         sock.fileno(),
                         read_end,
                         write_end,
@@ -479,7 +476,7 @@ class _Download:
                         self.offset,
                         min(left, SPLICE_BATCH),
                     )
-                except _SocketFailed as exc:
+                except SocketFailed as exc:
                     raise httpx.ReadError(str(exc.__cause__)) from exc.__cause__
                 if moved:
                     self.offset += moved
@@ -494,49 +491,10 @@ class _Download:
             os.close(write_end)
 
 
-class _SocketFailed(Exception):
-    """Reading the socket failed (its ``__cause__`` says how); the file is fine."""
-
-
-def _splice_some(
-    sock_fd: int, read_end: int, write_end: int, fd: int, offset: int, limit: int
-) -> tuple[int, bool]:
-    """Move what *sock_fd* holds, up to *limit* bytes, through the pipe into *fd* at *offset*.
-
-    Answers (bytes moved, whether the peer closed).  Blocking (the file
-    writes): run in a worker thread.  The pipe is empty again on return.
-    """
-    moved = 0
-    while moved < limit:
-        try:
-            got = os.splice(
-                sock_fd,
-                write_end,
-                min(limit - moved, _PIPE_SIZE),
-                flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK,
-            )
-        except BlockingIOError:
-            return moved, False
-        except OSError as exc:
-            if moved:
-                return moved, False  # keep what came; the next call meets the error again
-            raise _SocketFailed from exc
-        if got == 0:
-            return moved, True
-        put = 0
-        while put < got:
-            wrote = os.splice(read_end, fd, got - put, offset_dst=offset + moved + put)
-            if wrote == 0:  # never with bytes in the pipe; a guard against looping forever
-                raise OSError(errno.EIO, "splice into the file wrote nothing")
-            put += wrote
-        moved += got
-    return moved, False
-
-
 def _body_socket(response: httpx.Response) -> trio.socket.SocketType | None:
     """The socket of *response* if its body can be spliced from it: plain TCP under Trio,
     a ``Content-Length`` body without encoding, not a byte of it read yet."""
-    if not _CAN_SPLICE:
+    if not CAN_SPLICE:
         return None
     stream = response.extensions.get("network_stream")
     if not isinstance(stream, _LargeReadStream):

@@ -19,6 +19,20 @@ without ``offset`` the file's position is used and advanced, without
 ``os.sendfile`` in a worker thread, so a page-cache miss never stalls the
 event loop.
 
+It also offers, on plain TCP on Linux, for a request whose body has a
+``Content-Length`` (no ``Transfer-Encoding``), the *splice receive*
+extension: ``scope["extensions"]["bai.http.request.splice"]["splice"]`` is
+an async callable ``splice(fd, offset, progress) -> bool`` that writes the
+rest of the body into descriptor ``fd`` from ``offset`` on, straight from
+the socket (``os.splice`` through a pipe, in a worker thread: the bytes
+never enter Python), calling ``progress(n)`` whenever the first ``n`` bytes
+are in the file.  It answers True once the whole body is there (the next
+``receive()`` then answers the body's end) and False if the client hung up,
+reset or stalled first (``receive()`` then answers ``http.disconnect``);
+a failing file write raises its ``OSError``.  Never more than the body's
+``Content-Length`` is read off the socket.  The body then bypassed h11, so the
+answer carries ``Connection: close`` and the connection closes after it.
+
 Guarantees:
 
 * A client that hangs up, resets or stalls ends only its own connection:
@@ -59,11 +73,20 @@ import trio
 
 from bai.common.asgi import Message, Receive, Scope, Send
 from bai.common.errors import sole_exception
+from bai.common.fileio import (
+    CAN_SPLICE,
+    SPLICE_BATCH,
+    SocketFailed,
+    open_splice_pipe,
+    pwrite_all,
+    splice_into_file,
+)
 from bai.storage.errors import PROBLEM_CONTENT_TYPE, http_problem, problem_of
 
 __all__ = [
     "MAX_HEAD",
     "RECV_SIZE",
+    "SPLICE_RECEIVE",
     "ZEROCOPY_SEND",
     "ASGIApp",
     "ClientDisconnected",
@@ -74,6 +97,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The ASGI extension (and message type) of a zero-copy file body.
 ZEROCOPY_SEND: Final = "http.response.zerocopysend"
+#: The ASGI extension of a request body spliced from the socket into a file.
+SPLICE_RECEIVE: Final = "bai.http.request.splice"
 #: Bytes read from a socket at once (large: each read costs a round through h11).
 RECV_SIZE: Final = 1024 * 1024
 #: Most bytes of a request's head (line and headers).
@@ -216,6 +241,8 @@ class _Connection:
         self.broken = False  # the stream failed: nothing more can be sent
         self.answered = False  # something was sent in the current cycle
         self.body_declined = False  # answered a client that waited for 100-continue
+        self.spliced = False  # a request body was (partly) read past h11: close after the answer
+        self.body_consumed = False  # ... and all of it was read: no lingering read at close
 
     async def run(self) -> None:
         while True:
@@ -234,7 +261,7 @@ class _Connection:
             if not isinstance(event, h11.Request):
                 return  # closed between requests, or no whole head in time
             await _Exchange(self, event).run()
-            if self.h11.our_state is not h11.DONE or self.body_declined:
+            if self.h11.our_state is not h11.DONE or self.body_declined or self.spliced:
                 return  # a client answered before it sent its body may send it or not: close
             if not await self._rest_of_request():
                 return
@@ -364,6 +391,7 @@ class _Connection:
             if (
                 self.answered
                 and not self.broken
+                and not self.body_consumed
                 and self.h11.their_state not in (h11.DONE, h11.CLOSED, h11.MUST_CLOSE)
                 and isinstance(self.stream, trio.SocketStream)
             ):
@@ -398,6 +426,8 @@ class _Exchange:
         self.body_ended = False
         self.gone = False
         self.finished = trio.Event()  # the answer is complete, or the client is gone
+        self.received = 0  # body bytes handed to the app so far
+        self.end_pending = False  # the body ended outside h11: receive() says so next
 
     def scope(self) -> Scope:
         request = self.request
@@ -421,8 +451,26 @@ class _Exchange:
             "headers": [(name, value) for name, value in request.headers],
             "client": connection.peer,
             "server": connection.local,
-            "extensions": {ZEROCOPY_SEND: {}} if connection.sock is not None else {},
+            "extensions": self._extensions(),
         }
+
+    def _extensions(self) -> dict[str, dict[str, Any]]:
+        if self.connection.sock is None:
+            return {}
+        extensions: dict[str, dict[str, Any]] = {ZEROCOPY_SEND: {}}
+        if CAN_SPLICE and self._content_length() is not None:
+            extensions[SPLICE_RECEIVE] = {"splice": self.splice}
+        return extensions
+
+    def _content_length(self) -> int | None:
+        """The body's ``Content-Length`` when h11 frames the body by it, else None."""
+        length: int | None = None
+        for name, value in self.request.headers:
+            if name == b"transfer-encoding":
+                return None
+            if name == b"content-length":
+                length = int(value)  # h11 checked it: digits, and one value
+        return length
 
     async def run(self) -> None:
         server = self.connection.server
@@ -458,9 +506,87 @@ class _Exchange:
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": data})
 
+    async def splice(self, fd: int, offset: int, progress: Callable[[int], None]) -> bool:
+        """The splice receive extension (module docstring): the rest of the body into *fd*."""
+        connection = self.connection
+        sock = connection.sock
+        length = self._content_length()
+        if sock is None or length is None or self.started:
+            raise RuntimeError("a body can only be spliced before the answer, on plain TCP")
+        if self.gone or self.body_ended or self.end_pending or connection.spliced:
+            raise RuntimeError("the request body was already read")
+        connection.spliced = True
+        moved = 0
+        try:
+            if connection.h11.they_are_waiting_for_100_continue:
+                continue_ = h11.InformationalResponse(status_code=100, headers=[])
+                await connection.send_all(connection.h11.send(continue_) or b"")
+            # What h11 read with the head first: its events come without reading the socket.
+            while True:
+                event = connection.h11.next_event()
+                if isinstance(event, h11.Data):
+                    at = offset + moved
+                    moved += await trio.to_thread.run_sync(pwrite_all, fd, [event.data], at)
+                    progress(moved)
+                elif isinstance(event, h11.EndOfMessage):
+                    connection.spliced = False  # h11 read it all: the connection stays usable
+                    self.end_pending = True
+                    return True
+                else:
+                    break  # NEED_DATA: the rest is in the socket
+            left = length - self.received - moved
+            read_end, write_end = open_splice_pipe()
+            try:
+                while left > 0:
+                    with trio.move_on_after(connection.server.idle_timeout) as waited:
+                        await trio.lowlevel.wait_readable(sock)
+                    if waited.cancelled_caught:
+                        return self._left()
+                    try:
+                        got, ended = await trio.to_thread.run_sync(
+                            splice_into_file,
+                            sock.fileno(),
+                            read_end,
+                            write_end,
+                            fd,
+                            offset + moved,
+                            min(left, SPLICE_BATCH),
+                        )
+                    except SocketFailed:
+                        return self._left()
+                    if got:
+                        moved += got
+                        left -= got
+                        progress(moved)
+                    elif ended:
+                        return self._left()
+            finally:
+                os.close(read_end)
+                os.close(write_end)
+        except (ClientDisconnected, h11.RemoteProtocolError):
+            return self._left()
+        connection.body_consumed = True
+        self.end_pending = True
+        return True
+
+    def _left(self) -> bool:
+        """The client left mid-body: ``receive()`` answers ``http.disconnect`` from now on."""
+        self.connection.broken = True
+        self.gone = True
+        self.finished.set()
+        return False
+
     async def receive(self) -> Message:
         if self.gone or self.complete:
             return {"type": "http.disconnect"}
+        if self.end_pending:
+            self.end_pending = False
+            self.body_ended = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if self.connection.spliced and not self.body_ended:
+            # A splice failed (a file write) partway: the rest of the body cannot be read.
+            self.body_ended = True
+            return {"type": "http.request", "body": b"", "more_body": False}
         if self.body_ended:
             # ASGI: after the body, receive() waits until the answer is done or the client left.
             await self.finished.wait()
@@ -478,6 +604,7 @@ class _Exchange:
             self.finished.set()
             return {"type": "http.disconnect"}
         if isinstance(event, h11.Data):
+            self.received += len(event.data)
             return {"type": "http.request", "body": bytes(event.data), "more_body": True}
         if isinstance(event, h11.EndOfMessage):
             self.body_ended = True
@@ -502,6 +629,8 @@ class _Exchange:
                 raise RuntimeError("http.response.start sent twice")
             status = int(message["status"])
             headers = [*message.get("headers", []), (b"date", _http_date())]
+            if self.connection.spliced:
+                headers.append((b"connection", b"close"))  # the body went past h11
             if h.they_are_waiting_for_100_continue:
                 self.connection.body_declined = True
             self.head = h.send(h11.Response(status_code=status, headers=headers))

@@ -35,13 +35,21 @@ def source(tmp_path: Path) -> Path:
     return path
 
 
-async def test_upload_in_chunks_is_byte_identical(proxy: TransferServer, source: Path) -> None:
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "httpx"])
+async def test_upload_in_chunks_is_byte_identical(
+    proxy: TransferServer, source: Path, sendfile: bool
+) -> None:
     dest = proxy.root / "out.bin"
     url = proxy.expect_upload("t1", dest, SIZE)
     seen: list[tuple[int, int | None]] = []
     async with httpx.AsyncClient() as http:
         sent = await tus_upload(
-            http, url, source, chunk_size=512 * 1024, progress=lambda d, t: seen.append((d, t))
+            http,
+            url,
+            source,
+            chunk_size=512 * 1024,
+            progress=lambda d, t: seen.append((d, t)),
+            sendfile=sendfile,
         )
     assert sent == SIZE
     assert content(dest) == content(source)
@@ -59,8 +67,9 @@ async def test_upload_in_chunks_is_byte_identical(proxy: TransferServer, source:
     assert all(total == SIZE for _, total in seen)
 
 
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "httpx"])
 async def test_upload_resumes_after_a_dropped_connection(
-    proxy: TransferServer, source: Path
+    proxy: TransferServer, source: Path, sendfile: bool
 ) -> None:
     dest = proxy.root / "out.bin"
     url = proxy.expect_upload("t1", dest, SIZE)
@@ -73,6 +82,7 @@ async def test_upload_resumes_after_a_dropped_connection(
             source,
             retry=FAST,
             on_resume=lambda n, offset, exc: resumed.append((n, offset)),
+            sendfile=sendfile,
         )
     assert content(dest) == content(source)
     # Each drop is followed by HEAD, which tells where the proxy stands.
@@ -151,13 +161,14 @@ async def test_a_size_the_proxy_does_not_expect_is_refused(
     assert proxy.count("PATCH") == 0
 
 
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "httpx"])
 async def test_a_file_that_shrinks_while_it_is_sent_is_refused(
-    proxy: TransferServer, source: Path
+    proxy: TransferServer, source: Path, sendfile: bool
 ) -> None:
     url = proxy.expect_upload("t1", proxy.root / "out.bin", SIZE + 10)
     async with httpx.AsyncClient() as http:
         with pytest.raises(BackendClientError, match="shrank"):
-            await tus_upload(http, url, source, size=SIZE + 10)
+            await tus_upload(http, url, source, size=SIZE + 10, sendfile=sendfile)
     assert not (proxy.root / "out.bin").exists()
 
 
@@ -309,3 +320,20 @@ async def test_cancelling_a_download_removes_the_part(
     assert scope.cancelled_caught
     assert not part.exists()
     assert not dest.exists()
+
+
+async def test_a_proxy_in_the_environment_sends_through_httpx(
+    proxy: TransferServer, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No byte may bypass a configured HTTP proxy: then every PATCH goes through httpx
+    # (this client does not read the environment, so it still reaches the server).
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    dest = proxy.root / "out.bin"
+    url = proxy.expect_upload("t1", dest, SIZE)
+    async with httpx.AsyncClient(trust_env=False) as http:
+        assert await tus_upload(http, url, source) == SIZE
+    assert content(dest) == content(source)
+    patches = [r for r in proxy.requests if r.method == "PATCH"]
+    assert patches and all("user-agent" in r.headers for r in patches)  # httpx sends one
