@@ -40,7 +40,9 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qs, quote
 
@@ -190,6 +192,41 @@ def _token(scope: Scope) -> str | None:
     return values[0] if values else None
 
 
+@dataclass
+class _StagedWrite:
+    """One request's bytes going into an upload's staging file, from *start*."""
+
+    fd: int
+    start: int
+    #: Where the bytes that are in the file end (the writers move it forward).
+    written: int
+
+
+@asynccontextmanager
+async def _staged_write(volume: Volume, session: UploadSession) -> AsyncIterator[_StagedWrite]:
+    """Open *session*'s staging file for one request's bytes, at the upload's offset.
+
+    If the block fails (refused, a write failed, cancelled), nothing of this
+    request is kept: the file is cut back to where it began.  Either way the
+    session's offset becomes what is in the file, and the file is closed.
+    """
+    path = volume.uploads.staging / session.id
+    fd = await trio.to_thread.run_sync(os.open, path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    staged = _StagedWrite(fd, session.offset, session.offset)
+    try:
+        yield staged
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(os.ftruncate, fd, staged.start)
+        staged.written = staged.start
+        raise
+    finally:
+        session.offset = staged.written
+        session.last_active = time.monotonic()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(close_quietly, fd)
+
+
 class ClientApp:
     """The ASGI app of the client-facing API of proxy *ctx*."""
 
@@ -322,30 +359,12 @@ class ClientApp:
     ) -> bool | None:
         """Splice the body (its ``Content-Length``, checked against the room left) into the
         staging file; None if the client disconnected (what arrived is kept)."""
-        path = volume.uploads.staging / session.id
-        start = session.offset
-        fd = await trio.to_thread.run_sync(
-            os.open, path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
-        written = start
+        async with _staged_write(volume, session) as staged:
 
-        def progress(moved: int) -> None:
-            nonlocal written
-            written = start + moved  # these bytes are in the file
+            def progress(moved: int) -> None:
+                staged.written = staged.start + moved  # these bytes are in the file
 
-        try:
-            complete = await splice(fd, start, progress)
-        except BaseException:
-            # Failed (a file write): keep nothing of this request.
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(os.ftruncate, fd, start)
-            written = start
-            raise
-        finally:
-            session.offset = written
-            session.last_active = time.monotonic()
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(close_quietly, fd)
+            complete = await splice(staged.fd, staged.start, progress)
         return True if complete else None
 
     async def _receive(
@@ -356,22 +375,16 @@ class ClientApp:
         Raises UploadTooLarge (and truncates back, keeping nothing) when more
         than *room* bytes arrive.
         """
-        path = volume.uploads.staging / session.id
-        start = session.offset
-        fd = await trio.to_thread.run_sync(
-            os.open, path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
-        written = start
         disconnected = False
-        try:
+        async with _staged_write(volume, session) as staged:
             send_chunk, receive_chunk = trio.open_memory_channel[list[bytes]](1)
 
             async def writer() -> None:
-                nonlocal written
                 async with receive_chunk:
                     async for pieces in receive_chunk:
-                        at = written
-                        written = at + await trio.to_thread.run_sync(pwrite_all, fd, pieces, at)
+                        at = staged.written
+                        moved = await trio.to_thread.run_sync(pwrite_all, staged.fd, pieces, at)
+                        staged.written = at + moved
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(writer)
@@ -403,17 +416,6 @@ class ClientApp:
                             break
                     if pieces:
                         await send_chunk.send(pieces)
-        except BaseException:
-            # Refused or failed: keep nothing of this request.
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(os.ftruncate, fd, start)
-            written = start
-            raise
-        finally:
-            session.offset = written
-            session.last_active = time.monotonic()
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(close_quietly, fd)
         return None if disconnected else True
 
     # ------------------------------------------------------------------ downloads
