@@ -7,6 +7,9 @@ writes both at each start; an operator of the distributed mode sets them
 (``bai manager config put appproxy/secret ...`` and the column).  Both are
 read on every call, so a proxy moved or added applies at once.
 
+:func:`app_last_use` tells the idle checker when each session's apps last
+carried traffic through a proxy.
+
 Guarantees of :func:`register_app` and :func:`unregister_session`: a
 failure is an :class:`AppProxyError`, which the API answers as an RFC 7807
 problem, never a 500:
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import httpx
@@ -38,10 +42,12 @@ from bai.common.appproxy_api import (
     SECRET_HEADER,
     AppProtocol,
     AppRegistration,
+    RouteInfo,
 )
 from bai.common.errors import BaiError
 from bai.common.events import EventBus, EventBusError, SessionTerminated
 from bai.manager.db import Database
+from bai.manager.models.base import utcnow
 from bai.manager.models.resource import scaling_groups
 from bai.manager.models.session import sessions
 from bai.manager.models.shared_config import get_config
@@ -50,6 +56,7 @@ __all__ = [
     "TIMEOUT",
     "AppProxyError",
     "EndedSessionRoutes",
+    "app_last_use",
     "app_proxy_protocol",
     "register_app",
     "unregister_session",
@@ -235,6 +242,50 @@ async def unregister_session(
     reply = await _call("DELETE", f"{address}/v2/conf/{session_id}", secret, transport=transport)
     dropped = reply.get("dropped")
     return dropped if isinstance(dropped, int) else 0
+
+
+async def app_last_use(
+    db: Database, *, transport: httpx.AsyncBaseTransport | None = None
+) -> dict[uuid.UUID, datetime]:
+    """When each session's apps last carried traffic through any app proxy.
+
+    Asks every distinct app proxy of the resource groups (``GET
+    /v2/routes``); a route with an open connection counts as used now.  A
+    proxy that cannot be asked is logged and left out: its sessions are
+    judged by the manager's own records only.
+    """
+    async with db.begin_readonly() as conn:
+        rows = await conn.execute(
+            sa.select(scaling_groups.c.wsproxy_addr)
+            .distinct()
+            .where(scaling_groups.c.wsproxy_addr.is_not(None))
+        )
+        addresses = sorted(
+            {
+                row.wsproxy_addr.rstrip("/")
+                for row in rows
+                if row.wsproxy_addr.startswith(("http://", "https://"))
+            }
+        )
+        secret = await get_config(conn, SECRET_CONFIG_KEY)
+    if not addresses or not isinstance(secret, str) or not secret:
+        return {}
+    now = utcnow()
+    used: dict[uuid.UUID, datetime] = {}
+    for address in addresses:
+        try:
+            reply = await _call("GET", f"{address}/v2/routes", secret, transport=transport)
+            routes = msgspec.convert(reply.get("routes"), list[RouteInfo])
+        except (AppProxyError, msgspec.ValidationError) as exc:
+            log.warning("could not read the app routes of %s: %s", address, exc)
+            continue
+        for route in routes:
+            idle = 0.0 if route["active_connections"] > 0 else max(0.0, route["idle_seconds"])
+            when = now - timedelta(seconds=idle)
+            session_id = uuid.UUID(route["session_id"])
+            if session_id not in used or used[session_id] < when:
+                used[session_id] = when
+    return used
 
 
 class EndedSessionRoutes:

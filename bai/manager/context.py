@@ -17,6 +17,7 @@ from bai.common.events import EventBus
 from bai.manager.agents import AgentPool
 from bai.manager.bgtask import BackgroundTasks
 from bai.manager.db import Database
+from bai.manager.idle import IdleChecker
 from bai.manager.protocols import StorageClient
 from bai.manager.scheduler.dispatcher import Dispatcher
 from bai.manager.sessions.registry import SessionRegistry
@@ -39,6 +40,7 @@ class ManagerContext:
     _dispatcher: Dispatcher | None = None
     _storage: StorageClient | None = None
     _bgtasks: BackgroundTasks | None = None
+    _idle: IdleChecker | None = None
 
     @property
     def agents(self) -> AgentPool:
@@ -91,3 +93,14 @@ class ManagerContext:
     @bgtasks.setter
     def bgtasks(self, value: BackgroundTasks) -> None:
         self._bgtasks = value
+
+    @property
+    def idle(self) -> IdleChecker:
+        """The idle checker (:mod:`bai.manager.idle`): its ``idle_checks`` reports."""
+        if self._idle is None:
+            raise ServiceNotReady("the idle checker is not running yet")
+        return self._idle
+
+    @idle.setter
+    def idle(self, value: IdleChecker) -> None:
+        self._idle = value

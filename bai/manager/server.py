@@ -17,7 +17,8 @@ imports another.
    :class:`~bai.manager.scheduler.dispatcher.Dispatcher` of
    :func:`build_services`, attached to one
    :class:`~bai.manager.context.ManagerContext` and started in that order,
-   then the :class:`~bai.manager.bgtask.BackgroundTasks` routes start;
+   then the :class:`~bai.manager.bgtask.BackgroundTasks` routes start and
+   the :class:`~bai.manager.idle.IdleChecker` that ends idle sessions;
    ``ctx.storage`` (:class:`~bai.manager.vfolders.proxies.StorageProxies`)
    runs no task and is closed after everything else stopped;
 4. the REST API (:func:`bai.manager.api.app.serve_api`) on
@@ -34,6 +35,7 @@ service until SIGINT or SIGTERM and exits 0 (2 for a bad config).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -48,10 +50,11 @@ from bai.common.daemon import run_daemon
 from bai.common.events import EventBus, running_event_bus
 from bai.common.types import SessionId
 from bai.manager.agents import AgentPool
-from bai.manager.appproxy import EndedSessionRoutes
+from bai.manager.appproxy import EndedSessionRoutes, app_last_use
 from bai.manager.bgtask import BackgroundTasks
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
+from bai.manager.idle import IdleChecker
 from bai.manager.models import migrate
 from bai.manager.scheduler.dispatcher import Dispatcher, ScheduleRequests
 from bai.manager.sessions.registry import SessionRegistry
@@ -100,6 +103,12 @@ def build_services(
     # Opens no connection until a route calls a proxy; ManagerService.serve closes it.
     ctx.storage = StorageProxies(db)
     ctx.bgtasks = BackgroundTasks(bus)
+    registry = ctx.registry
+    ctx.idle = IdleChecker(
+        db,
+        lambda session_id, reason: registry.destroy_session(session_id, reason=reason),
+        app_use=functools.partial(app_last_use, db),
+    )
     return ctx
 
 
@@ -150,6 +159,7 @@ class ManagerService:
                 await nursery.start(ctx.registry.serve)
                 await nursery.start(ctx.dispatcher.serve)
                 await nursery.start(ctx.bgtasks.serve)
+                await nursery.start(ctx.idle.serve)
                 await nursery.start(EndedSessionRoutes(db, bus).serve)
                 urls: list[str] = []
                 if self._serve_api:

@@ -134,6 +134,9 @@ sessions = sa.Table(
     sa.Column("vfolder_mounts", JSONType, nullable=False, default=list),
     sa.Column("environ", JSONType, nullable=False, default=dict),
     sa.Column("num_queries", sa.BigInteger, nullable=False, default=0),
+    # The last time a user ran code, typed in a terminal or moved bytes through a proxy
+    # (bai.manager.sessions.activity); NULL until the first such use.
+    sa.Column("last_access", UTCDateTime, nullable=True),
     sa.Index(None, "access_key", "status"),
     sa.Index(None, "status", "scaling_group_name"),
 )

@@ -28,6 +28,7 @@ from bai.common.events import (
 from bai.common.types import STARTING_STATUSES, SessionId
 from bai.manager.db import Database
 from bai.manager.protocols import AgentCaller, ScheduleRequester
+from bai.manager.sessions.activity import SessionActivity
 from bai.manager.sessions.batch import BatchDrivers
 from bai.manager.sessions.enqueue import Enqueuer
 from bai.manager.sessions.model import (
@@ -88,7 +89,8 @@ class SessionRegistry:
         self._state = LocalState(waiters)
         cluster = ClusterLink(agents, schedule)
         self._lookup = SessionLookup(db)
-        self._relay = Relay(db, cluster, self._lookup, timeouts)
+        self.activity = SessionActivity(db)
+        self._relay = Relay(cluster, self._lookup, timeouts, self.activity)
         self._services = Services(self._relay)
         self._terminator = Terminator(db, bus, cluster, self._state, self._lookup, timeouts)
         self._batches = BatchDrivers(
@@ -137,15 +139,12 @@ class SessionRegistry:
                 )
                 await nursery.start(self._consume_kernel_events)
                 nursery.start_soon(self._reconciler.run)
-                nursery.start_soon(self._relay.flush_query_counts)
+                await nursery.start(self.activity.serve)
                 nursery.start_soon(self._start_placed)
                 self._state.nursery = nursery
                 task_status.started()
         finally:
             self._state.nursery = None
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + 5.0
-                await self._relay.write_query_counts()
 
     async def _on_session_event(self, event: Event) -> None:
         # Session events from any manager wake this process's waiters; the

@@ -1,8 +1,8 @@
 """Relaying to a running session's main kernel: execute, interrupt, complete, files, logs.
 
 Each call goes to the kernel's agent; an error the agent answers becomes the
-session error it means.  Queries are counted here and
-added to ``sessions.num_queries`` every :data:`QUERY_COUNT_FLUSH` seconds.
+session error it means.  Each execute call is counted as a query and a use
+of the session (:class:`~bai.manager.sessions.activity.SessionActivity`).
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
-import sqlalchemy as sa
 import trio
 
 from bai.common.agent_api import AgentErrorType, AgentMethod
 from bai.common.errors import BaiError
 from bai.common.rpc import RemoteError
 from bai.common.scratch_paths import ScratchPathError, split_path, split_upload_paths
-from bai.common.types import RUNNING_STATUSES, STARTED_KERNEL_STATUSES, KernelStatus, SessionId
-from bai.manager.db import Connection, Database
+from bai.common.types import RUNNING_STATUSES, STARTED_KERNEL_STATUSES, KernelStatus
 from bai.manager.errors import AgentNotFound, AgentUnavailable
-from bai.manager.models.session import sessions
+from bai.manager.sessions.activity import SessionActivity
 from bai.manager.sessions.errors import (
     AgentError,
     InvalidSessionRequest,
@@ -42,7 +40,6 @@ __all__ = [
     "MAX_DOWNLOAD_FILES",
     "MAX_UPLOAD_FILES",
     "MAX_UPLOAD_FILE_SIZE",
-    "QUERY_COUNT_FLUSH",
     "Relay",
 ]
 
@@ -56,8 +53,6 @@ MAX_DOWNLOAD_FILES: Final = 5
 #: The execute modes of the spec.
 EXECUTE_MODES: Final = ("query", "batch", "continue", "input", "complete")
 _RUN_ID_MAX: Final = 256
-#: How often counted queries are written to ``sessions.num_queries``.
-QUERY_COUNT_FLUSH: Final = 1.0
 
 
 def _map_remote(exc: RemoteError, path_field: str | None = None) -> BaiError:
@@ -100,14 +95,17 @@ class Relay:
     """Calls on the main kernel of a session, through its agent."""
 
     def __init__(
-        self, db: Database, cluster: ClusterLink, lookup: SessionLookup, timeouts: Timeouts
+        self,
+        cluster: ClusterLink,
+        lookup: SessionLookup,
+        timeouts: Timeouts,
+        activity: SessionActivity,
     ) -> None:
-        self._db = db
         self._cluster = cluster
         self._lookup = lookup
         self._rpc_timeout = timeouts.rpc
         self._flush_timeout = timeouts.flush
-        self._query_counts: dict[SessionId, int] = {}
+        self._activity = activity
 
     def running_main(self, info: SessionInfo) -> KernelInfo:
         """The session's main kernel; SessionNotRunning unless it runs on a known agent."""
@@ -202,7 +200,9 @@ class Relay:
             kernel, AgentMethod.EXECUTE, args, timeout=flush + self._rpc_timeout
         )
         if mode in ("query", "batch"):
-            self._query_counts[info.id] = self._query_counts.get(info.id, 0) + 1
+            self._activity.count_query(info.id)
+        else:
+            self._activity.touch(info.id)
         return result
 
     async def interrupt(self, session: SessionRef) -> None:
@@ -313,31 +313,6 @@ class Relay:
         result = await self.kernel_call(kernel, AgentMethod.GET_LOGS, {"kernel_id": str(kernel.id)})
         logs = result.get("logs", "") if isinstance(result, Mapping) else ""
         return logs if isinstance(logs, str) else ""
-
-    async def flush_query_counts(self) -> None:
-        """Add the counted queries to ``sessions.num_queries`` periodically, until cancelled."""
-        while True:
-            await trio.sleep(QUERY_COUNT_FLUSH)
-            try:
-                await self.write_query_counts()
-            except Exception:
-                log.exception("could not record query counts")
-
-    async def write_query_counts(self) -> None:
-        """Add the queries counted so far to ``sessions.num_queries``."""
-        counts, self._query_counts = self._query_counts, {}
-        if not counts:
-            return
-
-        async def write(conn: Connection) -> None:
-            for sid, count in counts.items():
-                await conn.execute(
-                    sa.update(sessions)
-                    .where(sessions.c.id == sid)
-                    .values(num_queries=sessions.c.num_queries + count)
-                )
-
-        await self._db.transaction(write)
 
 
 @contextlib.contextmanager

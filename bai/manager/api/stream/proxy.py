@@ -25,8 +25,9 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import trio
@@ -61,22 +62,27 @@ class AppUnreachable(ApiError):
     error_title = "The app cannot be reached."
 
 
-async def _to_service(stream: trio.SocketStream) -> None:
+# Each chunk either way is a use of the session for the idle checker (*touch*).
+
+
+async def _to_service(stream: trio.SocketStream, touch: Callable[[], None]) -> None:
     while True:
         data = await websocket.receive()
+        touch()
         await stream.send_all(data.encode() if isinstance(data, str) else data)
 
 
-async def _to_client(stream: trio.SocketStream) -> None:
+async def _to_client(stream: trio.SocketStream, touch: Callable[[], None]) -> None:
     while data := await stream.receive_some(_CHUNK):
+        touch()
         await websocket.send(data)
 
 
-async def _relay(stream: trio.SocketStream) -> None:
+async def _relay(stream: trio.SocketStream, touch: Callable[[], None]) -> None:
     async with stream, trio.open_nursery() as nursery:
-        nursery.start_soon(_to_service, stream)
+        nursery.start_soon(_to_service, stream, touch)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await _to_client(stream)
+            await _to_client(stream, touch)
         nursery.cancel_scope.cancel()
     await websocket.close(CLOSE_NORMAL)
 
@@ -95,11 +101,12 @@ async def _proxy(session_name: str, *, http_only: bool) -> None:
     try:
         if http_only:
             _check_http(info.service_ports, app)
+        registry = current_ctx().registry
         with translated_errors():
-            address = await current_ctx().registry.start_service(info, app, port=port, envs=envs)
+            address = await registry.start_service(info, app, port=port, envs=envs)
         stream = await _connect(address)
         await websocket.accept()
-        await _relay(stream)
+        await _relay(stream, functools.partial(registry.activity.touch, info.id))
     finally:
         opened[key] -= 1
         if not opened[key]:

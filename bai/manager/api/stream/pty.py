@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -106,9 +108,11 @@ async def _error(text: str) -> None:
 class _Terminal:
     """One client socket and the kernel terminal behind it (replaced on restart)."""
 
-    def __init__(self) -> None:
+    def __init__(self, touch: Callable[[], None]) -> None:
         self.restarted = trio.Event()
         self.client_gone = False
+        # Every message either way is a use of the session for the idle checker.
+        self._touch = touch
 
     async def attach(self, address: ServiceAddress) -> None:
         """Relay between the client and a terminal at *address* until one side ends."""
@@ -133,7 +137,9 @@ class _Terminal:
     ) -> None:
         try:
             while True:
-                await websocket.send(await kernel.get_message())
+                message = await kernel.get_message()
+                self._touch()
+                await websocket.send(message)
         except trio_websocket.ConnectionClosed:
             pass
         # The shell ended (or the kernel went away for a restart): wait for
@@ -144,6 +150,7 @@ class _Terminal:
     async def _upstream(self, kernel: trio_websocket.WebSocketConnection) -> None:
         while True:
             raw = await websocket.receive()
+            self._touch()
             if len(raw) > MAX_PTY_MESSAGE:
                 await websocket.close(CLOSE_TOO_BIG, "message too big")
                 self.client_gone = True
@@ -172,7 +179,7 @@ async def pty(session_name: str) -> None:
     with translated_errors():
         address = await registry.start_service(info, TERMINAL_APP)
     await websocket.accept()
-    terminal = _Terminal()
+    terminal = _Terminal(functools.partial(registry.activity.touch, info.id))
     try:
         while True:
             try:
