@@ -65,6 +65,8 @@ class AgentKernel:
     oom_counter: OomKillCounter | None = None
     last_stat: dict[str, Any] | None = None
     _previous: tuple[int, float] | None = None
+    #: The most memory any sample of this kernel showed (bytes).
+    _memory_max: int = 0
     #: What ``destroy_kernel`` answers once the kernel is gone.
     result: DestroyResult | None = None
 
@@ -88,7 +90,11 @@ class AgentKernel:
                 used = max(usage.cpu_ns - self._previous[0], 0)
                 util = Decimal(used) / Decimal(int((now - self._previous[1]) * 1e9)) * 100
             self._previous = (usage.cpu_ns, now)
-        self.last_stat = format_stats(usage, util, self.cpu_limit, self.memory_limit)
+        if usage.memory is not None:
+            self._memory_max = max(self._memory_max, usage.memory)
+        self.last_stat = format_stats(
+            usage, util, self.cpu_limit, self.memory_limit, memory_max=self._memory_max
+        )
 
 
 def _measure(
@@ -115,8 +121,14 @@ def format_stats(
     cpu_util: Decimal | None,
     cpu_limit: Decimal | None,
     memory_limit: int | None,
+    *,
+    memory_max: int | None = None,
 ) -> dict[str, Any]:
-    """The ``last_stat`` map of one sample (metrics the host cannot measure are left out)."""
+    """The ``last_stat`` map of one sample (metrics the host cannot measure are left out).
+
+    *memory_max* is the most memory the kernel used in any sample so far,
+    reported as ``mem``'s ``stats.max`` (the original's key).
+    """
     stat: dict[str, Any] = {"collected_at": _text(Decimal(time.time()).quantize(Decimal("0.001")))}
     if usage.cpu_ns is not None:
         stat["cpu_used"] = _measure(usage.cpu_ns // 1_000_000, None, "msec")
@@ -125,6 +137,8 @@ def format_stats(
         stat["cpu_util"] = _measure(cpu_util, capacity, "percent")
     if usage.memory is not None:
         stat["mem"] = _measure(usage.memory, memory_limit, "bytes")
+        if memory_max is not None:
+            stat["mem"]["stats.max"] = _text(max(memory_max, usage.memory))
     if usage.io_read is not None:
         stat["io_read"] = _measure(usage.io_read, None, "bytes")
     if usage.io_write is not None:

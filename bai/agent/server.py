@@ -73,6 +73,7 @@ from bai.common.events import (
     AgentHeartbeat,
     AgentKernelTerminated,
     AgentStarted,
+    AgentStatsReported,
     AgentTerminated,
     Event,
     EventBus,
@@ -381,4 +382,10 @@ class AgentService:
                 sample = usage.get(kernel.kernel_id)
                 if sample is not None:
                     kernel.update_stats(sample)
+            await self._publish(
+                AgentStatsReported(
+                    agent_id=AgentId(self.agent_id),
+                    kernels={k.kernel_id: k.last_stat for k in running if k.last_stat is not None},
+                )
+            )
             await trio.to_thread.run_sync(kernel_logs.trim, [k.record.log_path for k in running])

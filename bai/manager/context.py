@@ -18,6 +18,7 @@ from bai.manager.agents import AgentPool
 from bai.manager.bgtask import BackgroundTasks
 from bai.manager.db import Database
 from bai.manager.idle import IdleChecker
+from bai.manager.livestats import LiveStats
 from bai.manager.protocols import StorageClient
 from bai.manager.scheduler.dispatcher import Dispatcher
 from bai.manager.sessions.registry import SessionRegistry
@@ -41,6 +42,7 @@ class ManagerContext:
     _storage: StorageClient | None = None
     _bgtasks: BackgroundTasks | None = None
     _idle: IdleChecker | None = None
+    _livestats: LiveStats | None = None
 
     @property
     def agents(self) -> AgentPool:
@@ -104,3 +106,14 @@ class ManagerContext:
     @idle.setter
     def idle(self, value: IdleChecker) -> None:
         self._idle = value
+
+    @property
+    def livestats(self) -> LiveStats:
+        """The running kernels' newest samples (:mod:`bai.manager.livestats`)."""
+        if self._livestats is None:
+            raise ServiceNotReady("live statistics are not running yet")
+        return self._livestats
+
+    @livestats.setter
+    def livestats(self, value: LiveStats) -> None:
+        self._livestats = value

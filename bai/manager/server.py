@@ -18,7 +18,8 @@ imports another.
    :func:`build_services`, attached to one
    :class:`~bai.manager.context.ManagerContext` and started in that order,
    then the :class:`~bai.manager.bgtask.BackgroundTasks` routes start and
-   the :class:`~bai.manager.idle.IdleChecker` that ends idle sessions;
+   the :class:`~bai.manager.idle.IdleChecker` that ends idle sessions and
+   the :class:`~bai.manager.livestats.LiveStats` the agents' samples fill;
    ``ctx.storage`` (:class:`~bai.manager.vfolders.proxies.StorageProxies`)
    runs no task and is closed after everything else stopped;
 4. the REST API (:func:`bai.manager.api.app.serve_api`) on
@@ -55,6 +56,7 @@ from bai.manager.bgtask import BackgroundTasks
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
 from bai.manager.idle import IdleChecker
+from bai.manager.livestats import LiveStats
 from bai.manager.models import migrate
 from bai.manager.scheduler.dispatcher import Dispatcher, ScheduleRequests
 from bai.manager.sessions.registry import SessionRegistry
@@ -103,6 +105,7 @@ def build_services(
     # Opens no connection until a route calls a proxy; ManagerService.serve closes it.
     ctx.storage = StorageProxies(db)
     ctx.bgtasks = BackgroundTasks(bus)
+    ctx.livestats = LiveStats(bus)
     registry = ctx.registry
     ctx.idle = IdleChecker(
         db,
@@ -160,6 +163,7 @@ class ManagerService:
                 await nursery.start(ctx.dispatcher.serve)
                 await nursery.start(ctx.bgtasks.serve)
                 await nursery.start(ctx.idle.serve)
+                await nursery.start(ctx.livestats.serve)
                 await nursery.start(EndedSessionRoutes(db, bus).serve)
                 urls: list[str] = []
                 if self._serve_api:

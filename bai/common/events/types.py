@@ -35,6 +35,7 @@ __all__ = [
     "AgentHeartbeat",
     "AgentKernelTerminated",
     "AgentStarted",
+    "AgentStatsReported",
     "AgentTerminated",
     "BgtaskCancelled",
     "BgtaskDone",
@@ -224,6 +225,18 @@ class AgentKernelTerminated(AgentEvent, frozen=True, tag="agent_kernel_terminate
     exit_code: int | None = None
 
 
+class AgentStatsReported(AgentEvent, frozen=True, tag="agent_stats"):
+    """A sample of the agent's running kernels: ``kernels`` maps each kernel id to its
+    ``last_stat`` (see ``bai.agent.kernel.format_stats``).
+
+    Sent every stats interval while the agent has running kernels; managers
+    keep the newest sample in memory as the kernels' live statistics.  Not
+    public: no event stream shows it.
+    """
+
+    kernels: dict[str, dict[str, Any]]
+
+
 class BgtaskEvent(Event, frozen=True, kw_only=True):
     """Progress of a background task, as the spec's background-task SSE reports it."""
 
@@ -306,6 +319,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AgentHeartbeat,
     AgentTerminated,
     AgentKernelTerminated,
+    AgentStatsReported,
     BgtaskUpdated,
     BgtaskDone,
     BgtaskFailed,

@@ -89,9 +89,11 @@ async def match() -> Response:
 
 @auth_required
 async def get_info(session_name: str) -> Response:
-    """``GET /session/:id``: :func:`session_json` of the session."""
+    """``GET /session/:id``: :func:`session_json` of the session (live statistics while
+    it runs)."""
     info = await find_session(session_name, current_auth())
-    return json_response(session_json(info))
+    live = current_ctx().livestats.kernel(info.main_kernel.id)
+    return json_response(session_json(info, live_stat=live))
 
 
 @auth_required

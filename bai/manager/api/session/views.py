@@ -50,14 +50,24 @@ def _cpu_used_msec(stat: Mapping[str, Any] | None) -> int:
         return 0
 
 
-def session_json(info: SessionInfo, *, now: datetime | None = None) -> dict[str, Any]:
+def session_json(
+    info: SessionInfo,
+    *,
+    now: datetime | None = None,
+    live_stat: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """``GET /session/:id``: the spec's keys (``lang``, ``age`` in ms, ``memoryLimit``
     in KiB, ``numQueriesExecuted``, ``cpuCreditUsed`` in ms) and everything else known.
+
+    *live_stat* is the main kernel's newest live sample, if it runs: it
+    gives ``lastStat`` and ``cpuCreditUsed`` instead of the sample stored
+    when a kernel ends.
 
     UUIDs and string enums are left for :func:`json_response` to encode (as
     their canonical text and their value), which it does faster than ``str``.
     """
     main = info.main_kernel
+    stat = main.last_stat if live_stat is None else live_stat
     end = info.terminated_at or now or utcnow()
     occupied = main.occupied_slots
     for kernel in info.kernels[1:]:
@@ -89,14 +99,14 @@ def session_json(info: SessionInfo, *, now: datetime | None = None) -> dict[str,
         "age": max(0, int((end - info.created_at).total_seconds() * 1000)),
         "memoryLimit": int(memory) // 1024 if memory is not None else None,
         "numQueriesExecuted": info.num_queries,
-        "cpuCreditUsed": _cpu_used_msec(main.last_stat),
+        "cpuCreditUsed": _cpu_used_msec(stat),
         "requestedSlots": info.requested_slots,
         "occupyingSlots": info.occupying_slots,
         "occupiedSlots": occupied,
         "environ": dict(info.environ),
         "startupCommand": info.startup_command,
         "servicePorts": list(info.service_ports),
-        "lastStat": main.last_stat,
+        "lastStat": stat,
         "kernels": _kernel_json(info),
     }
 
