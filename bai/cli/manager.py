@@ -138,13 +138,12 @@ def config_get(config_path: Path | None, key: str, prefix: bool) -> None:
     KEY (KEY's own value under ""); put-json KEY reads it back.
     """
     from bai.cli.commands.config import print_value
-    from bai.manager.api.shared_config import nest_config
-    from bai.manager.models.shared_config import get_config, get_config_prefix
+    from bai.manager.models.shared_config import get_config, get_config_tree
 
     async def read(db: Database) -> Any:
         async with db.begin_readonly() as conn:
             if prefix:
-                return nest_config(key, await get_config_prefix(conn, key))
+                return await get_config_tree(conn, key)
             return await get_config(conn, key, _MISSING)
 
     value = _on_database("config get", config_path, read)

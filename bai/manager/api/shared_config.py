@@ -36,11 +36,11 @@ from bai.manager.models.shared_config import (
     check_config_key,
     delete_config,
     get_config,
-    get_config_prefix,
+    get_config_tree,
     put_config_many,
 )
 
-__all__ = ["MAX_SET_KEYS", "blueprint", "flatten_config", "nest_config"]
+__all__ = ["MAX_SET_KEYS", "blueprint", "flatten_config"]
 
 #: The most keys one ``/config/set`` may write.
 MAX_SET_KEYS: Final = 256
@@ -76,30 +76,6 @@ def flatten_config(key: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def nest_config(prefix: str, items: dict[str, Any]) -> dict[str, Any]:
-    """The tree of *items* (keys at or below *prefix*) relative to *prefix* (module docs)."""
-    root: dict[str, Any] = {}
-    trees = {id(root)}
-    for key, value in items.items():
-        rest = key[len(prefix) :].lstrip("/")
-        parts = rest.split("/") if rest else [""]
-        node = root
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not (isinstance(child, dict) and id(child) in trees):
-                subtree: dict[str, Any] = {} if part not in node else {"": child}
-                trees.add(id(subtree))
-                node[part] = child = subtree
-            node = child
-        last = parts[-1]
-        existing = node.get(last)
-        if isinstance(existing, dict) and id(existing) in trees:
-            existing[""] = value
-        else:
-            node[last] = value
-    return root
-
-
 class _KeyParams(msgspec.Struct, kw_only=True):
     key: str
     prefix: bool = False
@@ -118,7 +94,7 @@ async def get() -> Response:
     check_config_key(params.key)
     async with current_ctx().db.begin_readonly() as conn:
         if params.prefix:
-            result: Any = nest_config(params.key, await get_config_prefix(conn, params.key))
+            result: Any = await get_config_tree(conn, params.key)
         else:
             result = await get_config(conn, params.key)
     return json_response({"result": result})

@@ -29,6 +29,8 @@ __all__ = [
     "delete_config",
     "get_config",
     "get_config_prefix",
+    "get_config_tree",
+    "nest_config",
     "put_config",
     "put_config_many",
     "shared_config",
@@ -101,6 +103,39 @@ async def get_config_prefix(conn: Connection, prefix: str) -> dict[str, Any]:
         .order_by(shared_config.c.key)
     )
     return {row.key: row.value for row in rows}
+
+
+def nest_config(prefix: str, items: dict[str, Any]) -> dict[str, Any]:
+    """The tree of *items* (keys at or below *prefix*) relative to *prefix*.
+
+    A key that is both a value and the prefix of other keys keeps its value
+    under ``""`` in its subtree.
+    """
+    root: dict[str, Any] = {}
+    trees = {id(root)}
+    for key, value in items.items():
+        rest = key[len(prefix) :].lstrip("/")
+        parts = rest.split("/") if rest else [""]
+        node = root
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not (isinstance(child, dict) and id(child) in trees):
+                subtree: dict[str, Any] = {} if part not in node else {"": child}
+                trees.add(id(subtree))
+                node[part] = child = subtree
+            node = child
+        last = parts[-1]
+        existing = node.get(last)
+        if isinstance(existing, dict) and id(existing) in trees:
+            existing[""] = value
+        else:
+            node[last] = value
+    return root
+
+
+async def get_config_tree(conn: Connection, prefix: str) -> dict[str, Any]:
+    """The keys at or below *prefix* as one nested tree (:func:`nest_config`)."""
+    return nest_config(prefix, await get_config_prefix(conn, prefix))
 
 
 async def put_config(conn: Connection, key: str, value: Any) -> None:

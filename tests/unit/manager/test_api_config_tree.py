@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bai.common.errors import InvalidValue
-from bai.manager.api.shared_config import MAX_SET_KEYS, flatten_config, nest_config
+from bai.manager.api.shared_config import MAX_SET_KEYS, flatten_config
+from bai.manager.models.shared_config import nest_config
 
 
 def test_scalars_are_stored_at_the_key() -> None:
