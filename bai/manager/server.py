@@ -111,6 +111,7 @@ def build_services(
         db,
         lambda session_id, reason: registry.destroy_session(session_id, reason=reason),
         app_use=functools.partial(app_last_use, db),
+        kernel_stats=ctx.livestats.kernels,
     )
     return ctx
 

@@ -154,3 +154,47 @@ async def test_app_traffic_through_the_app_proxy_counts_as_use(proxied: Deployme
         assert 2 < remaining <= 4
     await proxied.api.ctx.idle.check_once()
     assert (await _status(proxied, name))[0] == "RUNNING"
+
+
+async def _set_config(deployment: Deployment, key: str, value: object) -> None:
+    response = await deployment.api.call(
+        "POST", "/config/set", key=deployment.api.admin, json_body={"key": key, "value": value}
+    )
+    assert response.status_code == 200, response.text
+
+
+BUSY_THREAD = (
+    "import threading\n"
+    "def spin():\n"
+    "    while True: pass\n"
+    "threading.Thread(target=spin, daemon=True).start()\n"
+)
+
+
+async def test_a_session_that_leaves_its_cpu_unused_ends_with_idle_utilization(
+    deployment: Deployment,
+) -> None:
+    await _set_config(deployment, "config/idle/enabled", "utilization")
+    await _set_config(
+        deployment,
+        "config/idle/checkers/utilization",
+        {"resource-thresholds": {"cpu_util": {"average": 30}}, "initial-grace-period": 0},
+    )
+    lazy, busy = unique_name(), unique_name()
+    for name in (lazy, busy):
+        await deployment.create(name=name)
+    await deployment.run(busy, BUSY_THREAD)
+    # The window is the policy's idle timeout; a pass samples each session.
+    await deployment.set_policy(idle_timeout=3)
+    checker = deployment.api.ctx.idle
+    busy_id = uuid.UUID((await deployment.info(busy))["sessionId"])
+    with trio.fail_after(30):
+        while (await _status(deployment, lazy))[0] == "RUNNING":
+            await checker.check_once()
+            await trio.sleep(0.5)
+    assert await _wait_ended(deployment, lazy) == "idle-utilization"
+    assert (await _status(deployment, busy))[0] == "RUNNING"
+    report = (await checker.reports([busy_id]))[busy_id]["utilization"]
+    assert report["remaining_time_type"] == "grace_period"
+    average, threshold = report["extra"]["resources"]["cpu_util"]
+    assert average > threshold == 30

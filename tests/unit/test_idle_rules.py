@@ -118,7 +118,8 @@ def test_a_negative_policy_timeout_falls_back_to_the_threshold() -> None:
     ("enabled", "expected"),
     [
         (None, set(Checker)),
-        ("network_timeout,session_lifetime", set(Checker)),
+        ("network_timeout,session_lifetime,utilization", set(Checker)),
+        ("network_timeout,session_lifetime", {Checker.NETWORK_TIMEOUT, Checker.SESSION_LIFETIME}),
         (" session_lifetime ", {Checker.SESSION_LIFETIME}),
         (["network_timeout"], {Checker.NETWORK_TIMEOUT}),
         ("", set()),

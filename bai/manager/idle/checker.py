@@ -3,8 +3,10 @@
 Every manager runs one :class:`IdleChecker`.  Each pass (every
 :data:`CHECK_INTERVAL` seconds) reads the shared config's idle settings and
 every RUNNING session with its keypair's policy in one read transaction,
-adds the app proxies' record of app traffic (*app_use*), judges them, and
-ends those that ran out through the registry's
+adds the app proxies' record of app traffic (*app_use*) and a utilization
+sample of each session from its kernels' live statistics (*kernel_stats*,
+kept per session for the utilization window), judges them, and ends those
+that ran out through the registry's
 termination, with the checker's reason (``idle-timeout``,
 ``idle-session-lifetime``).
 
@@ -36,7 +38,13 @@ import sqlalchemy as sa
 import trio
 
 from bai.common.errors import InvalidValue
-from bai.common.types import RUNNING_STATUSES, InvalidTransition, SessionId, SessionTypes
+from bai.common.types import (
+    RUNNING_STATUSES,
+    InvalidTransition,
+    KernelStatus,
+    SessionId,
+    SessionTypes,
+)
 from bai.manager.db import Connection, Database
 from bai.manager.idle.rules import (
     ENABLED_KEY,
@@ -47,11 +55,18 @@ from bai.manager.idle.rules import (
     judge,
     reports_json,
     settings_from,
+    utilization_starts,
+    utilization_window,
+)
+from bai.manager.idle.utilization import (
+    UTILIZATION_PREFIX,
+    UtilizationSeries,
+    current_utilization,
 )
 from bai.manager.models.base import utcnow
 from bai.manager.models.identity import keypair_resource_policies, keypairs
-from bai.manager.models.session import sessions
-from bai.manager.models.shared_config import get_config
+from bai.manager.models.session import kernels, sessions
+from bai.manager.models.shared_config import get_config, get_config_tree
 from bai.manager.sessions.errors import SessionBusy, SessionNotFound
 
 __all__ = ["CHECK_INTERVAL", "MAX_CONCURRENT_TERMINATIONS", "IdleChecker"]
@@ -62,6 +77,7 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL: Final = 15.0
 #: Sessions one pass terminates at the same time.
 MAX_CONCURRENT_TERMINATIONS: Final = 8
+_RUNNING_KERNEL: Final = frozenset({KernelStatus.RUNNING, KernelStatus.RUNNING_DEGRADED})
 
 #: Ends one session with a reason; the registry's ``destroy_session``.
 Terminate = Callable[[SessionId, str], Awaitable[object]]
@@ -70,7 +86,16 @@ Terminate = Callable[[SessionId, str], Awaitable[object]]
 AppUse = Callable[[], Awaitable[Mapping[uuid.UUID, datetime]]]
 
 
+#: The live statistics of the given kernels that have some
+#: (:meth:`bai.manager.livestats.LiveStats.kernels`).
+KernelStats = Callable[[Iterable[uuid.UUID]], Mapping[str, Mapping[str, Any]]]
+
+
 async def _no_apps() -> Mapping[uuid.UUID, datetime]:
+    return {}
+
+
+def _no_stats(kernel_ids: Iterable[uuid.UUID]) -> Mapping[str, Mapping[str, Any]]:
     return {}
 
 
@@ -83,12 +108,16 @@ class IdleChecker:
         terminate: Terminate,
         *,
         app_use: AppUse = _no_apps,
+        kernel_stats: KernelStats = _no_stats,
         interval: float = CHECK_INTERVAL,
     ) -> None:
         self._db = db
         self._terminate = terminate
         self._app_use = app_use
+        self._kernel_stats = kernel_stats
         self.interval = interval
+        # Each RUNNING session's utilization samples, taken at each pass.
+        self._series: dict[SessionId, UtilizationSeries] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run a pass every :attr:`interval` seconds until cancelled."""
@@ -104,9 +133,10 @@ class IdleChecker:
         """One pass; returns the sessions this manager ended, with their reasons."""
         settings, uses = await self._read()
         now = utcnow()
+        self._sample(settings, uses, now)
         due: dict[SessionId, str] = {}
         for session_id, use in uses.items():
-            _, reason = judge(use, settings, now)
+            _, reason = judge(use, settings, now, self._averages(session_id, use, settings, now))
             if reason is not None:
                 due[session_id] = reason
         ended: dict[SessionId, str] = {}
@@ -120,7 +150,35 @@ class IdleChecker:
         """``idle_checks`` of each given RUNNING session (others are left out)."""
         settings, uses = await self._read(list(session_ids))
         now = utcnow()
-        return {sid: reports_json(judge(use, settings, now)[0]) for sid, use in uses.items()}
+        return {
+            sid: reports_json(judge(use, settings, now, self._averages(sid, use, settings, now))[0])
+            for sid, use in uses.items()
+        }
+
+    def _sample(
+        self, settings: IdleSettings, uses: Mapping[SessionId, SessionUse], now: datetime
+    ) -> None:
+        """Add each judged session's utilization now to its series; drop ended sessions'."""
+        self._series = {sid: series for sid, series in self._series.items() if sid in uses}
+        metrics = list(settings.utilization.thresholds)
+        for session_id, use in uses.items():
+            window = utilization_window(use, settings)
+            if window <= 0 or now < utilization_starts(use, settings):
+                continue
+            stats = self._kernel_stats(use.kernel_ids)
+            sample = current_utilization(list(stats.values()), use.occupied, metrics)
+            if sample:
+                series = self._series.setdefault(session_id, UtilizationSeries())
+                series.add(now, sample, keep=window)
+
+    def _averages(
+        self, session_id: SessionId, use: SessionUse, settings: IdleSettings, now: datetime
+    ) -> Mapping[str, float] | None:
+        series = self._series.get(session_id)
+        window = utilization_window(use, settings)
+        if series is None or window <= 0:
+            return None
+        return series.averages(now, window)
 
     async def _read(
         self, only: list[SessionId] | None = None
@@ -157,8 +215,9 @@ class IdleChecker:
 async def _settings(conn: Connection) -> IdleSettings:
     enabled = await get_config(conn, ENABLED_KEY)
     threshold = await get_config(conn, THRESHOLD_KEY)
+    utilization = await get_config_tree(conn, UTILIZATION_PREFIX)
     try:
-        return settings_from(enabled, threshold)
+        return settings_from(enabled, threshold, utilization)
     except InvalidValue as exc:
         log.warning("idle settings ignored, using the defaults: %s", exc)
         return IdleSettings()
@@ -175,6 +234,7 @@ async def _read_all(
             sessions.c.created_at,
             sessions.c.status_changed,
             sessions.c.last_access,
+            sessions.c.occupying_slots,
             keypair_resource_policies.c.idle_timeout,
             keypair_resource_policies.c.max_session_lifetime,
         )
@@ -188,8 +248,19 @@ async def _read_all(
     )
     if only is not None:
         query = query.where(sessions.c.id.in_(only))
+    rows = list(await conn.execute(query))
+    kernel_ids: dict[uuid.UUID, list[uuid.UUID]] = {}
+    if rows:
+        running = await conn.execute(
+            sa.select(kernels.c.id, kernels.c.session_id).where(
+                kernels.c.session_id.in_([row.id for row in rows]),
+                kernels.c.status.in_(sorted(_RUNNING_KERNEL)),
+            )
+        )
+        for kernel in running:
+            kernel_ids.setdefault(kernel.session_id, []).append(kernel.id)
     uses: dict[SessionId, SessionUse] = {}
-    for row in await conn.execute(query):
+    for row in rows:
         uses[SessionId(row.id)] = SessionUse(
             session_type=SessionTypes(row.session_type),
             created_at=row.created_at,
@@ -197,5 +268,7 @@ async def _read_all(
             last_access=row.last_access,
             idle_timeout=float(row.idle_timeout),
             max_session_lifetime=float(row.max_session_lifetime),
+            occupied=dict(row.occupying_slots or {}),
+            kernel_ids=tuple(kernel_ids.get(row.id, ())),
         )
     return settings, uses

@@ -1,6 +1,6 @@
 """Pure idle rules: which checkers run, and when a session has run out of time.
 
-Two checkers of the original are judged here:
+Three checkers of the original are judged here:
 
 ``network_timeout``
     An interactive session nobody used for ``idle_timeout`` seconds of its
@@ -13,12 +13,17 @@ Two checkers of the original are judged here:
     A session older than ``max_session_lifetime`` seconds of the policy ends
     with the reason ``idle-session-lifetime``, counted from its creation as
     the original does.
+``utilization``
+    A session whose average use of what it holds stays below the thresholds
+    of ``config/idle/checkers/utilization`` for a whole window ends with the
+    reason ``idle-utilization`` (:mod:`bai.manager.idle.utilization`).
 
 A limit of 0 (the default policy's) means no limit.  The shared config
 chooses the checkers as the original's etcd keys do:
 ``config/idle/enabled`` lists them (a comma-separated string or a list; an
-empty value turns idle reclaim off); when the key is absent both run, because
-a policy limit an administrator set is meant to be enforced.
+empty value turns idle reclaim off); when the key is absent all run, because
+a policy limit an administrator set is meant to be enforced (utilization has
+no thresholds until configured, so it ends nothing by default).
 ``config/idle/checkers/network_timeout/threshold`` is the fallback idle
 timeout of a policy whose ``idle_timeout`` is negative (none of bai's: the
 column refuses negatives; kept for configs made for the original).
@@ -31,15 +36,18 @@ any; :func:`settings_from` checks the shared-config values.
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 from bai.common.config.errors import DurationParseError
 from bai.common.config.values import parse_duration
 from bai.common.errors import InvalidValue
 from bai.common.types import SessionTypes
+from bai.manager.idle.utilization import UtilizationSettings, is_underused, utilization_settings
 
 __all__ = [
     "ENABLED_KEY",
@@ -51,6 +59,8 @@ __all__ = [
     "judge",
     "reports_json",
     "settings_from",
+    "utilization_starts",
+    "utilization_window",
 ]
 
 #: Shared-config keys, as the original's etcd names them.
@@ -65,6 +75,7 @@ class Checker(enum.StrEnum):
 
     NETWORK_TIMEOUT = "network_timeout"
     SESSION_LIFETIME = "session_lifetime"
+    UTILIZATION = "utilization"
 
     @property
     def reason(self) -> str:
@@ -75,19 +86,24 @@ class Checker(enum.StrEnum):
 _REASONS: Final = {
     Checker.NETWORK_TIMEOUT: "idle-timeout",
     Checker.SESSION_LIFETIME: "idle-session-lifetime",
+    Checker.UTILIZATION: "idle-utilization",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class IdleSettings:
-    """The checkers that run and the fallback idle timeout (seconds)."""
+    """The checkers that run, the fallback idle timeout (seconds), the utilization settings."""
 
     enabled: frozenset[Checker] = frozenset(Checker)
     threshold: float = _DEFAULT_THRESHOLD
+    utilization: UtilizationSettings = field(default_factory=UtilizationSettings)
 
 
-def settings_from(enabled: Any, threshold: Any) -> IdleSettings:
-    """Settings from the values at :data:`ENABLED_KEY` and :data:`THRESHOLD_KEY`.
+def settings_from(
+    enabled: Any, threshold: Any, utilization: Mapping[str, Any] | None = None
+) -> IdleSettings:
+    """Settings from the values at :data:`ENABLED_KEY` and :data:`THRESHOLD_KEY` and the
+    tree under :data:`~bai.manager.idle.utilization.UTILIZATION_PREFIX`.
 
     ``None`` stands for an absent key.  A value that cannot be meant raises
     :class:`InvalidValue` naming its key.
@@ -99,7 +115,7 @@ def settings_from(enabled: Any, threshold: Any) -> IdleSettings:
             seconds = float(parse_duration(threshold))
         except DurationParseError as exc:
             raise InvalidValue(exc.problem, value=threshold, field=THRESHOLD_KEY) from None
-    return IdleSettings(checkers, seconds)
+    return IdleSettings(checkers, seconds, utilization_settings(utilization or {}))
 
 
 def _checkers(value: Any) -> frozenset[Checker]:
@@ -139,32 +155,70 @@ class SessionUse:
     last_access: datetime | None
     idle_timeout: float
     max_session_lifetime: float
+    #: The slots the session holds, for the utilization checker.
+    occupied: Mapping[str, Decimal] = field(default_factory=dict)
+    #: Its running kernels, whose live statistics the utilization checker reads.
+    kernel_ids: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class CheckReport:
-    """One checker's view of one session: seconds left (negative once run out)."""
+    """One checker's view of one session.
+
+    ``remaining`` is the seconds left (negative once run out) for the
+    expiring checkers; for ``utilization`` it is the time until the first
+    judgement (the end of the grace period and a first window), as the
+    original shows it.  ``expired`` says whether the checker ends the session.
+    """
 
     checker: Checker
     remaining: float
+    expired: bool
+    extra: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The entry of ``idle_checks`` (the original's shape)."""
         return {
             "remaining": self.remaining,
-            "remaining_time_type": "expire_after",
-            "extra": None,
+            "remaining_time_type": (
+                "grace_period" if self.checker is Checker.UTILIZATION else "expire_after"
+            ),
+            "extra": self.extra,
         }
 
 
+def _expiring(checker: Checker, remaining: float) -> CheckReport:
+    return CheckReport(checker, remaining, remaining <= 0)
+
+
+def utilization_window(use: SessionUse, settings: IdleSettings) -> float:
+    """The utilization checker's window for *use*: the policy's ``idle_timeout``, or the
+    configured ``time-window`` when that is negative; 0 when the checker does not apply."""
+    if Checker.UTILIZATION not in settings.enabled or not settings.utilization.thresholds:
+        return 0.0
+    if use.session_type == SessionTypes.BATCH:
+        return 0.0
+    return use.idle_timeout if use.idle_timeout >= 0 else settings.utilization.time_window
+
+
+def utilization_starts(use: SessionUse, settings: IdleSettings) -> datetime:
+    """When *use* is first sampled: its creation plus the initial grace period."""
+    return use.created_at + timedelta(seconds=settings.utilization.initial_grace_period)
+
+
 def judge(
-    use: SessionUse, settings: IdleSettings, now: datetime
+    use: SessionUse,
+    settings: IdleSettings,
+    now: datetime,
+    averages: Mapping[str, float] | None = None,
 ) -> tuple[dict[Checker, CheckReport], str | None]:
     """Each enabled checker's report on *use* at *now*, and the reason to end it (or None).
 
-    A checker with nothing to enforce (a limit of 0, a batch session for the
-    network timeout) gives no report.  When several have run out, the first
-    in :class:`Checker` order names the reason.
+    *averages* are the session's utilization averages over its window, None
+    while its samples do not span one.  A checker with nothing to enforce (a
+    limit of 0, a batch session for the network timeout) gives no report.
+    When several have run out, the first in :class:`Checker` order names the
+    reason.
     """
     reports: dict[Checker, CheckReport] = {}
     if Checker.NETWORK_TIMEOUT in settings.enabled and use.session_type != SessionTypes.BATCH:
@@ -174,11 +228,25 @@ def judge(
             if use.last_access is not None and use.last_access > baseline:
                 baseline = use.last_access
             remaining = timeout - (now - baseline).total_seconds()
-            reports[Checker.NETWORK_TIMEOUT] = CheckReport(Checker.NETWORK_TIMEOUT, remaining)
+            reports[Checker.NETWORK_TIMEOUT] = _expiring(Checker.NETWORK_TIMEOUT, remaining)
     if Checker.SESSION_LIFETIME in settings.enabled and use.max_session_lifetime > 0:
         remaining = use.max_session_lifetime - (now - use.created_at).total_seconds()
-        reports[Checker.SESSION_LIFETIME] = CheckReport(Checker.SESSION_LIFETIME, remaining)
-    expired = [c for c in Checker if c in reports and reports[c].remaining <= 0]
+        reports[Checker.SESSION_LIFETIME] = _expiring(Checker.SESSION_LIFETIME, remaining)
+    window = utilization_window(use, settings)
+    if window > 0:
+        first = utilization_starts(use, settings) + timedelta(seconds=window)
+        remaining = (first - now).total_seconds()
+        underused, extra = False, None
+        if averages is not None:
+            underused, judged = is_underused(averages, settings.utilization)
+            extra = {
+                "thresholds_check_operator": settings.utilization.operator.value,
+                "resources": {metric: list(pair) for metric, pair in judged.items()},
+            }
+        reports[Checker.UTILIZATION] = CheckReport(
+            Checker.UTILIZATION, remaining if remaining > 0 else -1.0, underused, extra
+        )
+    expired = [c for c in Checker if c in reports and reports[c].expired]
     return reports, expired[0].reason if expired else None
 
 
