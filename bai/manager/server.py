@@ -19,7 +19,9 @@ imports another.
    :class:`~bai.manager.context.ManagerContext` and started in that order,
    then the :class:`~bai.manager.bgtask.BackgroundTasks` routes start and
    the :class:`~bai.manager.idle.IdleChecker` that ends idle sessions and
-   the :class:`~bai.manager.livestats.LiveStats` the agents' samples fill;
+   the :class:`~bai.manager.livestats.LiveStats` the agents' samples fill,
+   and the :class:`~bai.manager.callbacks.SessionCallbacks` that call each
+   session's ``callback_url``;
    ``ctx.storage`` (:class:`~bai.manager.vfolders.proxies.StorageProxies`)
    runs no task and is closed after everything else stopped;
 4. the REST API (:func:`bai.manager.api.app.serve_api`) on
@@ -53,6 +55,7 @@ from bai.common.types import SessionId
 from bai.manager.agents import AgentPool
 from bai.manager.appproxy import EndedSessionRoutes, app_last_use
 from bai.manager.bgtask import BackgroundTasks
+from bai.manager.callbacks import SessionCallbacks
 from bai.manager.context import ManagerContext
 from bai.manager.db import Database, create_database
 from bai.manager.idle import IdleChecker
@@ -166,6 +169,7 @@ class ManagerService:
                 await nursery.start(ctx.idle.serve)
                 await nursery.start(ctx.livestats.serve)
                 await nursery.start(EndedSessionRoutes(db, bus).serve)
+                await nursery.start(SessionCallbacks(db, bus).serve)
                 urls: list[str] = []
                 if self._serve_api:
                     from bai.manager.api.app import serve_api

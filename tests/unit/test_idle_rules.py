@@ -68,12 +68,14 @@ def test_a_use_before_a_restart_does_not_shorten_the_clock() -> None:
     assert judge(session, IdleSettings(), at(160))[1] == "idle-timeout"
 
 
-def test_batch_sessions_and_zero_limits_are_never_idle() -> None:
+def test_batch_and_inference_sessions_and_zero_limits_are_never_idle() -> None:
     batch = use(idle_timeout=1, session_type=SessionTypes.BATCH)
     reports, reason = judge(batch, IdleSettings(), at(10_000))
     assert reason is None and reports == {}
     unlimited = use()
     assert judge(unlimited, IdleSettings(), at(10**9)) == ({}, None)
+    serving = use(idle_timeout=1, lifetime=1, session_type=SessionTypes.INFERENCE)
+    assert judge(serving, IdleSettings(), at(10**9)) == ({}, None)
 
 
 def test_session_lifetime_counts_from_creation() -> None:

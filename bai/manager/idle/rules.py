@@ -18,7 +18,8 @@ Three checkers of the original are judged here:
     of ``config/idle/checkers/utilization`` for a whole window ends with the
     reason ``idle-utilization`` (:mod:`bai.manager.idle.utilization`).
 
-A limit of 0 (the default policy's) means no limit.  The shared config
+A limit of 0 (the default policy's) means no limit.  Inference sessions are
+never idle: their endpoint decides how long they live.  The shared config
 chooses the checkers as the original's etcd keys do:
 ``config/idle/enabled`` lists them (a comma-separated string or a list; an
 empty value turns idle reclaim off); when the key is absent all run, because
@@ -221,6 +222,9 @@ def judge(
     reason.
     """
     reports: dict[Checker, CheckReport] = {}
+    if use.session_type == SessionTypes.INFERENCE:
+        # Serving endpoints live as long as their endpoint does, as in the original.
+        return reports, None
     if Checker.NETWORK_TIMEOUT in settings.enabled and use.session_type != SessionTypes.BATCH:
         timeout = use.idle_timeout if use.idle_timeout >= 0 else settings.threshold
         if timeout > 0:

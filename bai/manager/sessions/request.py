@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -28,7 +29,9 @@ from bai.manager.sessions.errors import InvalidSessionRequest
 from bai.manager.sessions.model import SessionRequest
 
 __all__ = [
+    "MAX_CALLBACK_URL",
     "VFOLDER_MOUNT_KEYS",
+    "check_callback_url",
     "check_name",
     "check_request",
     "check_vfolder_mounts",
@@ -41,6 +44,8 @@ __all__ = [
 _Choice = TypeVar("_Choice", bound=StrEnum)
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]\Z", re.ASCII)
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
+#: The longest ``callback_url`` a session may have.
+MAX_CALLBACK_URL: Final = 2048
 #: The keys of one entry of a session's ``vfolder_mounts``.
 VFOLDER_MOUNT_KEYS: Final = ("name", "vfid", "host", "host_path", "kernel_path", "mode")
 
@@ -97,11 +102,9 @@ def check_request(request: SessionRequest) -> None:
 
     if not isinstance(request.image, str) or not 0 < len(request.image) <= 512:
         raise bad("must be an image name or alias", request.image, "image")
-    if not isinstance(request.session_type, SessionTypes) or request.session_type not in (
-        SessionTypes.INTERACTIVE,
-        SessionTypes.BATCH,
-    ):
-        raise bad("must be interactive or batch", request.session_type, "type")
+    if not isinstance(request.session_type, SessionTypes):
+        known = ", ".join(kind.value for kind in SessionTypes)
+        raise bad(f"must be one of {known}", request.session_type, "type")
     size = request.cluster_size
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_CLUSTER_SIZE:
         raise bad(f"must be an integer from 1 to {MAX_CLUSTER_SIZE}", size, "cluster_size")
@@ -130,6 +133,8 @@ def check_request(request: SessionRequest) -> None:
         value = getattr(request, name)
         if value is not None and (not isinstance(value, str) or "\x00" in value):
             raise bad("must be a string", value, name)
+    if request.callback_url is not None:
+        check_callback_url(request.callback_url)
     script = request.bootstrap_script
     if script is not None and len(script) > MAX_BOOTSTRAP_SCRIPT:
         raise bad(
@@ -225,3 +230,28 @@ def kernel_slots(
                 field=f"resources.{slot}",
             )
     return ResourceSlot(values)
+
+
+def check_callback_url(url: str) -> None:
+    """Refuse a ``callback_url`` the manager could not POST lifecycle events to.
+
+    It must be an absolute ``http`` or ``https`` URL with a host, no user
+    information, and at most :data:`MAX_CALLBACK_URL` characters.
+    """
+    if len(url) > MAX_CALLBACK_URL:
+        raise InvalidSessionRequest(
+            f"must be at most {MAX_CALLBACK_URL} characters", value=len(url), field="callback_url"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise InvalidSessionRequest("is not a URL", value=url, field="callback_url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidSessionRequest(
+            "must be an http:// or https:// URL with a host", value=url, field="callback_url"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidSessionRequest(
+            "must not carry a user name or password", value=url, field="callback_url"
+        )
