@@ -53,12 +53,26 @@ blueprint = Blueprint("session", __name__, url_prefix="/session")
 
 blueprint.add_url_rule("", view_func=lifecycle.create, methods=["POST"])
 blueprint.add_url_rule("/_/create", view_func=lifecycle.create, methods=["POST"])
+# The legacy path creates too, so no session can be named "create" for execute.
+blueprint.add_url_rule("/create", view_func=lifecycle.create, methods=["POST"])
+blueprint.add_url_rule(
+    "/_/sync-agent-registry", view_func=lifecycle.sync_agent_registry, methods=["POST"]
+)
 blueprint.add_url_rule("/_/match", view_func=lifecycle.match, methods=["GET"])
 blueprint.add_url_rule("/_/logs", view_func=files.logs_by_query, methods=["GET"])
 blueprint.add_url_rule("/<session_name>/logs", view_func=files.logs, methods=["GET"])
 blueprint.add_url_rule("/<session_name>", view_func=lifecycle.get_info, methods=["GET"])
 blueprint.add_url_rule(
     "/<session_name>/status-history", view_func=lifecycle.status_history, methods=["GET"]
+)
+blueprint.add_url_rule(
+    "/<session_name>/dependency-graph", view_func=lifecycle.dependency_graph, methods=["GET"]
+)
+blueprint.add_url_rule(
+    "/<session_name>/direct-access-info", view_func=lifecycle.direct_access_info, methods=["GET"]
+)
+blueprint.add_url_rule(
+    "/<session_name>/abusing-report", view_func=lifecycle.abusing_report, methods=["GET"]
 )
 blueprint.add_url_rule("/<session_name>", view_func=lifecycle.destroy, methods=["DELETE"])
 blueprint.add_url_rule("/<session_name>", view_func=lifecycle.restart, methods=["PATCH"])

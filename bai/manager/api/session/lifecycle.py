@@ -29,7 +29,7 @@ import msgspec
 import sqlalchemy as sa
 from quart import Response
 
-from bai.common.types import ACTIVE_STATUSES, STARTING_STATUSES
+from bai.common.types import ACTIVE_STATUSES, STARTING_STATUSES, SessionTypes
 from bai.manager.api.auth import auth_required, current_auth, resolve_owner
 from bai.manager.api.helpers import (
     current_ctx,
@@ -42,8 +42,11 @@ from bai.manager.api.helpers import (
 from bai.manager.api.session.lookup import find_session, session_cache, translated_errors
 from bai.manager.api.session.schema import CreateBody, session_request
 from bai.manager.api.session.views import creation_json, session_json
+from bai.manager.errors import AgentNotFound
 from bai.manager.models.base import utcnow
+from bai.manager.models.resource import agents
 from bai.manager.models.session import session_dependencies, sessions
+from bai.manager.sessions import graph
 from bai.manager.vfolders.mounts import resolve_mounts
 
 __all__ = ["create", "destroy", "get_info", "match", "rename", "restart", "status_history"]
@@ -106,6 +109,59 @@ async def status_history(session_name: str) -> Response:
         if isinstance(status, str):
             history[status] = entry.get("timestamp")
     return json_response({"result": history})
+
+
+@auth_required
+async def dependency_graph(session_name: str) -> Response:
+    """``GET /session/:id/dependency-graph``: the sessions it depends on, as a tree
+    (:mod:`bai.manager.sessions.graph`)."""
+    info = await find_session(session_name, current_auth())
+    return json_response(await graph.dependency_graph(current_ctx().db, info.id))
+
+
+@auth_required
+async def direct_access_info(session_name: str) -> Response:
+    """``GET /session/:id/direct-access-info``: where to reach a system session's sshd
+    directly (``{}`` for other sessions, as in the original)."""
+    info = await find_session(session_name, current_auth())
+    main = info.main_kernel
+    if info.session_type is not SessionTypes.SYSTEM:
+        return json_response({})
+    ports: list[Any] = []
+    for service in main.service_ports:
+        if service.get("name") == "sshd":
+            ports = list(service.get("host_ports") or [])
+    return json_response(
+        {"kernel_role": "SYSTEM", "public_host": main.kernel_host, "sshd_ports": ports}
+    )
+
+
+@auth_required
+async def abusing_report(session_name: str) -> Response:
+    """``GET /session/:id/abusing-report``: what an abuse detector found; bai runs none,
+    so the report is empty (``{}``, the original's answer without one)."""
+    await find_session(session_name, current_auth())
+    return json_response({})
+
+
+class _SyncAgentBody(msgspec.Struct, kw_only=True):
+    agent: str
+
+
+@auth_required
+async def sync_agent_registry() -> Response:
+    """``POST /session/_/sync-agent-registry``: reconcile an agent's kernels with the
+    database at its next heartbeat; 404 for an agent never registered."""
+    params = await read_json(_SyncAgentBody)
+    ctx = current_ctx()
+    async with ctx.db.begin_readonly() as conn:
+        known = (
+            await conn.execute(sa.select(agents.c.id).where(agents.c.id == params.agent))
+        ).first()
+    if known is None:
+        raise AgentNotFound(f"no agent {params.agent!r} is registered")
+    ctx.agents.resync(params.agent)
+    return json_response({})
 
 
 class _DestroyQuery(msgspec.Struct, kw_only=True):
