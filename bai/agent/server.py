@@ -52,6 +52,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final, cast
 
+import hypercorn.trio
 import trio
 
 import bai
@@ -62,6 +63,7 @@ from bai.agent.backends.local import LocalBackend
 from bai.agent.images import ImageCatalog, host_architecture, load_catalog
 from bai.agent.kernel import AgentKernel
 from bai.agent.kernel_store import KernelStore
+from bai.agent.metrics import agent_families
 from bai.agent.plugins import ComputePlugin, create_allocator, load_plugins
 from bai.agent.ports import PortPool
 from bai.agent.rpc_handlers import AgentRPC
@@ -79,6 +81,8 @@ from bai.common.events import (
     EventBus,
     publish_event,
 )
+from bai.common.hypercorn_setup import base_url, hypercorn_config
+from bai.common.metrics import MetricsApp, exposition, snapshot
 from bai.common.rpc import RPCServer
 from bai.common.types import AgentId, KernelId, KernelStatus, SessionId
 from bai.kernel.protocol import DEFAULT_BOOTSTRAP_TIMEOUT
@@ -174,6 +178,8 @@ class AgentService:
         self._outbox: deque[AgentKernelTerminated] = deque()
         self._outbox_filled = trio.Event()
         self.rpc_urls: list[str] = []
+        #: Where `GET /metrics` answers, once served (`[agent] metrics-addr`).
+        self.metrics_url: str | None = None
         self.architecture = host_architecture()
 
     @property
@@ -236,6 +242,8 @@ class AgentService:
                     await self._publish(AgentStarted(agent_id=AgentId(self.agent_id)))
                     nursery.start_soon(self._heartbeats)
                     nursery.start_soon(self._collect_stats)
+                    if self.config.agent.metrics_addr is not None:
+                        self.metrics_url = await nursery.start(self._serve_metrics)
                     task_status.started(self.rpc_urls)
             finally:
                 try:
@@ -255,6 +263,35 @@ class AgentService:
                             await plugin.cleanup()
                         except Exception:
                             log.exception("compute plugin %s failed to clean up", plugin.name)
+
+    async def _metrics_page(self) -> bytes:
+        allocator = self.allocator
+        families = agent_families(
+            self.kernels.values(), allocator.capacity(), allocator.allocated()
+        )
+        return exposition(snapshot(families))
+
+    async def _serve_metrics(self, *, task_status: trio.TaskStatus[str]) -> None:
+        """``GET /metrics`` on ``[agent] metrics-addr``; started with its URL."""
+        hyper = hypercorn_config(
+            self.config.agent.metrics_addr,
+            ssl_enabled=False,
+            certfile=None,
+            keyfile=None,
+            logger="bai.agent.metrics",
+            graceful_timeout=1.0,
+        )
+        # hypercorn's own types name every ASGI event; the app speaks plain dicts.
+        app: Any = MetricsApp(self._metrics_page)
+
+        async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            await hypercorn.trio.serve(app, hyper, task_status=task_status, mode="asgi")
+
+        async with trio.open_nursery() as nursery:
+            bound: list[str] = await nursery.start(run)
+            url = f"{base_url(bound)}/metrics"
+            log.info("agent %s serves metrics at %s", self.agent_id, url)
+            task_status.started(url)
 
     def _prepare_state(self) -> None:
         # Kernel records hold each kernel's environment, kernel logs (the

@@ -3,7 +3,9 @@
 Every request must carry the shared secret (``[api.manager] secret``) in
 :data:`~bai.common.storage_api.AUTH_HEADER`; without it, or with another
 one, the answer is 401 Unauthorized whatever the route (unknown routes
-included), and nothing changes.  Routes, bodies and replies are those of
+included), and nothing changes.  The one exception is ``GET /metrics``
+(:data:`METRICS_PATH`, :mod:`bai.storage.metrics`): Prometheus scrapers send
+no secret, and the page names volumes only.  Routes, bodies and replies are those of
 :mod:`bai.common.storage_api`: bodies are parsed into its frozen structs
 (unknown keys refused), every refusal is an RFC 7807 body with one of its
 error types (:mod:`bai.storage.errors`), and a refused request changes
@@ -25,9 +27,11 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from bai.common import storage_api as api
+from bai.common.metrics import CONTENT_TYPE, exposition, snapshot
 from bai.common.storage_api import StorageErrorType, TokenClaims, check_relpath
 from bai.storage.context import StorageContext
 from bai.storage.errors import PROBLEM_CONTENT_TYPE, StorageError, http_problem, problem_of
+from bai.storage.metrics import storage_families
 
 __all__ = ["API_VERSION", "MAX_BODY", "create_manager_app"]
 
@@ -35,6 +39,8 @@ __all__ = ["API_VERSION", "MAX_BODY", "create_manager_app"]
 API_VERSION: Final = 1
 #: The largest request body read (1,000 relpaths of 4 KiB each, with room to spare).
 MAX_BODY: Final = 8 * 1024 * 1024
+#: The one route answered without the manager's secret.
+METRICS_PATH: Final = "/metrics"
 
 B = TypeVar("B", bound=api._Body)
 Handler = Callable[[StorageContext, Any], Awaitable[Any]]
@@ -227,6 +233,8 @@ def create_manager_app(ctx: StorageContext) -> Quart:
 
     @app.before_request
     async def guard() -> None:
+        if request.path == METRICS_PATH:
+            return
         given = request.headers.get(api.AUTH_HEADER, "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, secret):
             raise StorageError(
@@ -234,6 +242,11 @@ def create_manager_app(ctx: StorageContext) -> Quart:
                 f"the manager's shared secret is missing or wrong ({api.AUTH_HEADER})",
             )
 
+    async def metrics() -> Response:
+        page = exposition(snapshot(await storage_families(ctx.volumes)))
+        return Response(page, status=200, content_type=CONTENT_TYPE)
+
+    app.add_url_rule(METRICS_PATH, "metrics", metrics, methods=["GET"])
     for path, kind, handler in ROUTES:
         name = path.strip("/").replace("/", "_").replace("-", "_") or "status"
         method = "GET" if kind is None else "POST"

@@ -271,6 +271,8 @@ class AgentSection(Section, frozen=True):
     ipc_base_path: Path = Path("/tmp/bai/ipc")
     image_catalog: Path | None = None
     allow_compute_plugins: tuple[Name, ...] | None = None
+    #: Where to serve ``GET /metrics`` (Prometheus text); None serves none.
+    metrics_addr: HostPort | None = None
 
 
 class ContainerConfig(Section, frozen=True):

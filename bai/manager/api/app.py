@@ -47,6 +47,7 @@ from bai.common.hypercorn_setup import hypercorn_config
 from bai.manager.api import (
     auth,
     events,
+    metrics,
     resource,
     scheduler,
     session,
@@ -92,6 +93,7 @@ BLUEPRINTS: Final[tuple[Blueprint, ...]] = (
     stream.blueprint,
     scheduler.blueprint,
     vfolder.blueprint,
+    metrics.blueprint,
     gql_blueprint,
 )
 

@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import abc
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from bai.common.storage_api import DirEntry, FolderUsage, QuotaScopeInfo, VolumeInfo
 from bai.storage.volumes.uploads import UploadRegistry
 
-__all__ = ["Volume"]
+__all__ = ["Volume", "VolumeTotals"]
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeTotals:
+    """What a volume holds by the proxy's own accounting (as of its last usage scan)."""
+
+    folders: int
+    files: int
+    used_bytes: int
 
 
 class Volume(abc.ABC):
@@ -42,6 +52,10 @@ class Volume(abc.ABC):
             "path": str(self.path),
             "capabilities": list(self.capabilities),
         }
+
+    @abc.abstractmethod
+    def totals(self) -> VolumeTotals:
+        """The folders, files and bytes the volume holds, from memory (no I/O)."""
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -48,7 +48,7 @@ from bai.storage.errors import StorageError, os_error
 from bai.storage.quota import Budget, check_room
 from bai.storage.volumes import metric as metrics
 from bai.storage.volumes import tree
-from bai.storage.volumes.base import Volume
+from bai.storage.volumes.base import Volume, VolumeTotals
 from bai.storage.volumes.meta import FolderRecord, MetaStore
 from bai.storage.volumes.uploads import UploadRecord, UploadRegistry, UploadSession
 from bai.storage.volumes.walk import (
@@ -346,6 +346,14 @@ class VfsVolume(Volume):
         after = await self._run(metrics.sample, self.path, self._device)
         self._last_sample = after
         return metrics.metric(before, after)
+
+    def totals(self) -> VolumeTotals:
+        usages = [self._usage[vfid] for vfid in self._records if vfid in self._usage]
+        return VolumeTotals(
+            folders=len(self._records),
+            files=sum(usage.file_count for usage in usages),
+            used_bytes=sum(usage.used_bytes for usage in usages),
+        )
 
     async def refresh_usage(self) -> None:
         for vfid in list(self._records):
