@@ -339,7 +339,12 @@ class AgentService:
             return False
 
     async def _report_end(
-        self, kernel_id: str, session_id: str, reason: str, exit_code: int | None
+        self,
+        kernel_id: str,
+        session_id: str,
+        reason: str,
+        exit_code: int | None,
+        last_stat: dict[str, Any] | None,
     ) -> None:
         """Tell the manager that a kernel is gone (see the module docstring's events).
 
@@ -352,6 +357,7 @@ class AgentService:
             session_id=SessionId(uuid.UUID(session_id)),
             reason=reason,
             exit_code=exit_code,
+            last_stat=last_stat,
         )
         if not await self._publish(event):
             if len(self._outbox) >= OUTBOX_LIMIT:

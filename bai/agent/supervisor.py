@@ -93,8 +93,9 @@ EXIT_GRACE: Final = 2.0
 #: Ended kernels whose destroy result is remembered.
 TERMINATED_KEPT: Final = 1024
 
-#: ``report_end(kernel_id, session_id, reason, exit_code)``: tell the manager a kernel is gone.
-ReportEnd = Callable[[str, str, str, int | None], Awaitable[None]]
+#: ``report_end(kernel_id, session_id, reason, exit_code, last_stat)``: tell the manager a
+#: kernel is gone, with its final statistics sample when there is one.
+ReportEnd = Callable[[str, str, str, int | None, dict[str, Any] | None], Awaitable[None]]
 
 
 class KernelSupervisor:
@@ -224,7 +225,7 @@ class KernelSupervisor:
             await self.backend.cleanup(record)
             await trio.to_thread.run_sync(self._store.remove, record.kernel_id)
         kernel.transition(KernelStatus.TERMINATED)
-        await self._report_end(record.kernel_id, record.session_id, reason, None)
+        await self._report_end(record.kernel_id, record.session_id, reason, None, None)
         log.info("kernel %s did not survive the agent restart (%s)", record.kernel_id, reason)
 
     # ------------------------------------------------------------- create
@@ -642,7 +643,9 @@ class KernelSupervisor:
         self._terminated[record.kernel_id] = kernel
         while len(self._terminated) > TERMINATED_KEPT:
             self._terminated.popitem(last=False)
-        await self._report_end(record.kernel_id, record.session_id, reason, kernel.exit_code)
+        await self._report_end(
+            record.kernel_id, record.session_id, reason, kernel.exit_code, kernel.last_stat
+        )
         kernel.gone.set()
         log.info(
             "kernel %s terminated (%s, exit code %s)", record.kernel_id, reason, kernel.exit_code
@@ -665,6 +668,8 @@ class KernelSupervisor:
             kernel.restarting = False
             # A TERMINATED kernel that is not gone yet is only reporting its end.
             if kernel.status is not KernelStatus.TERMINATED:
+                if kernel.status is KernelStatus.RUNNING:
+                    await self._final_sample(kernel)
                 kernel.transition(KernelStatus.TERMINATING)
             deadline = trio.current_time() + self.destroy_grace + CLEANUP_TIMEOUT
             # A destroy that began stops the kernel even if its caller goes away;
@@ -679,6 +684,19 @@ class KernelSupervisor:
                 raise KernelNotRunning(f"kernel {kernel.kernel_id} did not end in time")
         assert kernel.result is not None
         return kernel.result
+
+    async def _final_sample(self, kernel: AgentKernel) -> None:
+        """Measure *kernel* once more before it is stopped: its cgroups go with it, and its
+        end report and usage records keep this sample (bounded by a second)."""
+        with trio.move_on_after(1.0):
+            try:
+                usage = await self.backend.usage([kernel.record])
+            except Exception:
+                log.warning("no final sample of kernel %s", kernel.kernel_id, exc_info=True)
+                return
+            sample = usage.get(kernel.kernel_id)
+            if sample is not None:
+                kernel.update_stats(sample)
 
     async def restart_kernel(self, kernel_id: uuid.UUID) -> AgentKernel:
         """Restart the runner of a RUNNING kernel and wait until it is RUNNING again."""
@@ -719,6 +737,7 @@ class KernelSupervisor:
                 sid,
                 result["reason"] if result is not None else "already-terminated",
                 ended.exit_code if ended else None,
+                ended.last_stat if ended else None,
             )
         unknown = [
             kid

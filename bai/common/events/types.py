@@ -223,6 +223,8 @@ class AgentKernelTerminated(AgentEvent, frozen=True, tag="agent_kernel_terminate
     session_id: SessionId
     reason: str = ""
     exit_code: int | None = None
+    #: The kernel's final statistics sample (``last_stat``), when the agent took one.
+    last_stat: dict[str, Any] | None = None
 
 
 class AgentStatsReported(AgentEvent, frozen=True, tag="agent_stats"):

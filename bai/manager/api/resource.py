@@ -36,24 +36,31 @@ those enqueue and the dispatcher apply (:mod:`bai.manager.policy`):
   ``config/api/resources/group_resource_visibility`` is true, as in the spec.
 
 With ``owner_access_key``, an admin sees all of this as that keypair sees it.
+
+Usage reports (:mod:`bai.manager.usage`): ``GET /resource/usage/month``,
+``GET /resource/usage/period`` (superadmins), ``GET /resource/stats/user/month``
+(anyone, their own), ``GET /resource/stats/admin/month`` (superadmins), and
+``POST /resource/recalculate-usage``.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
 import sqlalchemy as sa
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import RESOURCE_OCCUPYING_STATUSES, SlotTypes
-from bai.manager.api.auth import auth_required, current_auth
-from bai.manager.api.helpers import current_ctx, json_response, read_json
+from bai.manager.api.auth import auth_required, current_auth, superadmin_required
+from bai.manager.api.helpers import InvalidParameter, current_ctx, json_response, read_json
 from bai.manager.db import Connection
+from bai.manager.models.base import utcnow
 from bai.manager.models.identity import (
     association_groups_users,
     domains,
@@ -78,6 +85,7 @@ from bai.manager.policy import (
     usable_groups,
 )
 from bai.manager.sessions.queries import allowed_scaling_groups
+from bai.manager.usage import month_span, monthly_bins, period_span, period_usage, usage_timezone
 
 __all__ = [
     "GROUP_VISIBILITY_KEY",
@@ -309,3 +317,88 @@ async def check_presets() -> Response:
             "presets": preset_list,
         }
     )
+
+
+# ------------------------------------------------------------------ usage reports
+
+
+@blueprint.route("/recalculate-usage", methods=["POST"])
+@superadmin_required
+async def recalculate_usage() -> Response:
+    """``POST /resource/recalculate-usage``: the original rebuilds cached occupancy
+    counters; bai keeps none (occupancy is always summed from the kernels that hold
+    resources), so there is nothing to rebuild and the answer is ``{}``."""
+    return json_response({})
+
+
+def _group_ids(values: list[str], field: str) -> list[uuid.UUID]:
+    found: list[uuid.UUID] = []
+    for value in values:
+        for part in value.split(","):
+            if not part:
+                continue
+            try:
+                found.append(uuid.UUID(part))
+            except ValueError:
+                raise InvalidParameter("must be project UUIDs", field=field, value=part) from None
+    return found
+
+
+def _usage_error(exc: InvalidValue) -> InvalidParameter:
+    return InvalidParameter(exc.problem, field=exc.field, value=exc.value)
+
+
+@blueprint.route("/usage/month", methods=["GET"])
+@superadmin_required
+async def usage_per_month() -> Response:
+    """``GET /resource/usage/month?month=YYYYMM[&group_ids=...]``: each project's kernels
+    that lived in the month (:func:`bai.manager.usage.period_usage`)."""
+    ctx = current_ctx()
+    month = request.args.get("month")
+    if month is None:
+        raise InvalidParameter("is required", field="month")
+    zone = await usage_timezone(ctx.db)
+    try:
+        start, end = month_span(month, zone)
+    except InvalidValue as exc:
+        raise _usage_error(exc) from None
+    group_ids = _group_ids(request.args.getlist("group_ids"), "group_ids")
+    report = await period_usage(ctx.db, start, end, zone, ctx.livestats.kernels, group_ids)
+    return json_response(report)
+
+
+@blueprint.route("/usage/period", methods=["GET"])
+@superadmin_required
+async def usage_per_period() -> Response:
+    """``GET /resource/usage/period?start_date=YYYYMMDD&end_date=YYYYMMDD[&group_id=]``:
+    the same for the days from start to end (at most 100)."""
+    ctx = current_ctx()
+    dates = {name: request.args.get(name) for name in ("start_date", "end_date")}
+    for name, value in dates.items():
+        if value is None:
+            raise InvalidParameter("is required", field=name)
+    zone = await usage_timezone(ctx.db)
+    try:
+        start, end = period_span(str(dates["start_date"]), str(dates["end_date"]), zone)
+    except InvalidValue as exc:
+        raise _usage_error(exc) from None
+    field = "project_id" if "project_id" in request.args else "group_id"
+    group_ids = _group_ids(request.args.getlist(field), field)
+    report = await period_usage(ctx.db, start, end, zone, ctx.livestats.kernels, group_ids)
+    return json_response(report)
+
+
+@blueprint.route("/stats/user/month", methods=["GET"])
+@auth_required
+async def user_month_stats() -> Response:
+    """``GET /resource/stats/user/month``: the caller's ended kernels in 15-minute bins
+    over the last 30 days."""
+    bins = await monthly_bins(current_ctx().db, utcnow(), current_auth().user_id)
+    return json_response(bins)
+
+
+@blueprint.route("/stats/admin/month", methods=["GET"])
+@superadmin_required
+async def admin_month_stats() -> Response:
+    """``GET /resource/stats/admin/month``: everyone's, the same way."""
+    return json_response(await monthly_bins(current_ctx().db, utcnow()))

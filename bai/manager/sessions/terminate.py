@@ -435,9 +435,11 @@ class Terminator:
             else:
                 return None
             exit_code = event.exit_code if row.exit_code is None else None
+            # The end report may come before the destroy call's answer: keep its sample.
+            values = {"last_stat": dict(event.last_stat)} if event.last_stat else None
             try:
                 moved = await transitions.transition_kernel(
-                    conn, event.kernel_id, target, reason, exit_code=exit_code
+                    conn, event.kernel_id, target, reason, exit_code=exit_code, values=values
                 )
             except (InvalidTransition, transitions.KernelRowNotFound):
                 return None

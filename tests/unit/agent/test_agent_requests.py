@@ -127,7 +127,9 @@ def test_the_agent_answers_every_method_of_the_contract(tmp_path: Path) -> None:
         log_dir=tmp_path / "logs",
     )
 
-    async def report_end(kernel_id: str, session_id: str, reason: str, code: int | None) -> None:
+    async def report_end(
+        kernel_id: str, session_id: str, reason: str, code: int | None, stat: object
+    ) -> None:
         raise AssertionError("no kernel ends here")
 
     supervisor = KernelSupervisor(

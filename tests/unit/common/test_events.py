@@ -152,6 +152,7 @@ SAMPLES: list[Event] = [
         session_id=SID,
         reason="self-terminated",
         exit_code=137,
+        last_stat={"cpu_used": {"current": "120", "capacity": None, "unit_hint": "msec"}},
     ),
     AgentStatsReported(
         agent_id=AgentId("i-node01"),
