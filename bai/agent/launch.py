@@ -4,7 +4,8 @@ The kernel supervisor (:mod:`bai.agent.supervisor`) allocates devices and
 host ports; the functions here turn a :class:`~bai.common.agent_api.KernelConfig`
 and that allocation into the :class:`~bai.agent.backends.base.KernelLaunch`
 the backend makes the kernel from (environment, cgroup limits, service-ports
-label, hostname, bootstrap script, virtual folder mounts, SSH keypair) and the
+label, hostname, bootstrap script (the owner's stored one, then the session's),
+virtual folder mounts, SSH keypair, dotfiles) and the
 :class:`~bai.agent.kernel_store.KernelRecord` the agent remembers it by.
 They only compute: every input (the host's core count, the clock) is an
 argument, so the same request always plans the same kernel.
@@ -28,6 +29,7 @@ from typing import Final
 from bai.agent.alloc import Allocation, allocation_to_json, allocation_total
 from bai.agent.backends.base import KernelLaunch
 from bai.agent.cgroups import CgroupLimits
+from bai.agent.dotfiles import compose_bootstrap
 from bai.agent.images import Image
 from bai.agent.kernel_store import KernelRecord
 from bai.agent.plugins import ComputePlugin
@@ -183,10 +185,12 @@ def plan_launch(
         service_ports_label=ports_label(image, port_map),
         hostname=hostname,
         peers=peers,
-        bootstrap_script=config.bootstrap_script,
+        bootstrap_script=compose_bootstrap(config.user_bootstrap_script, config.bootstrap_script),
         bootstrap_timeout=bootstrap_timeout,
         mounts=tuple(config.mounts),
         ssh_keypair=config.ssh_keypair,
+        dotfiles=tuple(config.dotfiles),
+        shmem=config.resource_opts.shmem,
     )
 
 

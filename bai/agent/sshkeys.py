@@ -41,15 +41,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+from bai.agent.homefiles import NotAFolder, open_folder, replace_file
 from bai.common.agent_api import SSHKeypair, paths_overlap
 from bai.common.errors import BaiError
-from bai.common.safe_fs import DIR_FLAGS, kind_of, lstat_at, open_plain
+from bai.common.safe_fs import kind_of, lstat_at, open_plain
 from bai.common.scratch_paths import KERNEL_HOME
 
 __all__ = [
@@ -71,7 +71,6 @@ AUTHORIZED_KEYS: Final = "authorized_keys"
 MAX_AUTHORIZED_KEYS_SIZE: Final = 1024 * 1024
 
 _STAGING_PREFIX: Final = ".bai-ssh-"
-_CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class SSHKeysRefused(BaiError):
@@ -153,14 +152,9 @@ def _open_ssh_dir(root: int) -> int | None:
     Raises :class:`SSHKeysRefused` when ``.ssh`` is a link or anything but a folder.
     """
     try:
-        return os.open(SSH_DIR, DIR_FLAGS, dir_fd=root)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-            raise
-    st = lstat_at(SSH_DIR, root)
-    raise _refused(_shown(SSH_DIR), st.st_mode if st is not None else stat.S_IFLNK)
+        return open_folder(root, SSH_DIR)
+    except NotAFolder as exc:
+        raise _refused(_shown(SSH_DIR), exc.mode) from None
 
 
 def _make_ssh_dir(root: int) -> int:
@@ -221,25 +215,6 @@ def _read_all(fd: int, limit: int) -> bytes:
 
 
 def _put(dir_fd: int, name: str, data: bytes, owner: tuple[int, int]) -> None:
-    """Replace *name* in *dir_fd* with a new 0600 file holding *data*, owned by *owner*.
-
-    The data goes to a new file first (``O_EXCL``: nothing the kernel made is
-    opened), which is then renamed over *name*: a link there is replaced, not
-    followed, and a reader never sees half a key.
-    """
-    staged = _STAGING_PREFIX + secrets.token_hex(8)
-    fd = os.open(staged, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
-    try:
-        try:
-            os.fchown(fd, *owner)
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.rename(staged, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(staged, dir_fd=dir_fd)
-        raise
+    """Replace *name* in *dir_fd* with a new 0600 file holding *data*, owned by *owner*
+    (:func:`bai.agent.homefiles.replace_file`: a link there is replaced, not followed)."""
+    replace_file(dir_fd, name, data, owner, 0o600, staging_prefix=_STAGING_PREFIX)

@@ -71,7 +71,16 @@ Methods
     and a line of ``/home/work/.ssh/authorized_keys`` (the public key), each
     0600 in a 0700 ``.ssh``, owned by the kernel's user; a path a mounted
     folder covers (a folder at ``/home/work/.ssh``) is left to the folder
-    (:mod:`bai.agent.sshkeys`).
+    (:mod:`bai.agent.sshkeys`).  A kernel's ``dotfiles`` (at most
+    :data:`MAX_KERNEL_DOTFILES` :class:`Dotfile`: the owner's merged with
+    the project's and the domain's by the manager) are written into its
+    ``/home/work`` before anything runs there, each with its mode, owned by
+    the kernel's user, missing folders made 0755; a dotfile a mounted folder
+    covers is left out, and a link or special file in its way fails the
+    kernel (:mod:`bai.agent.dotfiles`).  A ``user_bootstrap_script`` (the
+    owner's stored script) runs before the ``bootstrap_script``, from the
+    same ``bootstrap.sh``; when it fails, the session's script does not run
+    and the kernel fails with ``bootstrap-failed``.
 ``destroy_kernel {kernel_id, reason="user-requested"}``
     Stops the kernel (SIGTERM, SIGKILL after the grace period), releases
     everything, answers a :class:`DestroyResult` ``{kernel_id, session_id,
@@ -133,6 +142,7 @@ from typing import Annotated, Any, Final, Literal, TypedDict, TypeVar
 
 import msgspec
 
+from bai.common.scratch_paths import ScratchPathError, split_path
 from bai.common.storage_api import InvalidPath, kernel_mount_path
 from bai.common.validation import InvalidField, bracketed, invalid_value
 
@@ -222,6 +232,51 @@ MAX_SSH_PUBLIC_KEY: Final = 8 * 1024
 MAX_SSH_PRIVATE_KEY: Final = 16 * 1024
 
 
+#: Largest content of one dotfile (characters).
+MAX_DOTFILE_SIZE: Final = 64 * 1024
+#: Dotfiles one kernel may get (its owner's, project's and domain's together).
+MAX_KERNEL_DOTFILES: Final = 300
+#: Paths in ``/home/work`` that no dotfile may take: the agent writes them
+#: (:mod:`bai.agent.sshkeys`, ``bootstrap.sh``) or the kernel's tools keep folders there.
+RESERVED_DOTFILES: Final = frozenset(
+    {
+        ".terminfo",
+        ".jupyter",
+        ".ssh",
+        ".ssh/authorized_keys",
+        ".local",
+        ".config",
+        "id_container",
+        "bootstrap.sh",
+    }
+)
+
+
+def dotfile_parts(path: object, *, field: str = "path") -> list[str]:
+    """The components below ``/home/work`` of dotfile *path*; raises :class:`ScratchPathError`.
+
+    A dotfile path is relative to ``/home/work``: absolute paths, ``..``, NUL,
+    over-long names and the :data:`RESERVED_DOTFILES` are refused.  Applied by
+    the manager when a dotfile is stored and by the agent before it writes one.
+    """
+    if isinstance(path, str) and path.startswith("/"):
+        raise ScratchPathError(
+            "a dotfile path must be relative to /home/work", value=path, field=field
+        )
+    parts = split_path(path, field=field)
+    if "/".join(parts) in RESERVED_DOTFILES:
+        raise ScratchPathError(
+            "this path is reserved for the kernel's own files", value=path, field=field
+        )
+    return parts
+
+
+def paths_nest(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether split paths *a* and *b* are the same or one is a folder of the other."""
+    short = min(len(a), len(b))
+    return list(a[:short]) == list(b[:short])
+
+
 class InvalidRequest(InvalidField):
     """Malformed RPC arguments: wrong type, missing or unknown key, value out of range."""
 
@@ -249,6 +304,8 @@ class ResourceOpts(_Args, frozen=True):
 
     #: Tasks (threads included) the kernel may have; the agent's default when None.
     pids_max: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] | None = None
+    #: Bytes of the kernel's ``/dev/shm`` (a tmpfs charged to its memory); unbounded when None.
+    shmem: Annotated[int, msgspec.Meta(ge=1, le=1024**4)] | None = None
 
 
 class VFolderMount(_Args, frozen=True):
@@ -326,6 +383,29 @@ def mount_overlap(paths: Sequence[str]) -> tuple[int, int] | None:
     return None
 
 
+class Dotfile(_Args, frozen=True):
+    """One file the agent writes into a kernel's ``/home/work`` before it starts.
+
+    Guarantees once parsed: *path* is a normalised relative path that passes
+    :func:`dotfile_parts` (no ``.`` or empty components), *mode* holds
+    permission bits only (no set-id or sticky bits), *data* has no NUL.
+    """
+
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)]
+    data: Annotated[str, msgspec.Meta(max_length=MAX_DOTFILE_SIZE)]
+
+    def __post_init__(self) -> None:
+        try:
+            parts = dotfile_parts(self.path)
+        except ScratchPathError as exc:
+            raise ValueError(f"path: {exc.problem}: {self.path!r}") from None
+        if "/".join(parts) != self.path:
+            raise ValueError(f"path: must be written as {'/'.join(parts)!r}")
+        if "\x00" in self.data:
+            raise ValueError("data: NUL is not allowed")
+
+
 class KernelConfig(_Args, frozen=True):
     """One kernel to create."""
 
@@ -350,8 +430,24 @@ class KernelConfig(_Args, frozen=True):
     #: The session owner's SSH keypair: the agent writes ``/home/work/id_container`` and
     #: ``/home/work/.ssh/authorized_keys`` from it (None: the kernel gets neither).
     ssh_keypair: SSHKeypair | None = None
+    #: Files written into ``/home/work`` before the kernel starts (no two nest).
+    dotfiles: Annotated[list[Dotfile], msgspec.Meta(max_length=MAX_KERNEL_DOTFILES)] = (
+        msgspec.field(default_factory=list)
+    )
+    #: The owner's stored script, run before *bootstrap_script* (None: none).
+    user_bootstrap_script: Annotated[str, msgspec.Meta(max_length=MAX_BOOTSTRAP_SCRIPT)] | None = (
+        None
+    )
 
     def __post_init__(self) -> None:
+        split = [dotfile.path.split("/") for dotfile in self.dotfiles]
+        for j, later in enumerate(split):
+            for i in range(j):
+                if paths_nest(split[i], later):
+                    raise ValueError(
+                        f"dotfiles[{j}].path: {self.dotfiles[j].path!r} collides with "
+                        f"dotfiles[{i}].path {self.dotfiles[i].path!r}"
+                    )
         for key, value in self.environ.items():
             if not _ENV_NAME.match(key):
                 raise ValueError(f"environ: not an environment variable name: {key!r}")

@@ -81,10 +81,16 @@ BAD_CREATIONS: list[tuple[Any, int, str, str | None]] = [
         "config.mount_map.other",
     ),
     (
-        {"image": "python", "config": {"resource_opts": {"shmem": "64m"}}},
+        {"image": "python", "config": {"resource_opts": {"shm": "64m"}}},
         400,
         "invalid-api-params",
-        "config.resource_opts",
+        "config.resource_opts.shm",
+    ),
+    (
+        {"image": "python", "config": {"preopen_ports": [8080]}},
+        400,
+        "invalid-api-params",
+        "config.preopen_ports",
     ),
     # Over any agent's capacity (over a policy: the test below).
     (

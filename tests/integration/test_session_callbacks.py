@@ -20,6 +20,7 @@ class Receiver:
     def __init__(self) -> None:
         self.app = QuartTrio(__name__)
         self.bodies: list[dict[str, Any]] = []
+        self.terminated = trio.Event()
         self.failures_left = 0
         self.app.add_url_rule("/ok", "ok", self.ok, methods=["POST"])
         self.app.add_url_rule("/hang", "hang", self.hang, methods=["POST"])
@@ -30,6 +31,8 @@ class Receiver:
             self.failures_left -= 1
             return "", 503
         self.bodies.append(body)
+        if body["event"] == "terminated":
+            self.terminated.set()
         return "", 204
 
     async def hang(self) -> str:
@@ -46,8 +49,7 @@ async def test_a_receiver_sees_every_lifecycle_event_in_order(deployment: Deploy
     await deployment.run(name, "print(1)")
     assert (await deployment.destroy(name)).status_code == 200
     with trio.fail_after(30):
-        while not receiver.bodies or receiver.bodies[-1]["event"] != "terminated":
-            await trio.sleep(0.1)
+        await receiver.terminated.wait()
     events = [body["event"] for body in receiver.bodies]
     assert events == [
         "enqueued",

@@ -36,7 +36,7 @@ import trio
 from bai.agent.cgroups import CgroupLimits, CgroupUsage
 from bai.agent.images import Image
 from bai.agent.kernel_store import KernelRecord
-from bai.common.agent_api import SSHKeypair, VFolderMount
+from bai.common.agent_api import Dotfile, SSHKeypair, VFolderMount
 from bai.common.errors import BaiError
 from bai.kernel.protocol import DEFAULT_BOOTSTRAP_TIMEOUT
 
@@ -70,6 +70,10 @@ class KernelLaunch:
     mounts: tuple[VFolderMount, ...] = ()
     #: The session owner's SSH keypair, written into the scratch folder (:mod:`bai.agent.sshkeys`).
     ssh_keypair: SSHKeypair | None = None
+    #: Files written into the scratch folder before the kernel starts (:mod:`bai.agent.dotfiles`).
+    dotfiles: tuple[Dotfile, ...] = ()
+    #: Bytes of the kernel's ``/dev/shm``, where the sandbox can bound it; None: no bound.
+    shmem: int | None = None
 
 
 class KernelProcess(ABC):

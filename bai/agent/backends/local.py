@@ -13,7 +13,8 @@ What a kernel gets:
   directory (the spec's ``/home/work``), holding ``bootstrap.sh`` when the
   session has a bootstrap script (the runner runs it before it serves), and
   the session owner's SSH keys (``id_container``, ``.ssh/authorized_keys``;
-  :mod:`bai.agent.sshkeys`);
+  :mod:`bai.agent.sshkeys`) and the dotfiles of the request
+  (:mod:`bai.agent.dotfiles`);
 * where ``bwrap`` is installed and works, a **sandbox** built from an
   allow-list (:mod:`bai.agent.backends.sandbox`): system folders and the
   runtime read-only, its scratch at ``/home/work``, private ``/tmp``,
@@ -89,11 +90,12 @@ from bai.agent.backends.processes import (
     start_time,
 )
 from bai.agent.cgroups import CgroupDriver, CgroupError, CgroupUsage, KernelCgroup, detect
+from bai.agent.dotfiles import DotfilesRefused, install_dotfiles
 from bai.agent.images import Image
 from bai.agent.kernel_store import KernelRecord
 from bai.agent.sshkeys import SSHKeysRefused, install_ssh_keys
 from bai.common.errors import sole_exception
-from bai.common.scratch_paths import KERNEL_HOME
+from bai.common.scratch_paths import KERNEL_HOME, ScratchPathError
 from bai.common.slots import BinarySize
 
 log = logging.getLogger(__name__)
@@ -406,8 +408,11 @@ class LocalBackend(KernelBackend):
                 script.write_text(launch.bootstrap_script, encoding="utf-8")
                 os.chown(script, *as_owner)
                 record.bootstrap = True
+            mount_paths = [mount.kernel_path for mount in launch.mounts]
+            if launch.dotfiles:
+                # Before the SSH keys: a dotfile may make .ssh, which the keys then make 0700.
+                install_dotfiles(scratch_dir, launch.dotfiles, as_owner, mount_paths)
             if launch.ssh_keypair is not None:
-                mount_paths = [mount.kernel_path for mount in launch.mounts]
                 install_ssh_keys(scratch_dir, launch.ssh_keypair, as_owner, mount_paths)
             if self.bwrap is not None:
                 etc_dir = self.etc_root / kid
@@ -416,7 +421,7 @@ class LocalBackend(KernelBackend):
                     (etc_dir / name).write_text(text, encoding="utf-8")
         except OSError as exc:
             raise BackendError(f"cannot prepare the kernel's directories: {exc}") from None
-        except SSHKeysRefused as exc:
+        except (SSHKeysRefused, DotfilesRefused, ScratchPathError) as exc:
             raise BackendError(str(exc)) from None
         record.input_addr = f"ipc://{sock_dir}/in"
         record.output_addr = f"ipc://{sock_dir}/out"
@@ -508,6 +513,7 @@ class LocalBackend(KernelBackend):
             runtime_paths=self._runtime_paths(launch.image),
             hostname=launch.hostname,
             devices=devices,
+            shmem=launch.shmem,
             switch_user=((self._setpriv, *owner) if self._setpriv is not None and owner else None),
             netns=(
                 (self._nsenter, self.networks.path(record.session_id))

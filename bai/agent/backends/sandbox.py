@@ -12,7 +12,8 @@ The sandbox's root starts empty and gets only what is named here:
   (:func:`host_files`), so the session's cluster host names resolve;
 * the runtime the kernel runs on (the interpreters' prefixes, the bai
   package, the image's service definitions), read-only at their host paths;
-* private ``/proc``, ``/dev``, ``/dev/shm``, ``/tmp``, ``/var/tmp`` and ``/run``;
+* private ``/proc``, ``/dev``, ``/dev/shm`` (of ``shmem`` bytes when the session asked),
+  ``/tmp``, ``/var/tmp`` and ``/run``;
 * its scratch folder read-write at ``/home/work`` and its socket folder at
   its host path (the agent dials the runner there);
 * its virtual folders (:class:`~bai.common.agent_api.VFolderMount`): each
@@ -103,6 +104,8 @@ class Sandbox:
     system_links: dict[str, str] = field(default_factory=dict)
     #: Virtual folders bound at their kernel paths (see :func:`check_mounts`).
     mounts: Sequence[VFolderMount] = ()
+    #: Bytes of the private ``/dev/shm``; None leaves it unbounded (bound by memory only).
+    shmem: int | None = None
 
 
 class MountRefused(ValueError):
@@ -235,10 +238,11 @@ class _Builder:
         self._folders.add(dest)
         self.argv += [option, source, dest]
 
-    def fresh(self, option: str, dest: str) -> None:
+    def fresh(self, option: str, dest: str, *, size: int | None = None) -> None:
         self._parents(dest)
         self._folders.add(dest)
-        self.argv += [option, dest]
+        # bwrap's --size applies to the --tmpfs right after it.
+        self.argv += ([] if size is None else ["--size", str(size)]) + [option, dest]
 
 
 def command(sandbox: Sandbox, runner: Sequence[str]) -> list[str]:
@@ -264,7 +268,7 @@ def command(sandbox: Sandbox, runner: Sequence[str]) -> list[str]:
     root.fresh("--proc", "/proc")
     root.fresh("--dev", "/dev")
     for path in _PRIVATE_TMPFS:
-        root.fresh("--tmpfs", path)
+        root.fresh("--tmpfs", path, size=sandbox.shmem if path == "/dev/shm" else None)
     for path in SYS_ALLOWED:
         root.mount("--ro-bind-try", path, path)
     for folder in sandbox.runtime_paths:

@@ -79,6 +79,7 @@ from bai.common.config.schema import (
     StorageProxySection,
     VolumeConfig,
     WatcherConfig,
+    WebserverConfig,
 )
 from bai.common.config.values import (
     MAX_DURATION_SECONDS,
@@ -142,6 +143,7 @@ __all__ = [
     "StorageProxySection",
     "VolumeConfig",
     "WatcherConfig",
+    "WebserverConfig",
     "find_config_file",
     "load_config",
     "parse_config",

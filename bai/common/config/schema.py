@@ -62,6 +62,12 @@ __all__ = [
     "StorageProxySection",
     "VolumeConfig",
     "WatcherConfig",
+    "WebserverApiSection",
+    "WebserverConfig",
+    "WebserverLogFileConfig",
+    "WebserverLoggingConfig",
+    "WebserverSection",
+    "WebserverSessionSection",
     "dec_hook",
 ]
 
@@ -251,6 +257,15 @@ class ManagerSection(Section, frozen=True):
     execute_flush_timeout: Duration = Duration(2.0)
     scheduler_interval: Duration = Duration(3.0)
     max_proxied_connections: Annotated[int, msgspec.Meta(ge=1)] = 256
+    # Accounts (``/auth``): self-service sign-up is off unless asked for; after
+    # ``login_allowed_fail_count`` failed password logins in a row an account's password
+    # login is blocked for ``login_block_time``; a password older than
+    # ``max_password_age`` (unset: never) must be changed through
+    # ``/auth/update-password-no-auth`` before the normal login works again.
+    allow_signup: bool = False
+    login_block_time: Duration = Duration(1200.0)
+    login_allowed_fail_count: Annotated[int, msgspec.Meta(ge=1)] = 10
+    max_password_age: Duration | None = None
 
     def problems(self) -> Iterator[Problem]:
         yield from _tls_problems(self.ssl_enabled, self.ssl_cert, self.ssl_privkey)
@@ -305,12 +320,23 @@ class ResourceConfig(Section, frozen=True):
 
 
 class WatcherConfig(Section, frozen=True):
-    """``[watcher]``: the optional agent watcher service."""
+    """``[watcher]``: the optional agent watcher service (``bai watcher``)."""
 
     service_addr: HostPort = HostPort("127.0.0.1", 6009)
     ssl_enabled: bool = False
+    ssl_cert: Path | None = None
+    ssl_privkey: Path | None = None
+    #: ``process``: the watcher runs ``bai agent`` itself; ``systemd``: it drives
+    #: ``target_service`` with ``systemctl``.
+    control: Literal["process", "systemd"] = "process"
     target_service: Name = "bai-agent.service"
     soft_reset_available: bool = False
+    #: What managers present in ``X-BackendAI-Watcher-Token`` (the shared config's
+    #: ``config/watcher/token``); the watcher refuses to start without one.
+    token: Name | None = None
+
+    def problems(self) -> Iterator[Problem]:
+        yield from _tls_problems(self.ssl_enabled, self.ssl_cert, self.ssl_privkey)
 
 
 class StorageProxySection(Section, frozen=True):
@@ -493,12 +519,82 @@ class AppProxyConfig(DaemonConfig, frozen=True):
     debug: DebugConfig = msgspec.field(default_factory=DebugConfig)
 
 
+class WebserverLogFileConfig(LogFileConfig, frozen=True):
+    """``[logging.file]`` of the webserver (default file ``webserver.log``)."""
+
+    filename: Name = "webserver.log"
+
+
+class WebserverLoggingConfig(LoggingConfig, frozen=True):
+    """``[logging]`` of the webserver."""
+
+    file: WebserverLogFileConfig = msgspec.field(default_factory=WebserverLogFileConfig)
+
+
+class WebserverSection(Section, frozen=True):
+    """``[webserver]``: where the console server listens."""
+
+    service_addr: HostPort = HostPort("127.0.0.1", 8080)
+    ssl_enabled: bool = False
+    ssl_cert: Path | None = None
+    ssl_privkey: Path | None = None
+    pid_file: Path | None = None
+
+    def problems(self) -> Iterator[Problem]:
+        yield from _tls_problems(self.ssl_enabled, self.ssl_cert, self.ssl_privkey)
+
+
+_HTTP_URL_RE: Final = re.compile(r"https?://[^/\s?#]+/?", re.ASCII)
+
+
+class WebserverApiSection(Section, frozen=True):
+    """``[api]``: the manager API the webserver relays to, and the users' domain."""
+
+    endpoint: str = "http://127.0.0.1:8081"
+    domain: Name = "default"
+    ssl_verify: bool = True
+    connect_timeout: Duration = Duration(10.0)
+
+    def problems(self) -> Iterator[Problem]:
+        if not _HTTP_URL_RE.fullmatch(self.endpoint):
+            yield "endpoint", "must be an http:// or https:// URL without a path", self.endpoint
+
+
+class WebserverSessionSection(Section, frozen=True):
+    """``[session]``: login sessions (kept where ``[redis]`` says) and login blocking.
+
+    A session ends ``max-age`` after the login; a user name that failed
+    ``login-allowed-fail-count`` logins in a row, each within
+    ``login-block-time`` of the one before, is refused until that time passed.
+    """
+
+    max_age: Duration = Duration(604800.0)
+    login_block_time: Duration = Duration(1200.0)
+    login_allowed_fail_count: Annotated[int, msgspec.Meta(ge=1)] = 10
+    flush_on_startup: bool = False
+    cookie_secure: bool = False
+
+
+class WebserverConfig(DaemonConfig, frozen=True):
+    """``webserver.toml``: the console server (session mode)."""
+
+    FILE_NAME: ClassVar[str] = "webserver.toml"
+
+    webserver: WebserverSection = msgspec.field(default_factory=WebserverSection)
+    api: WebserverApiSection = msgspec.field(default_factory=WebserverApiSection)
+    session: WebserverSessionSection = msgspec.field(default_factory=WebserverSessionSection)
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    logging: WebserverLoggingConfig = msgspec.field(default_factory=WebserverLoggingConfig)
+    debug: DebugConfig = msgspec.field(default_factory=DebugConfig)
+
+
 #: Every daemon's config class.
 DAEMON_CONFIGS: Final[tuple[type[DaemonConfig], ...]] = (
     ManagerConfig,
     AgentConfig,
     StorageProxyConfig,
     AppProxyConfig,
+    WebserverConfig,
 )
 
 

@@ -17,7 +17,9 @@ Every request passes the gate before its handler runs, in this order:
    client IP for everyone else, including requests refused in steps 1-2
    (429 with ``Retry-After`` once exceeded);
 4. the caller's role is checked against the route's level (403), and an
-   ``owner_access_key`` query parameter is resolved (403/400).
+   ``owner_access_key`` query parameter is resolved (403/400);
+5. while the manager is frozen, the routes it refuses then answer 503
+   (:mod:`bai.manager.api.manager_status`).
 
 Every answer of a counted request carries ``X-RateLimit-Limit``,
 ``X-RateLimit-Remaining`` and ``X-RateLimit-Window``; every failure is an
@@ -45,20 +47,29 @@ from quart_trio import QuartTrio
 from bai.common.errors import BaiError
 from bai.common.hypercorn_setup import hypercorn_config
 from bai.manager.api import (
+    accounts,
+    acl,
     auth,
+    dotfiles,
+    errorlogs,
     events,
+    manager_status,
     metrics,
     resource,
+    scaling_groups,
     scheduler,
     session,
     shared_config,
     stream,
+    template,
     version,
     vfolder,
+    watcher,
 )
 from bai.manager.api.errors import RateLimitExceeded, register_error_handlers
 from bai.manager.api.gql import blueprint as gql_blueprint
 from bai.manager.api.helpers import current_ctx
+from bai.manager.api.loginblock import LoginBlocker, MemoryLoginBlocker, open_login_blocker
 from bai.manager.api.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
@@ -86,14 +97,22 @@ MAX_CONTENT_LENGTH: Final = 24 * 1024 * 1024
 BLUEPRINTS: Final[tuple[Blueprint, ...]] = (
     version.blueprint,
     auth.blueprint,
+    accounts.blueprint,
+    acl.blueprint,
+    manager_status.blueprint,
+    errorlogs.blueprint,
+    scaling_groups.blueprint,
+    dotfiles.blueprint,
     shared_config.blueprint,
     resource.blueprint,
     session.blueprint,
+    template.blueprint,
     events.blueprint,
     stream.blueprint,
     scheduler.blueprint,
     vfolder.blueprint,
     metrics.blueprint,
+    watcher.blueprint,
     gql_blueprint,
 )
 
@@ -103,6 +122,7 @@ class _Gate:
         self.limiter = limiter
         self.public_limit = public_limit
         self.keypairs = auth.KeypairCache(auth_cache_ttl)
+        self.status = manager_status.StatusCache()
 
     async def count(self, key: str, limit: int) -> None:
         try:
@@ -151,6 +171,8 @@ class _Gate:
             owner = req.args.get("owner_access_key")
             if owner is not None:
                 g.bai_auth = await auth.resolve_owner(authenticated, owner)
+        if req.url_rule is not None:
+            await self.status.refuse_if_frozen(current_ctx().db, req.method, req.url_rule.rule)
 
     async def after(self, response: Response) -> Response:
         decision = g.get("bai_ratelimit")
@@ -166,9 +188,11 @@ def create_app(
     rate_limiter: RateLimiter | None = None,
     public_rate_limit: int = PUBLIC_RATE_LIMIT,
     auth_cache_ttl: float = auth.AUTH_CACHE_TTL,
+    login_blocker: LoginBlocker | None = None,
 ) -> QuartTrio:
-    """The API app of *ctx*, limiting rates with *rate_limiter* (default: in memory)
-    and reusing keypair look-ups for *auth_cache_ttl* seconds."""
+    """The API app of *ctx*, limiting rates with *rate_limiter* (default: in memory),
+    reusing keypair look-ups for *auth_cache_ttl* seconds, and blocking password
+    logins with *login_blocker* (default: in memory, by ``[manager]``'s settings)."""
     app = QuartTrio(__name__, static_folder=None)
     app.bai = ctx  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
@@ -177,6 +201,13 @@ def create_app(
     # (the signature covers the path): ``/session//files`` is an unknown route instead.
     app.url_map.merge_slashes = False
     gate = _Gate(rate_limiter or MemoryRateLimiter(), public_rate_limit, auth_cache_ttl)
+    if login_blocker is None:
+        login_blocker = MemoryLoginBlocker(
+            block_time=float(ctx.config.manager.login_block_time),
+            allowed=ctx.config.manager.login_allowed_fail_count,
+        )
+    app.extensions["bai_login_blocker"] = login_blocker
+    app.extensions["bai_manager_status"] = gate.status
     app.before_request(gate.before)
     app.after_request(gate.after)
     register_error_handlers(app)
@@ -201,8 +232,8 @@ async def serve_api(
     Reports the bound base URLs (``["http://127.0.0.1:41234"]``; port 0 binds
     a free port) with ``task_status.started``.  *public_rate_limit* and
     *auth_cache_ttl* are as for :func:`create_app`.  Without *rate_limiter*, rate
-    limits live in Redis when ``[redis] type = "redis"`` (startup fails if it
-    does not answer), else in memory.  After *shutdown* is set the server
+    limits and login blocks live in Redis when ``[redis] type = "redis"``
+    (startup fails if it does not answer), else in memory.  After *shutdown* is set the server
     stops accepting, lets running requests finish for up to
     *graceful_timeout* seconds, and returns; cancellation stops it at once.
     """
@@ -218,11 +249,19 @@ async def serve_api(
     async with AsyncExitStack() as stack:
         if rate_limiter is None:
             rate_limiter = await stack.enter_async_context(open_rate_limiter(ctx.config.redis))
+        login_blocker = await stack.enter_async_context(
+            open_login_blocker(
+                ctx.config.redis,
+                block_time=float(manager.login_block_time),
+                allowed=manager.login_allowed_fail_count,
+            )
+        )
         app = create_app(
             ctx,
             rate_limiter=rate_limiter,
             public_rate_limit=public_rate_limit,
             auth_cache_ttl=auth_cache_ttl,
+            login_blocker=login_blocker,
         )
         await serve(
             app,

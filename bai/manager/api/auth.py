@@ -30,6 +30,8 @@ lets admins act on another keypair's resources: superadmins on any keypair,
 domain admins on keypairs of users in their own domain who are not
 superadmins; anyone else gets 403 unless they name their own key.
 
+The password and account routes of ``/auth`` are :mod:`bai.manager.api.accounts`.
+
 ``/auth/ssh-keypair`` manages the caller's own SSH keypair
 (:mod:`bai.manager.sshkeys`), with the methods the original manager routes:
 ``GET`` shows the public key (generating a pair on first use), ``PATCH``
@@ -44,7 +46,7 @@ import enum
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -69,10 +71,8 @@ from bai.manager.models.identity import (
     UserStatus,
     association_groups_users,
     domains,
-    hash_password,
     keypairs,
     users,
-    verify_password,
 )
 from bai.manager.sshkeys import check_keypair, ensure_keypair, generate_keypair, store_keypair
 
@@ -430,75 +430,6 @@ async def role() -> Response:
             "global_role": "superadmin" if auth.is_superadmin else "user",
             "domain_role": "admin" if auth.is_admin else "user",
             "group_role": group_role,
-        }
-    )
-
-
-class _Authorize(msgspec.Struct, kw_only=True):
-    type: Literal["keypair"]
-    domain: str
-    username: str
-    password: str
-
-
-_dummy_hash: str | None = None
-
-
-async def _compare_password(password: str, stored: str | None) -> bool:
-    """Check *password*, spending the same time when there is no stored hash."""
-    global _dummy_hash
-    if stored is None:
-        if _dummy_hash is None:
-            _dummy_hash = await trio.to_thread.run_sync(hash_password, "no such user")
-        await trio.to_thread.run_sync(verify_password, password, _dummy_hash)
-        return False
-    return await trio.to_thread.run_sync(verify_password, password, stored)
-
-
-@blueprint.route("/authorize", methods=["POST"])
-@public
-async def authorize() -> Response:
-    """``POST /auth/authorize``: trade a user's email (or username) and password for
-    the user's keypair.  Wrong credentials and disabled accounts are 401."""
-    params = await read_json(_Authorize)
-    db = current_ctx().db
-    by_email_first = sa.case((users.c.email == params.username, 0), else_=1)
-    user = (
-        await db.fetch(
-            sa.select(users.c.uuid, users.c.password, users.c.status, users.c.role)
-            .select_from(users.join(domains, users.c.domain_name == domains.c.name))
-            .where(
-                sa.or_(users.c.email == params.username, users.c.username == params.username),
-                users.c.domain_name == params.domain,
-                domains.c.is_active.is_(True),
-            )
-            .order_by(by_email_first)
-            .limit(1)
-        )
-    ).first()
-    stored = None if user is None else user.password
-    if not await _compare_password(params.password, stored) or user is None:
-        raise Unauthorized("user credential mismatch")
-    if UserStatus(user.status) is not UserStatus.ACTIVE:
-        raise Unauthorized("the user account is not active")
-    keypair = (
-        await db.fetch(
-            sa.select(keypairs.c.access_key, keypairs.c.secret_key)
-            .where(keypairs.c.user == user.uuid, keypairs.c.is_active.is_(True))
-            .order_by(keypairs.c.is_admin.desc(), keypairs.c.created_at, keypairs.c.access_key)
-            .limit(1)
-        )
-    ).first()
-    if keypair is None:
-        raise Unauthorized("the user has no active keypair")
-    return json_response(
-        {
-            "data": {
-                "access_key": keypair.access_key,
-                "secret_key": keypair.secret_key,
-                "role": str(user.role),
-                "status": str(user.status),
-            }
         }
     )
 

@@ -17,21 +17,29 @@ routes need a superadmin:
   written in one transaction or none.
 * ``POST /config/delete`` ``{"key", "prefix"}``.
 
-``GET /config/resource-slots`` (any user) lists the slot types the cluster
+``GET /config/resource-slots`` (anyone) lists the slot types the cluster
 knows: ``{"cpu": "count", "mem": "bytes", ...}``.
+``GET /config/resource-slots/details`` (anyone; optional ``sgroup``) describes
+those of them that :data:`KNOWN_SLOT_METADATA` describes, for display
+(``slot_name``, ``description``, ``human_readable_name``, ``display_unit``,
+``number_format``, ``display_icon``, as the original manager answers);
+with ``sgroup``, only ``cpu``, ``mem`` and the slots that the group's live,
+schedulable agents offer.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
+import sqlalchemy as sa
 from quart import Blueprint, Response
 
 from bai.common.errors import InvalidValue
-from bai.manager.api.auth import auth_required, superadmin_required
-from bai.manager.api.helpers import current_ctx, json_response, read_json
+from bai.manager.api.auth import public, superadmin_required
+from bai.manager.api.helpers import current_ctx, json_response, read_json, read_query
 from bai.manager.api.resource import cluster_slot_types
+from bai.manager.models.resource import AgentStatus, agents
 from bai.manager.models.shared_config import (
     check_config_key,
     delete_config,
@@ -40,12 +48,36 @@ from bai.manager.models.shared_config import (
     put_config_many,
 )
 
-__all__ = ["MAX_SET_KEYS", "blueprint", "flatten_config"]
+__all__ = ["KNOWN_SLOT_METADATA", "MAX_SET_KEYS", "blueprint", "flatten_config"]
 
 #: The most keys one ``/config/set`` may write.
 MAX_SET_KEYS: Final = 256
 
 blueprint = Blueprint("config", __name__, url_prefix="/config")
+
+
+def _metadata(
+    slot: str, name: str, description: str, unit: str, binary: bool, digits: int, icon: str
+) -> dict[str, Any]:
+    return {
+        "slot_name": slot,
+        "description": description,
+        "human_readable_name": name,
+        "display_unit": unit,
+        "number_format": {"binary": binary, "round_length": digits},
+        "display_icon": icon,
+    }
+
+
+#: How clients display the slots bai's compute plugins offer (the original's values).
+KNOWN_SLOT_METADATA: Final[dict[str, dict[str, Any]]] = {
+    "cpu": _metadata("cpu", "CPU", "CPU", "Core", False, 0, "cpu"),
+    "mem": _metadata("ram", "RAM", "Memory", "GiB", True, 0, "cpu"),
+    "cuda.device": _metadata("cuda.device", "GPU", "CUDA-capable GPU", "GPU", False, 0, "gpu1"),
+    "cuda.shares": _metadata(
+        "cuda.shares", "fGPU", "CUDA-capable GPU (fractional)", "fGPU", False, 2, "gpu1"
+    ),
+}
 
 
 def flatten_config(key: str, value: Any) -> dict[str, Any]:
@@ -124,9 +156,37 @@ async def delete() -> Response:
 
 
 @blueprint.route("/resource-slots", methods=["GET"])
-@auth_required
+@public
 async def resource_slots() -> Response:
     """``GET /config/resource-slots``: slot name -> slot type."""
     async with current_ctx().db.begin_readonly() as conn:
         slot_types = await cluster_slot_types(conn)
     return json_response({name: str(kind) for name, kind in slot_types.items()})
+
+
+class _DetailsQuery(msgspec.Struct, kw_only=True):
+    sgroup: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+@blueprint.route("/resource-slots/details", methods=["GET"])
+@public
+async def resource_slot_details() -> Response:
+    """``GET /config/resource-slots/details``: display metadata of the known slots."""
+    params = read_query(_DetailsQuery)
+    async with current_ctx().db.begin_readonly() as conn:
+        known = set(await cluster_slot_types(conn))
+        if params.sgroup is not None:
+            offered = {"cpu", "mem"}
+            rows = await conn.execute(
+                sa.select(agents.c.available_slots).where(
+                    agents.c.status == AgentStatus.ALIVE,
+                    agents.c.scaling_group == params.sgroup,
+                    agents.c.schedulable.is_(True),
+                )
+            )
+            for row in rows:
+                offered.update(row.available_slots or {})
+            known &= offered
+    return json_response(
+        {slot: meta for slot, meta in KNOWN_SLOT_METADATA.items() if slot in known}
+    )

@@ -87,6 +87,8 @@ domains = sa.Table(
     sa.Column("allowed_vfolder_hosts", JSONType, nullable=False, default=list),
     sa.Column("allowed_docker_registries", JSONType, nullable=False, default=list),
     sa.Column("integration_id", sa.String(512), nullable=True),
+    # The domain's dotfiles, ``[{"path", "perm", "data"}]`` (``bai.manager.dotfiles``).
+    sa.Column("dotfiles", JSONType, nullable=False, default=list),
 )
 
 keypair_resource_policies = sa.Table(
@@ -155,6 +157,8 @@ groups = sa.Table(
         sa.ForeignKey("project_resource_policies.name", onupdate="CASCADE"),
         nullable=True,
     ),
+    # The project's dotfiles, ``[{"path", "perm", "data"}]`` (``bai.manager.dotfiles``).
+    sa.Column("dotfiles", JSONType, nullable=False, default=list),
     sa.UniqueConstraint("name", "domain_name"),
 )
 
@@ -167,6 +171,8 @@ users = sa.Table(
     # A hash from hash_password(); NULL disables password login (keypairs still work).
     sa.Column("password", sa.String(256), nullable=True),
     sa.Column("need_password_change", sa.Boolean, nullable=False, default=False),
+    # When ``password`` was last set (NULL: count from ``created_at``); see ``max_password_age``.
+    sa.Column("password_changed_at", UTCDateTime, nullable=True, default=utcnow),
     sa.Column("full_name", sa.String(64), nullable=True),
     sa.Column("description", sa.Text, nullable=True),
     sa.Column(
@@ -190,6 +196,10 @@ users = sa.Table(
         nullable=True,
     ),
     sa.Column("allowed_client_ip", JSONType, nullable=True),
+    # The user's dotfiles, ``[{"path", "perm", "data"}]``, and the shell script every new
+    # kernel of theirs runs before the session's own (``bai.manager.dotfiles``).
+    sa.Column("dotfiles", JSONType, nullable=False, default=list),
+    sa.Column("bootstrap_script", sa.Text, nullable=False, default=""),
 )
 
 association_groups_users = sa.Table(

@@ -211,6 +211,14 @@ class Enqueuer:
             else dict(DEFAULT_SLOT_TYPES)
         )
         per_kernel = kernel_slots(request.resources, image_resources, known_slots)
+        shmem = request.resource_opts.get("shmem")
+        memory = per_kernel.get("mem")
+        if shmem is not None and memory is not None and shmem > memory:
+            raise InvalidSessionRequest(
+                f"must not be more than the kernel's memory ({int(memory)} bytes)",
+                value=shmem,
+                field="config.resource_opts.shmem",
+            )
         total = per_kernel * request.cluster_size
         await _check_policies(conn, owner, group_id, domain_name, request, total, known_slots)
         allowed = await allowed_scaling_groups(
@@ -295,6 +303,7 @@ class Enqueuer:
                     "architecture": image_arch,
                     "requested_slots": per_kernel,
                     "occupied_slots": ResourceSlot(),
+                    "resource_opts": dict(request.resource_opts),
                     "created_at": now,
                     **initial_status(KernelStatus.PENDING, "enqueued", now=now),
                 }

@@ -78,6 +78,8 @@ class SessionRequest:
     priority: int = 0
     callback_url: str | None = None
     designated_agent: str | None = None
+    #: Per-kernel options beyond slots: ``shmem``, the bytes of the kernel's ``/dev/shm``.
+    resource_opts: Mapping[str, int] = field(default_factory=dict)
     reuse_if_exists: bool = False
 
 

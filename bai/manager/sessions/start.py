@@ -30,6 +30,7 @@ from bai.common.types import (
 )
 from bai.manager import transitions
 from bai.manager.db import Connection, Database
+from bai.manager.dotfiles.store import kernel_home
 from bai.manager.errors import AgentNotFound, AgentUnavailable
 from bai.manager.models.session import kernels, sessions
 from bai.manager.sessions.batch import BatchDrivers
@@ -101,10 +102,15 @@ def _replicas(kernel_rows: Sequence[Any]) -> dict[str, int]:
 
 
 def _kernel_config(
-    session_row: Any, row: Any, ssh_keypair: dict[str, Any] | None = None
+    session_row: Any,
+    row: Any,
+    ssh_keypair: dict[str, Any] | None = None,
+    home: tuple[list[dict[str, Any]], str | None] = ([], None),
 ) -> dict[str, Any]:
     """The ``KernelConfig`` map of ``create_kernels`` for one kernel row (and the session
-    owner's *ssh_keypair*, the same for every kernel of the session)."""
+    owner's *ssh_keypair* and *home*, the dotfiles and stored bootstrap script of
+    :func:`bai.manager.dotfiles.store.kernel_home`, the same for every kernel of the
+    session)."""
     config = {
         "kernel_id": str(row.id),
         "image": session_row.image,
@@ -119,11 +125,19 @@ def _kernel_config(
     }
     if session_row.bootstrap_script:
         config["bootstrap_script"] = session_row.bootstrap_script
+    shmem = (row.resource_opts or {}).get("shmem")
+    if shmem:
+        config["resource_opts"] = {"shmem": shmem}
     mounts = kernel_mounts(session_row.vfolder_mounts)
     if mounts:
         config["mounts"] = mounts
     if ssh_keypair is not None:
         config["ssh_keypair"] = ssh_keypair
+    dotfiles, user_bootstrap = home
+    if dotfiles:
+        config["dotfiles"] = dotfiles
+    if user_bootstrap:
+        config["user_bootstrap_script"] = user_bootstrap
     return config
 
 
@@ -229,6 +243,9 @@ class Starter:
         # kernels must be asked for at once, or a manager that dies in between
         # leaves a creation nobody started until its deadline.
         ssh_keypair = await session_keypair(self._db, session_row.access_key)
+        home = await kernel_home(
+            self._db, session_row.user_uuid, session_row.group_id, session_row.domain_name
+        )
 
         async def creating(conn: Connection) -> bool:
             events.clear()
@@ -259,7 +276,7 @@ class Starter:
         async def create_on(agent_id: str, rows: list[Any]) -> None:
             args = {
                 "session_id": str(session_id),
-                "kernels": [_kernel_config(session_row, row, ssh_keypair) for row in rows],
+                "kernels": [_kernel_config(session_row, row, ssh_keypair, home) for row in rows],
                 "cluster": cluster,
             }
             try:

@@ -24,6 +24,7 @@ from bai.common.config import (
     ManagerConfig,
     NngAddress,
     StorageProxyConfig,
+    WebserverConfig,
     find_config_file,
     load_config,
     parse_config,
@@ -35,7 +36,13 @@ from bai.common.slots import BinarySize
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs"
-KINDS: list[type[DaemonConfig]] = [ManagerConfig, AgentConfig, StorageProxyConfig, AppProxyConfig]
+KINDS: list[type[DaemonConfig]] = [
+    ManagerConfig,
+    AgentConfig,
+    StorageProxyConfig,
+    AppProxyConfig,
+    WebserverConfig,
+]
 
 
 def bad(kind: type[DaemonConfig], text: str | bytes, **env: str) -> ConfigError:

@@ -14,6 +14,9 @@ seconds old, see :class:`~bai.manager.api.session.lookup.SessionCache`):
 * ``POST /session`` and ``POST /session/_/create`` -- create
   (:mod:`~bai.manager.api.session.schema` has the body,
   :mod:`~bai.manager.api.session.lifecycle` the answer);
+* ``POST /session/_/create-from-template`` and ``/_/create-cluster`` -- create
+  from a stored session or cluster template, the same way
+  (:mod:`~bai.manager.api.session.templates`);
 * ``GET /session/_/match?id=`` -- ``{"matches": [{"id", "name", "status"}]}``
   of the caller's active sessions whose name or id starts with ``id``;
 * ``GET /session/_/logs?session_name=`` and ``GET /session/:id/logs`` --
@@ -38,14 +41,15 @@ seconds old, see :class:`~bai.manager.api.session.lookup.SessionCache`):
 The package's modules, each imported only by the ones after it: ``lookup``
 (finding the session a request names), ``views`` (the answers' JSON),
 ``schema`` (request bodies), then the routes: ``lifecycle``, ``execute``,
-``files`` and ``services``.  This module only registers the routes on :data:`blueprint`.
+``files``, ``services`` and ``templates``.  This module only registers the routes on
+:data:`blueprint`.
 """
 
 from __future__ import annotations
 
 from quart import Blueprint
 
-from bai.manager.api.session import execute, files, lifecycle, services
+from bai.manager.api.session import execute, files, lifecycle, services, templates
 
 __all__ = ["blueprint"]
 
@@ -58,6 +62,10 @@ blueprint.add_url_rule("/create", view_func=lifecycle.create, methods=["POST"])
 blueprint.add_url_rule(
     "/_/sync-agent-registry", view_func=lifecycle.sync_agent_registry, methods=["POST"]
 )
+blueprint.add_url_rule(
+    "/_/create-from-template", view_func=templates.create_from_template, methods=["POST"]
+)
+blueprint.add_url_rule("/_/create-cluster", view_func=templates.create_cluster, methods=["POST"])
 blueprint.add_url_rule("/_/match", view_func=lifecycle.match, methods=["GET"])
 blueprint.add_url_rule("/_/logs", view_func=files.logs_by_query, methods=["GET"])
 blueprint.add_url_rule("/<session_name>/logs", view_func=files.logs, methods=["GET"])

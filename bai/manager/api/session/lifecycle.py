@@ -49,13 +49,26 @@ from bai.manager.models.session import session_dependencies, sessions
 from bai.manager.sessions import graph
 from bai.manager.vfolders.mounts import resolve_mounts
 
-__all__ = ["create", "destroy", "get_info", "match", "rename", "restart", "status_history"]
+__all__ = [
+    "create",
+    "create_session",
+    "destroy",
+    "get_info",
+    "match",
+    "rename",
+    "restart",
+    "status_history",
+]
 
 
 @auth_required
 async def create() -> Response:
     """``POST /session``: create a session or reuse one (module docs)."""
-    body = await read_json(CreateBody)
+    return await create_session(await read_json(CreateBody))
+
+
+async def create_session(body: CreateBody) -> Response:
+    """The creation of ``POST /session`` for *body* (module docs)."""
     auth = await resolve_owner(current_auth(), body.owner_access_key)
     ctx = current_ctx()
     registry = ctx.registry

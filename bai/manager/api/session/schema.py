@@ -33,7 +33,8 @@ true), ``starts_at`` (ISO 8601, naive meaning UTC, or a delay such as
   here (400 naming ``config.mounts.N`` or ``config.mount_map.NAME``); the
   create route then resolves them against the owner's folders
   (:mod:`bai.manager.vfolders.mounts`: 404/403/409 naming the entry).
-  ``resource_opts`` and ``preopen_ports`` are refused unless empty (not
+  ``resource_opts`` takes ``shmem`` (the size of each kernel's ``/dev/shm``,
+  at most its memory); ``preopen_ports`` is refused unless empty (not
   supported yet).
 * Bad input is refused before anything is written, with the field named as
   the client sent it (``config.resources.cpu``, ``dependencies.0``).
@@ -50,6 +51,7 @@ import msgspec
 from bai.common.agent_api import MAX_MOUNTS
 from bai.common.config import parse_duration
 from bai.common.errors import InvalidValue
+from bai.common.slots import BinarySize
 from bai.common.storage_api import InvalidPath, kernel_mount_path
 from bai.common.types import ClusterMode, SessionTypes
 from bai.common.validation import invalid_value
@@ -220,10 +222,6 @@ def session_request(body: CreateBody, auth: AuthContext, now: datetime) -> Sessi
     designated = _designated_agent(config.agent_list)
     if designated is not None and not auth.is_admin:
         raise Forbidden("only admins may designate agents")
-    if config.resource_opts:
-        raise InvalidParameter(
-            "resource options are not supported", field="config.resource_opts", value=None
-        )
     if config.preopen_ports:
         raise InvalidParameter(
             "pre-opened ports are not supported", field="config.preopen_ports", value=None
@@ -264,7 +262,29 @@ def session_request(body: CreateBody, auth: AuthContext, now: datetime) -> Sessi
         callback_url=body.callback_url,
         designated_agent=designated,
         reuse_if_exists=body.reuse_if_exists,
+        resource_opts=_resource_opts(config.resource_opts),
     )
+
+
+#: The largest ``/dev/shm`` a kernel may ask for.
+MAX_SHMEM: Final = 1024**4
+
+
+def _resource_opts(raw: Mapping[str, Any] | None) -> dict[str, int]:
+    """``config.resource_opts``: ``shmem`` (a size such as ``"64m"``) is the one option."""
+    found: dict[str, int] = {}
+    for key, value in (raw or {}).items():
+        field = f"config.resource_opts.{key}"
+        if key != "shmem":
+            raise InvalidParameter("is not a resource option (bai knows shmem)", field=field)
+        try:
+            size = int(BinarySize.parse(value))
+        except InvalidValue:
+            raise InvalidParameter("must be a size such as 64m", field=field, value=value) from None
+        if not 0 < size <= MAX_SHMEM:
+            raise InvalidParameter("must be more than 0 and at most 1t", field=field, value=value)
+        found[key] = size
+    return found
 
 
 class _BatchOptions(msgspec.Struct, kw_only=True):
