@@ -23,6 +23,9 @@ same services as the distributed mode, wired with the embedded backends:
   API listens on every address), a secret new at each start; it is announced
   to the manager as the ``wsproxy_addr`` of the agent's resource group and
   the shared-config key ``appproxy/secret``;
+* one webserver (:class:`~bai.webserver.server.WebserverService`, the
+  console server of the session mode) on a port of the API's host chosen at
+  each start, relaying to the manager API, its login sessions in memory;
 * one in-process event bus both of them use, and manager-to-agent RPC over
   ``inproc://``.
 
@@ -31,7 +34,9 @@ images are known), ``DATA_DIR/client.env`` exports ``BACKEND_ENDPOINT``,
 ``BACKEND_ACCESS_KEY`` and ``BACKEND_SECRET_KEY`` (the superadmin's keypair),
 the variables both the official client and ``bai`` read;
 ``DATA_DIR/client-<email>.env`` does the same for each other keypair of the
-fixture.  The data folder is its user's only (0700, its files 0600, also
+fixture; ``DATA_DIR/client-session.env`` exports ``BACKEND_ENDPOINT`` (the
+webserver) and ``BACKEND_ENDPOINT_TYPE=session`` for ``backend.ai login``.
+The data folder is its user's only (0700, its files 0600, also
 those of an earlier run): it holds every secret key.  Cancelling
 :meth:`EmbeddedService.serve` stops the agent first, which kills and removes
 every kernel, lets the manager record their end, then stops the manager and
@@ -51,6 +56,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,6 +79,7 @@ from bai.common.config import (
     StorageProxyConfig,
     parse_config,
 )
+from bai.common.config import WebserverConfig
 from bai.common.daemon import private_dir, private_file, serve_until_signal, tune_collector
 from bai.common.events import InProcEventBus
 from bai.common.logging import setup_logging
@@ -86,10 +93,12 @@ from bai.manager.models.resource import AgentStatus, scaling_groups
 from bai.manager.models.shared_config import put_config, put_config_many
 from bai.manager.server import ManagerHandle, ManagerService
 from bai.storage.server import ProxyAddresses, StorageProxyService
+from bai.webserver.server import WebserverService
 
 __all__ = [
     "APP_PORT_RANGE",
     "DEFAULT_PORT",
+    "SESSION_ENV_NAME",
     "EmbeddedHandle",
     "EmbeddedService",
     "Keypair",
@@ -99,6 +108,7 @@ __all__ = [
     "embedded_appproxy_config",
     "embedded_configs",
     "embedded_storage_config",
+    "embedded_webserver_config",
     "main",
 ]
 
@@ -117,6 +127,8 @@ STORAGE_PROXY: Final = "local"
 STORAGE_VOLUME: Final = "local"
 #: The ports the app proxy of ``bai up`` gives apps (one per app of a session).
 APP_PORT_RANGE: Final = (10205, 10300)
+#: The settings file of the session mode (the webserver's endpoint, no keys).
+SESSION_ENV_NAME: Final = "client-session.env"
 #: Socket paths longer than this are moved under /tmp (the kernel's limit is 107 bytes).
 _MAX_IPC_DIR: Final = 60
 
@@ -142,6 +154,8 @@ class EmbeddedHandle:
     endpoint: str
     keypairs: tuple[Keypair, ...]
     client_env: Path
+    #: The webserver's base URL (``BACKEND_ENDPOINT`` of the session mode).
+    webserver: str = ""
 
 
 def client_env_name(index: int, keypair: Keypair) -> str:
@@ -265,6 +279,37 @@ port-range = [{low}, {high}]
 """,
         source="bai up (app proxy)",
     )
+
+
+def embedded_webserver_config(host: str, api_endpoint: str) -> WebserverConfig:
+    """The webserver's config for an embedded cluster whose API listens on *host* at
+    *api_endpoint*: a port of *host* chosen at each start, sessions in memory."""
+    return parse_config(
+        WebserverConfig,
+        f"""
+[webserver]
+service-addr = {_toml(f"[{host}]:0" if ":" in host else f"{host}:0")}
+
+[api]
+endpoint = {_toml(api_endpoint)}
+""",
+        source="bai up (webserver)",
+    )
+
+
+def write_session_env(data_dir: Path, webserver: str) -> Path:
+    """Write ``DATA_DIR/client-session.env`` (0600): the official client's session mode
+    settings for *webserver*.  Blocking file I/O."""
+    path = data_dir / SESSION_ENV_NAME
+    text = (
+        "# The official backend.ai client in session mode: source this file, then\n"
+        "# `backend.ai login` with your email and password.\n"
+        f"export BACKEND_ENDPOINT={shlex.quote(webserver)}\n"
+        "export BACKEND_ENDPOINT_TYPE=session\n"
+    )
+    private_file(path)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 async def announce_app_proxy(
@@ -444,6 +489,14 @@ class EmbeddedService:
                 with trio.fail_after(REGISTRATION_TIMEOUT):
                     await _registered(manager.ctx.db, agent.agent_id)
                 endpoint = manager.urls[0] if manager.urls else ""
+                webserver: str = await nursery.start(
+                    WebserverService(
+                        embedded_webserver_config(
+                            self.manager_config.manager.service_addr.host, endpoint
+                        )
+                    ).serve
+                )
+                await trio.to_thread.run_sync(write_session_env, self.data_dir, webserver)
                 env_path = self.data_dir / CLIENT_ENV_NAME
                 for index, pair in enumerate(pairs):
                     await trio.to_thread.run_sync(
@@ -457,7 +510,9 @@ class EmbeddedService:
                         )
                     )
                 task_status.started(
-                    EmbeddedHandle(manager, agent, storage, appproxy, endpoint, pairs, env_path)
+                    EmbeddedHandle(
+                        manager, agent, storage, appproxy, endpoint, pairs, env_path, webserver
+                    )
                 )
                 await stop.wait()
                 agent_scope.cancel()
@@ -527,6 +582,8 @@ def _describe(handle: EmbeddedHandle) -> list[str]:
         f"bai is up: {handle.endpoint}",
         f"  agent {handle.agent.agent_id} ({handle.agent.backend.describe()})",
         f"  app proxy {handle.appproxy.api}",
+        f"  webserver (session mode) {handle.webserver}:"
+        f" source {data_dir / SESSION_ENV_NAME}, then backend.ai login",
         "  keypairs (each secret key is in the file named, readable by its owner only):",
     ]
     lines += [

@@ -110,10 +110,14 @@ def _register_daemon_groups() -> None:
     from bai.cli.appproxy import app_proxy
     from bai.cli.manager import manager
     from bai.cli.storage import storage_proxy
+    from bai.cli.watcher import watcher
+    from bai.cli.webserver import webserver
 
     cli.add_command(manager)
     cli.add_command(storage_proxy)
     cli.add_command(app_proxy)
+    cli.add_command(webserver)
+    cli.add_command(watcher)
 
 
 _register_daemon_groups()

@@ -18,7 +18,7 @@ import trio
 
 from bai.client.envfile import read_client_env
 from bai.common.types import SessionStatus
-from bai.embedded import EmbeddedHandle, client_env_name
+from bai.embedded import SESSION_ENV_NAME, EmbeddedHandle, client_env_name
 from bai.manager.db import create_database
 from bai.manager.models import sessions
 from bai.manager.sessions.model import SessionRequest
@@ -157,7 +157,9 @@ def test_bai_up_logs_no_secret_key(tmp_path: Path) -> None:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
     text = log_path.read_text()
-    settings = sorted(data.glob("client*.env"))
+    # client-session.env names the webserver only (session mode): no key in it.
+    assert "BACKEND_ENDPOINT_TYPE=session" in (data / SESSION_ENV_NAME).read_text()
+    settings = sorted(p for p in data.glob("client*.env") if p.name != SESSION_ENV_NAME)
     assert [p.name for p in settings] == ["client-user@lablup.com.env", "client.env"]
     for path in settings:
         keypair = read_client_env(path)
