@@ -9,6 +9,11 @@ Async (Trio)::
                 ...
         await sess.destroy()
 
+Administration (users, projects, domains, keypairs, policies, resource
+groups, presets, agents, the manager's status): :mod:`bai.client.identity`,
+:mod:`bai.client.cluster`, :mod:`bai.client.manager`, :mod:`bai.client.auth`,
+over the GraphQL helpers of :mod:`bai.client.admin`.
+
 Blocking: :class:`~bai.client.sync.SyncAPIClient` offers the same calls
 (except the streams).  A session's terminal, streamed runs and TCP tunnels
 to its apps: :mod:`bai.client.stream`.
@@ -16,20 +21,26 @@ to its apps: :mod:`bai.client.stream`.
 This package imports only :mod:`bai.common` from bai (and httpx, trio).
 """
 
-from bai.client.admin import SessionPage, graphql, list_sessions
+from bai.client.admin import Admin, Page, SessionPage, graphql, list_sessions
+from bai.client.auth import Auth, Credentials
+from bai.client.cluster import Agent, ResourcePreset, ScalingGroup
 from bai.client.exceptions import (
     BackendAPIError,
     BackendClientError,
     BackendError,
     Conflict,
     Forbidden,
+    GraphQLError,
     InvalidAPIParameters,
     MalformedResponse,
+    MutationFailed,
     NotFound,
     RateLimited,
     ServerError,
     Unauthorized,
 )
+from bai.client.identity import Domain, Group, KeyPair, ResourcePolicy, User
+from bai.client.manager import Announcement, ErrorLog, ErrorLogPage, Manager
 from bai.client.request import APIClient, APIResponse
 from bai.client.session import (
     AppInfo,
@@ -63,7 +74,11 @@ __all__ = [
     "APIClient",
     "APIConfig",
     "APIResponse",
+    "Admin",
+    "Agent",
+    "Announcement",
     "AppInfo",
+    "Auth",
     "BackendAPIError",
     "BackendClientError",
     "BackendError",
@@ -71,6 +86,10 @@ __all__ = [
     "ComputeSession",
     "Conflict",
     "ConsoleItem",
+    "Credentials",
+    "Domain",
+    "ErrorLog",
+    "ErrorLogPage",
     "ExecuteStream",
     "ExecutionResult",
     "FileEntry",
@@ -78,13 +97,22 @@ __all__ = [
     "FolderEntry",
     "Forbidden",
     "ForwardStats",
+    "GraphQLError",
+    "Group",
     "InvalidAPIParameters",
+    "KeyPair",
     "MalformedResponse",
+    "Manager",
+    "MutationFailed",
     "NotFound",
+    "Page",
     "PtyError",
     "PtyStream",
     "RateLimited",
+    "ResourcePolicy",
+    "ResourcePreset",
     "SSEEvent",
+    "ScalingGroup",
     "ServerError",
     "SessionPage",
     "StreamClosed",
@@ -94,6 +122,7 @@ __all__ = [
     "TcpTunnel",
     "Transferred",
     "Unauthorized",
+    "User",
     "VFolder",
     "delete_config",
     "forward_app",

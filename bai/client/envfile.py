@@ -6,6 +6,11 @@ then exports the official client's variable names (``BACKEND_ENDPOINT``,
 ``BACKEND_ACCESS_KEY``, ``BACKEND_SECRET_KEY``, ``BACKEND_ENDPOINT_TYPE=api``),
 which ``bai`` reads too (see :mod:`bai.client.settings`).
 
+``bai login`` keeps the keypair it signs in with in such a file too, at
+:func:`login_env_path` (``$BAI_CLIENT_ENV``, else
+``$XDG_CONFIG_HOME/bai/client.env``, else ``~/.config/bai/client.env``);
+``bai`` falls back to it when no keypair is set in the environment.
+
 Guarantees: values are shell-quoted, so any text survives ``source``; the
 file is written atomically (a reader never sees half of it) and is readable by
 its owner only, since it holds a secret key.  :func:`read_client_env` parses
@@ -18,14 +23,24 @@ from __future__ import annotations
 import os
 import shlex
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from bai.client.settings import ENV_VARS, APIConfig, ClientConfigError
 
-__all__ = ["CLIENT_ENV_NAME", "read_client_env", "render_client_env", "write_client_env"]
+__all__ = [
+    "CLIENT_ENV_NAME",
+    "LOGIN_ENV_VAR",
+    "login_env_path",
+    "read_client_env",
+    "render_client_env",
+    "write_client_env",
+]
 
 CLIENT_ENV_NAME: Final = "client.env"
+#: Names the file ``bai login`` writes, instead of the default place.
+LOGIN_ENV_VAR: Final = "BAI_CLIENT_ENV"
 _EXPORTED: Final = ("endpoint", "endpoint_type", "access_key", "secret_key")
 
 
@@ -70,6 +85,17 @@ def write_client_env(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def login_env_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``bai login`` keeps its keypair (see the module docs)."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(LOGIN_ENV_VAR, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    config_home = env.get("XDG_CONFIG_HOME", "").strip()
+    base = Path(config_home) if config_home else Path("~/.config").expanduser()
+    return base / "bai" / CLIENT_ENV_NAME
 
 
 def read_client_env(path: str | os.PathLike[str]) -> APIConfig:

@@ -8,7 +8,13 @@
   endpoint is unreachable, it timed out, or the response was not what the API
   promises) or the client was asked for something it cannot send.
 
-Both derive from :class:`BackendError`, itself a
+GraphQL answers (``POST /admin/gql``) fail in two ways of their own:
+:class:`GraphQLError` when the answer carries ``errors`` (a
+:class:`BackendAPIError` of type ``.../graphql-error``, though the HTTP
+status was 200), and :class:`MutationFailed` when a mutation ran but answered
+``ok: false`` with its ``msg``.
+
+All derive from :class:`BackendError`, itself a
 :class:`~bai.common.errors.BaiError`.
 """
 
@@ -23,13 +29,16 @@ from bai.common.errors import BaiError, InvalidValue
 
 __all__ = [
     "GENERIC_PROBLEM_TYPE",
+    "GRAPHQL_ERROR_TYPE",
     "BackendAPIError",
     "BackendClientError",
     "BackendError",
     "Conflict",
     "Forbidden",
+    "GraphQLError",
     "InvalidAPIParameters",
     "MalformedResponse",
+    "MutationFailed",
     "NotFound",
     "RateLimited",
     "ServerError",
@@ -39,6 +48,8 @@ __all__ = [
 
 #: The problem type used when a failure response carries no RFC 7807 body.
 GENERIC_PROBLEM_TYPE: Final = "https://api.backend.ai/probs/generic-error"
+#: The problem type of :class:`GraphQLError` (the manager's legacy endpoint uses it too).
+GRAPHQL_ERROR_TYPE: Final = "https://api.backend.ai/probs/graphql-error"
 #: Non-JSON error bodies are quoted in the message up to this many characters.
 _MAX_QUOTED_BODY: Final = 500
 
@@ -114,6 +125,43 @@ class RateLimited(BackendAPIError):
 
 class ServerError(BackendAPIError):
     """5xx: the server failed."""
+
+
+class GraphQLError(BackendAPIError):
+    """A GraphQL answer listed ``errors`` (syntax, validation, permission, input).
+
+    Built as the official client builds it: status 400, problem type
+    :data:`GRAPHQL_ERROR_TYPE`, the joined messages as ``detail`` and the
+    error list as ``data["data"]`` (:attr:`messages` has them one by one).
+    """
+
+    def __init__(self, errors: list[Any]) -> None:
+        self.messages = [
+            str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors
+        ]
+        super().__init__(
+            400,
+            "Bad Request",
+            {
+                "type": GRAPHQL_ERROR_TYPE,
+                "title": "GraphQL-generated error",
+                "detail": "; ".join(self.messages),
+                "data": errors,
+            },
+        )
+
+
+class MutationFailed(BackendError):
+    """A GraphQL mutation answered ``ok: false``; nothing was changed.
+
+    ``mutation`` is the mutation's name (``create_user``...), ``msg`` the
+    reason the manager gave.
+    """
+
+    def __init__(self, mutation: str, msg: str) -> None:
+        self.mutation = mutation
+        self.msg = msg
+        super().__init__(f"{mutation} failed: {msg or 'no reason given'}")
 
 
 _BY_STATUS: Final[Mapping[int, type[BackendAPIError]]] = {

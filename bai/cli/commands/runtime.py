@@ -27,18 +27,30 @@ EXIT_INTERRUPTED = 130
 
 
 def load_config(*, needs_credentials: bool = True) -> APIConfig:
-    """The client config from ``BACKEND_*`` variables; exits with status 2 if unusable."""
+    """The client config from ``BACKEND_*`` variables; exits with status 2 if unusable.
+
+    Without a keypair in the environment, the one ``bai login`` saved (with
+    the endpoint it was saved for) is used, if there is one.
+    """
     from bai.client import APIConfig, ClientConfigError
+    from bai.client.envfile import login_env_path, read_client_env
 
     try:
         config = APIConfig.from_env()
+        saved = login_env_path()
+        if not config.has_credentials and saved.is_file():
+            login = read_client_env(saved)
+            config = config.with_overrides(
+                endpoint=login.endpoint, access_key=login.access_key, secret_key=login.secret_key
+            )
     except ClientConfigError as exc:
         print_fail(f"Bad client configuration: {exc}")
         sys.exit(EXIT_CONFIG)
     if needs_credentials and not config.has_credentials:
         print_fail(
             "No keypair configured: set BACKEND_ACCESS_KEY and BACKEND_SECRET_KEY\n"
-            "(after `bai up`, `source DATA_DIR/client.env` sets them and BACKEND_ENDPOINT)."
+            "(after `bai up`, `source DATA_DIR/client.env` sets them and BACKEND_ENDPOINT),\n"
+            "or sign in with `bai login`."
         )
         sys.exit(EXIT_CONFIG)
     return config
