@@ -218,12 +218,21 @@ async def test_keypair_mutations_stay_within_the_callers_reach(world: World) -> 
         input={"resource_policy": "gold"},
     )
     assert "'gold'" in unknown_policy["create_keypair"]["msg"]
+    # concurrency_limit is accepted (the limit lives in the policy), but not a negative one.
+    accepted = await run(
+        world,
+        world.superadmin,
+        MODIFY_KEYPAIR,
+        access_key=world.user.access_key,
+        input={"concurrency_limit": 3},
+    )
+    assert accepted["modify_keypair"]["ok"] is True
     body = await gql(
         world.api,
         world.superadmin,
         MODIFY_KEYPAIR,
-        {"access_key": world.user.access_key, "input": {"concurrency_limit": 3}},
+        {"access_key": world.user.access_key, "input": {"concurrency_limit": -1}},
     )
-    assert "max_concurrent_sessions" in messages(body)[0]
+    assert "props.concurrency_limit" in messages(body)[0]
     body = await gql(world.api, world.user, DELETE_KEYPAIR, {"access_key": world.user.access_key})
     assert messages(body) == ["deleting keypairs needs admin privileges"]

@@ -18,12 +18,17 @@ Visibility rules (:class:`GqlContext` methods), by the caller's effective role:
 Agents are visible to superadmins only; when ``[manager] hide-agents`` is
 set (the default), the agent fields of sessions and containers are ``null``
 for everyone else.
+
+Nested fields read in batches (:meth:`GqlContext.batch`): the items of a
+list carry their siblings (:func:`with_siblings`), and the first item whose
+nested field resolves loads that field for all of them in one query, so a
+page of N objects costs a bounded number of queries, not N.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -34,12 +39,27 @@ from graphql import GraphQLResolveInfo
 from bai.manager.api.auth import AuthContext
 from bai.manager.api.errors import Forbidden
 from bai.manager.db import Connection, Database
+from bai.manager.idle import IdleChecker
+from bai.manager.livestats import LiveStats
 from bai.manager.models.identity import UserRole
 from bai.manager.protocols import StorageClient
 
-__all__ = ["GqlContext", "Info", "context_of"]
+__all__ = ["GqlContext", "Info", "context_of", "with_siblings"]
 
 T = TypeVar("T")
+Item: TypeAlias = dict[str, Any]
+#: Loads a nested field for many parents at once: their keys in, values by key out.
+BatchLoader: TypeAlias = Callable[[list[Any]], Mapping[Any, T]]
+
+_SIBLINGS = "_siblings"
+
+
+def with_siblings(items: list[Item]) -> list[Item]:
+    """Marks *items* as one batch for :meth:`GqlContext.batch`; returns them."""
+    for item in items:
+        item[_SIBLINGS] = items
+    return items
+
 
 #: What graphql-core passes every resolver as ``info``.
 Info: TypeAlias = "GraphQLResolveInfo[Any]"
@@ -56,6 +76,10 @@ class GqlContext:
     memo: dict[Any, Any] = field(default_factory=dict)
     #: The storage proxies' client (folder usage), when the manager has one.
     storage: StorageClient | None = None
+    #: The running kernels' newest samples, when the manager follows them.
+    live_stats: LiveStats | None = None
+    #: The idle checker, for ``idle_checks``, when the manager runs one.
+    idle: IdleChecker | None = None
 
     # ------------------------------------------------------------------ database
 
@@ -75,6 +99,42 @@ class GqlContext:
             return list(await conn.execute(query))
 
         return self.read(fetch)
+
+    def live_samples(self, kernel_ids: Sequence[Any]) -> dict[str, Mapping[str, Any]]:
+        """The live samples of those of *kernel_ids* that have one, by kernel id text."""
+        if self.live_stats is None or not kernel_ids:
+            return {}
+        return trio.from_thread.run_sync(self.live_stats.kernels, kernel_ids)
+
+    def idle_reports(self, session_ids: list[Any]) -> dict[Any, dict[str, Any]]:
+        """``idle_checks`` of those of *session_ids* that run, by session id."""
+        if self.idle is None or not session_ids:
+            return {}
+        return trio.from_thread.run(self.idle.reports, session_ids)
+
+    def batch(
+        self,
+        field: Hashable,
+        item: Mapping[str, Any],
+        key: str,
+        load: BatchLoader[T],
+        default: T,
+    ) -> T:
+        """The value of the nested *field* (a name, with its arguments) for ``item[key]``:
+        *load* finds it for the keys of all of *item*'s siblings not loaded yet, in one
+        go (*default* for keys it leaves out)."""
+        loaded: dict[Any, Any] = self.memo.setdefault(("batch", field), {})
+        wanted = item[key]
+        if wanted not in loaded:
+            siblings = item.get(_SIBLINGS) or (item,)
+            keys = list(dict.fromkeys(s[key] for s in siblings if s[key] not in loaded))
+            if wanted not in keys:
+                keys.append(wanted)
+            found = load(keys)
+            for k in keys:
+                loaded[k] = found.get(k, default)
+        value: T = loaded[wanted]
+        return value
 
     # ------------------------------------------------------------------- roles
 

@@ -34,7 +34,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from bai.common.errors import InvalidValue
-from bai.manager.api.gql.context import GqlContext, Info, context_of
+from bai.manager.api.gql.context import GqlContext, Info, context_of, with_siblings
 from bai.manager.api.gql.filters import Field, Kind, enum_field, parse_filter
 from bai.manager.api.gql.pages import check_page, order_terms, read_page
 from bai.manager.db import Connection
@@ -85,6 +85,14 @@ __all__ = [
 ]
 
 
+def _grouped(rows: Sequence[Any], key: str, value: str) -> dict[Any, list[Any]]:
+    """``{row.<key>: [row.<value>, ...]}`` in the rows' order."""
+    found: dict[Any, list[Any]] = {}
+    for row in rows:
+        found.setdefault(getattr(row, key), []).append(getattr(row, value))
+    return found
+
+
 def string_list(value: Any) -> list[str]:
     """A JSON list (or an object's keys, for per-host permission maps) as strings."""
     if isinstance(value, Mapping):
@@ -127,17 +135,22 @@ def resolve_domains(_root: Any, info: Info, is_active: bool | None = None) -> An
     query = sa.select(domains).order_by(domains.c.name)
     if is_active is not None:
         query = query.where(domains.c.is_active.is_(is_active))
-    return [domain_item(row) for row in ctx.read_rows(query)]
+    return with_siblings([domain_item(row) for row in ctx.read_rows(query)])
 
 
 def resolve_domain_scaling_groups(domain: Mapping[str, Any], info: Info) -> Any:
     """``Domain.scaling_groups``: the names of the resource groups associated with it."""
-    query = (
-        sa.select(sgroups_for_domains.c.scaling_group)
-        .where(sgroups_for_domains.c.domain == domain["name"])
-        .order_by(sgroups_for_domains.c.scaling_group)
-    )
-    return [row.scaling_group for row in context_of(info).read_rows(query)]
+    ctx = context_of(info)
+
+    def load(names: list[str]) -> dict[Any, list[Any]]:
+        query = (
+            sa.select(sgroups_for_domains.c.domain, sgroups_for_domains.c.scaling_group)
+            .where(sgroups_for_domains.c.domain.in_(names))
+            .order_by(sgroups_for_domains.c.scaling_group)
+        )
+        return _grouped(ctx.read_rows(query), "domain", "scaling_group")
+
+    return ctx.batch("Domain.scaling_groups", domain, "name", load, [])
 
 
 # ------------------------------------------------------------------------- groups
@@ -179,7 +192,7 @@ def _groups(ctx: GqlContext, conditions: Sequence[sa.ColumnElement[bool]]) -> li
         .where(sa.and_(sa.true(), *conditions))
         .order_by(groups.c.domain_name, groups.c.name)
     )
-    return [group_item(row) for row in ctx.read_rows(query)]
+    return with_siblings([group_item(row) for row in ctx.read_rows(query)])
 
 
 def resolve_group(_root: Any, info: Info, id: uuid.UUID, domain_name: str | None = None) -> Any:
@@ -213,12 +226,17 @@ def resolve_groups_by_name(
 
 def resolve_group_scaling_groups(group: Mapping[str, Any], info: Info) -> Any:
     """``Group.scaling_groups``: names of the resource groups associated with the project."""
-    query = (
-        sa.select(sgroups_for_groups.c.scaling_group)
-        .where(sgroups_for_groups.c.group == group["id"])
-        .order_by(sgroups_for_groups.c.scaling_group)
-    )
-    return [row.scaling_group for row in context_of(info).read_rows(query)]
+    ctx = context_of(info)
+
+    def load(ids: list[uuid.UUID]) -> dict[Any, list[Any]]:
+        query = (
+            sa.select(sgroups_for_groups.c.group, sgroups_for_groups.c.scaling_group)
+            .where(sgroups_for_groups.c.group.in_(ids))
+            .order_by(sgroups_for_groups.c.scaling_group)
+        )
+        return _grouped(ctx.read_rows(query), "group", "scaling_group")
+
+    return ctx.batch("Group.scaling_groups", group, "id", load, [])
 
 
 # -------------------------------------------------------------------------- users
@@ -347,7 +365,7 @@ def resolve_users(
         ctx, domain_name=domain_name, group_id=group_id, is_active=is_active, status=status
     )
     query = sa.select(users).where(*conditions).order_by(users.c.created_at, users.c.email)
-    return [_user_item(row) for row in ctx.read_rows(query)]
+    return with_siblings([_user_item(row) for row in ctx.read_rows(query)])
 
 
 def resolve_user_list(
@@ -381,30 +399,50 @@ def resolve_user_list(
         )
 
     rows, total = ctx.read(read)
-    return {"items": [_user_item(row) for row in rows], "total_count": total}
+    return {"items": with_siblings([_user_item(row) for row in rows]), "total_count": total}
 
 
 def resolve_user_groups(user: Mapping[str, Any], info: Info) -> Any:
     """``User.groups``: the projects the user belongs to, as ``{id, name}``."""
-    query = (
-        sa.select(groups.c.id, groups.c.name)
-        .join(association_groups_users, association_groups_users.c.group_id == groups.c.id)
-        .where(association_groups_users.c.user_id == user["uuid"])
-        .order_by(groups.c.name)
-    )
-    return [{"id": row.id, "name": row.name} for row in context_of(info).read_rows(query)]
+    return _groups_of(context_of(info), user, "uuid")
+
+
+def _groups_of(ctx: GqlContext, item: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """The projects of the user whose UUID is ``item[key]`` (batched over its siblings)."""
+
+    def load(user_ids: list[uuid.UUID]) -> dict[Any, list[Any]]:
+        member = association_groups_users.c.user_id
+        query = (
+            sa.select(member.label("user_id"), groups.c.id, groups.c.name)
+            .join(association_groups_users, association_groups_users.c.group_id == groups.c.id)
+            .where(member.in_(user_ids))
+            .order_by(groups.c.name, groups.c.id)
+        )
+        found: dict[Any, list[Any]] = {}
+        for row in ctx.read_rows(query):
+            found.setdefault(row.user_id, []).append({"id": row.id, "name": row.name})
+        return found
+
+    groups_of: list[dict[str, Any]] = ctx.batch("User.groups", item, key, load, [])
+    return groups_of
 
 
 def resolve_user_main_access_key(user: Mapping[str, Any], info: Info) -> Any:
     """``User.main_access_key``: the keypair ``/auth/authorize`` hands out for the user."""
-    query = (
-        sa.select(keypairs.c.access_key)
-        .where(keypairs.c.user == user["uuid"], keypairs.c.is_active.is_(True))
-        .order_by(keypairs.c.is_admin.desc(), keypairs.c.created_at, keypairs.c.access_key)
-        .limit(1)
-    )
-    rows = context_of(info).read_rows(query)
-    return rows[0].access_key if rows else None
+    ctx = context_of(info)
+
+    def load(user_ids: list[uuid.UUID]) -> dict[Any, str]:
+        query = (
+            sa.select(keypairs.c.user, keypairs.c.access_key)
+            .where(keypairs.c.user.in_(user_ids), keypairs.c.is_active.is_(True))
+            .order_by(keypairs.c.is_admin.desc(), keypairs.c.created_at, keypairs.c.access_key)
+        )
+        found: dict[Any, str] = {}
+        for row in ctx.read_rows(query):
+            found.setdefault(row.user, row.access_key)
+        return found
+
+    return ctx.batch("User.main_access_key", user, "uuid", load, None)
 
 
 # ----------------------------------------------------------------------- keypairs
@@ -479,7 +517,7 @@ def load_keypairs(
         .where(sa.and_(sa.true(), *conditions))
         .order_by(keypairs.c.created_at, keypairs.c.access_key)
     )
-    return [keypair_item(row) for row in ctx.read_rows(query)]
+    return with_siblings([keypair_item(row) for row in ctx.read_rows(query)])
 
 
 def _keypair_filters(
@@ -557,23 +595,25 @@ def resolve_keypair_list(
         )
 
     rows, total = ctx.read(read)
-    return {"items": [keypair_item(row) for row in rows], "total_count": total}
+    return {"items": with_siblings([keypair_item(row) for row in rows]), "total_count": total}
 
 
 def resolve_keypair_concurrency_used(keypair: Mapping[str, Any], info: Info) -> Any:
     """``KeyPair.concurrency_used``: its sessions that hold (or are about to hold) resources."""
-    access_key = keypair["access_key"]
+    ctx = context_of(info)
 
-    async def read(conn: Connection) -> int:
-        return (await keypair_concurrency(conn, [access_key]))[access_key]
+    def load(access_keys: list[str]) -> Mapping[Any, int]:
+        async def read(conn: Connection) -> Mapping[Any, int]:
+            return await keypair_concurrency(conn, access_keys)
 
-    return context_of(info).read(read)
+        return ctx.read(read)
+
+    return ctx.batch("KeyPair.concurrency_used", keypair, "access_key", load, 0)
 
 
 def resolve_keypair_projects(keypair: Mapping[str, Any], info: Info) -> Any:
     """``KeyPair.projects``: names of the projects the keypair's user belongs to."""
-    groups_of = resolve_user_groups({"uuid": keypair["user"]}, info)
-    return [group["name"] for group in groups_of]
+    return [group["name"] for group in _groups_of(context_of(info), keypair, "user")]
 
 
 def resolve_keypair_user_info(keypair: Mapping[str, Any], _info: Info) -> Any:

@@ -4,8 +4,8 @@
   agent's ``occupied_slots`` are derived from its kernels that hold resources
   (:func:`~bai.manager.models.usage.agent_occupancy`), read in the same
   transaction as the agents.  The legacy ``*_slots`` fields are read from the
-  slot maps (``mem_slots`` in MiB).  bai keeps no live statistics and does
-  not collect hardware details or agent configs: ``live_stat``,
+  slot maps (``mem_slots`` in MiB).  bai samples kernels, not agents, and
+  does not collect hardware details or agent configs: ``live_stat``,
   ``hardware_metadata`` and ``local_config`` are ``null``, and
   ``cpu_cur_pct`` / ``mem_cur_bytes`` report allocation, not measured use
   (the share of the agent's CPUs, and the bytes of memory, that its
@@ -14,8 +14,16 @@
   fields -- superadmins see every resource group; everyone else those
   associated with their domain, one of their projects (domain admins: any
   project of their domain) or one of their keypairs (domain admins: any
-  keypair of their domain).
+  keypair of their domain); naming another domain, a project the caller may
+  not see or another user's keypair is an error.
 * ``resource_preset(name)``, ``resource_presets`` -- every user.
+* ``storage_volume(id)``, ``storage_volume_list`` -- superadmins only: the
+  volumes of the storage proxies that answer (``id`` is ``PROXY:VOLUME``),
+  in ``id`` order; bai collects no hardware details, performance metrics or
+  usage per volume, so those are ``null``, and the list takes no ``filter``
+  or ``order`` (naming one is an error).
+* ``vfolder_host_permissions`` -- every user: the per-host folder
+  permissions (as ``GET /acl`` answers).
 """
 
 from __future__ import annotations
@@ -26,10 +34,13 @@ from decimal import Decimal
 from typing import Any, Final
 
 import sqlalchemy as sa
+import trio
 
 from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
-from bai.manager.api.gql.context import GqlContext, Info, context_of
+from bai.manager.api.acl import VFOLDER_HOST_PERMISSIONS
+from bai.manager.api.errors import Forbidden
+from bai.manager.api.gql.context import GqlContext, Info, context_of, with_siblings
 from bai.manager.api.gql.filters import Field, Kind, enum_field, parse_filter
 from bai.manager.api.gql.identity import visible_keypairs
 from bai.manager.api.gql.pages import check_page, order_terms, read_page
@@ -46,6 +57,8 @@ from bai.manager.models.resource import (
     sgroups_for_keypairs,
 )
 from bai.manager.models.usage import agent_occupancy
+from bai.manager.protocols import StorageClient
+from bai.manager.vfolders.proxies import StorageProxyError
 
 __all__ = [
     "AGENT_FIELDS",
@@ -59,6 +72,9 @@ __all__ = [
     "resolve_scaling_groups_for_domain",
     "resolve_scaling_groups_for_keypair",
     "resolve_scaling_groups_for_user_group",
+    "resolve_storage_volume",
+    "resolve_storage_volume_list",
+    "resolve_vfolder_host_permissions",
 ]
 
 _MIB: Final = Decimal(2**20)
@@ -149,7 +165,8 @@ def _load_agents(
             conn, agents, (agents,), conditions, order, limit=limit, offset=offset
         )
         occupancy = await agent_occupancy(conn, [row.id for row in rows])
-        return [_agent_item(row, occupancy[row.id].occupied_slots) for row in rows], total
+        items = [_agent_item(row, occupancy[row.id].occupied_slots) for row in rows]
+        return with_siblings(items), total
 
     result: tuple[list[dict[str, Any]], int] = ctx.read(read)
     return result
@@ -227,16 +244,20 @@ def _sgroup_item(row: Any) -> dict[str, Any]:
     }
 
 
+def _visible_projects(ctx: GqlContext) -> sa.Select[Any]:
+    """The ids of the projects a domain admin or user may see (their domain's, or theirs)."""
+    if ctx.is_admin:
+        return sa.select(groups.c.id).where(groups.c.domain_name == ctx.auth.domain_name)
+    return sa.select(association_groups_users.c.group_id).where(
+        association_groups_users.c.user_id == ctx.auth.user_id
+    )
+
+
 def _visible_sgroups(ctx: GqlContext) -> list[sa.ColumnElement[bool]]:
     if ctx.is_superadmin:
         return []
     domain = ctx.auth.domain_name
-    if ctx.is_admin:
-        project_ids = sa.select(groups.c.id).where(groups.c.domain_name == domain)
-    else:
-        project_ids = sa.select(association_groups_users.c.group_id).where(
-            association_groups_users.c.user_id == ctx.auth.user_id
-        )
+    project_ids = _visible_projects(ctx)
     access_keys = (
         sa.select(keypairs.c.access_key)
         .select_from(keypairs.join(users, users.c.uuid == keypairs.c.user))
@@ -306,6 +327,10 @@ def resolve_scaling_groups_for_user_group(
         group_id = uuid.UUID(user_group)
     except ValueError:
         raise InvalidValue("is not a project id", value=user_group, field="user_group") from None
+    if not ctx.is_superadmin:
+        visible = _visible_projects(ctx).subquery()
+        if not ctx.read_rows(sa.select(visible).where(visible.c[0] == group_id)):
+            raise Forbidden(f"you may not query the project {user_group}")
     linked = sa.select(sgroups_for_groups.c.scaling_group).where(
         sgroups_for_groups.c.group == group_id
     )
@@ -353,3 +378,65 @@ def resolve_resource_preset(_root: Any, info: Info, name: str) -> Any:
 def resolve_resource_presets(_root: Any, info: Info) -> Any:
     """``resource_presets``."""
     return _presets(context_of(info), [])
+
+
+# ------------------------------------------------------------------- storage volumes
+
+
+async def _volumes(storage: StorageClient) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for proxy in await storage.names():
+        try:
+            volumes = await storage.volumes(proxy)
+        except StorageProxyError:
+            continue  # a proxy that does not answer lists nothing, as for folder hosts
+        found.extend(
+            {
+                "id": f"{proxy}:{volume['name']}",
+                "backend": volume["backend"],
+                "fsprefix": None,
+                "path": volume["path"],
+                "capabilities": list(volume["capabilities"]),
+                "hardware_metadata": None,
+                "performance_metric": None,
+                "usage": None,
+            }
+            for volume in volumes
+        )
+    return sorted(found, key=lambda volume: volume["id"])
+
+
+def _all_volumes(ctx: GqlContext) -> list[dict[str, Any]]:
+    ctx.require_superadmin("querying storage volumes")
+    if ctx.storage is None:
+        return []
+    return trio.from_thread.run(_volumes, ctx.storage)
+
+
+def resolve_storage_volume(_root: Any, info: Info, id: str) -> Any:
+    """``storage_volume(id)``: one volume by ``PROXY:VOLUME``, or ``null``."""
+    found = [v for v in _all_volumes(context_of(info)) if v["id"] == id]
+    return found[0] if found else None
+
+
+def resolve_storage_volume_list(
+    _root: Any,
+    info: Info,
+    limit: int,
+    offset: int,
+    filter: str | None = None,
+    order: str | None = None,
+) -> Any:
+    """``storage_volume_list``: one page of the volumes, in ``id`` order."""
+    ctx = context_of(info)
+    check_page(limit, offset)
+    for name, given in (("filter", filter), ("order", order)):
+        if given:
+            raise InvalidValue("storage volumes cannot be filtered or ordered", field=name)
+    volumes = _all_volumes(ctx)
+    return {"items": volumes[offset : offset + limit], "total_count": len(volumes)}
+
+
+def resolve_vfolder_host_permissions(_root: Any, _info: Info) -> Any:
+    """``vfolder_host_permissions``: the per-host folder permissions, for every user."""
+    return {"vfolder_host_permission_list": list(VFOLDER_HOST_PERMISSIONS)}

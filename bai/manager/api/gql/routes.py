@@ -4,7 +4,9 @@ Both take a JSON body ``{"query": "...", "variables": {...},
 "operation_name": "..."}`` (``operationName`` is accepted too) from any
 authenticated user; what each caller may see is decided per field
 (:mod:`bai.manager.api.gql.context`).  A body that is not such an object is
-a 400 RFC 7807 problem like everywhere else in the API.
+a 400 RFC 7807 problem like everywhere else in the API, and one over
+:data:`MAX_QUERY_BODY` bytes a 413; documents over the limits of
+:mod:`bai.manager.api.gql.execution` get a GraphQL error.
 
 * ``/admin/gql`` answers 200 with the standard GraphQL response:
   ``{"data": ...}`` plus ``"errors": [...]`` when there are any (syntax,
@@ -15,13 +17,16 @@ a 400 RFC 7807 problem like everywhere else in the API.
   ``graphql-error`` ("GraphQL-generated error") with the error list as the
   problem's ``data``.
 
-The database being unavailable is 503 on both, as for every route.
+The database being unavailable is 503 on both, as for every route.  While
+the manager is frozen (``PUT /manager/status``) a mutation is 503
+``server-frozen`` and changes nothing; queries still answer.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+import graphql
 import msgspec
 from quart import Blueprint, Response
 
@@ -31,6 +36,7 @@ from bai.manager.api.gql.context import GqlContext
 from bai.manager.api.gql.execution import GqlResult, run_graphql
 from bai.manager.api.gql.schema import SCHEMA
 from bai.manager.api.helpers import InvalidParameter, current_ctx, json_response, read_json
+from bai.manager.api.manager_status import ManagerStatus, ServerFrozen, status_cache
 from bai.manager.context import ServiceNotReady
 
 __all__ = ["MAX_QUERY_BODY", "GraphQLRequestError", "blueprint"]
@@ -56,6 +62,17 @@ class _Body(msgspec.Struct, kw_only=True):
     operationName: str | None = None  # the spelling GraphQL clients send
 
 
+def _is_mutation(query: str, operation: str | None) -> bool:
+    """Whether *query* would run a mutation (a document that does not parse runs nothing:
+    execution reports it)."""
+    try:
+        document = graphql.parse(query)
+    except graphql.GraphQLError:
+        return False
+    chosen = graphql.get_operation_ast(document, operation)
+    return chosen is not None and chosen.operation is graphql.OperationType.MUTATION
+
+
 async def _run() -> GqlResult:
     body = await read_json(_Body, max_size=MAX_QUERY_BODY)
     if "\0" in body.query:
@@ -65,11 +82,27 @@ async def _run() -> GqlResult:
         storage = ctx.storage
     except ServiceNotReady:
         storage = None  # an API served without the storage client (tests of other routes)
+    try:
+        live_stats = ctx.livestats
+    except ServiceNotReady:
+        live_stats = None  # not following the agents' samples: ``live_stat`` is null
+    try:
+        idle = ctx.idle
+    except ServiceNotReady:
+        idle = None  # no idle checker: ``idle_checks`` is {}
+    operation = body.operation_name or body.operationName
+    if (
+        _is_mutation(body.query, operation)
+        and await status_cache().get(ctx.db) is ManagerStatus.FROZEN
+    ):
+        raise ServerFrozen("the manager is frozen for maintenance; mutations wait until then")
     context = GqlContext(
         auth=current_auth(),
         db=ctx.db,
         hide_agents=ctx.config.manager.hide_agents,
         storage=storage,
+        live_stats=live_stats,
+        idle=idle,
     )
     return await run_graphql(
         SCHEMA,

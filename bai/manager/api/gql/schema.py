@@ -15,19 +15,33 @@ Queries: ``compute_session``, ``compute_session_list``,
 ``keypair_resource_policies``, ``scaling_group``, ``scaling_groups``,
 ``scaling_groups_for_domain``, ``scaling_groups_for_user_group``,
 ``scaling_groups_for_keypair``, ``resource_preset``, ``resource_presets``,
+``storage_volume``, ``storage_volume_list``, ``vfolder_host_permissions``,
 ``vfolder_list``, ``vfolder_own_list``, ``vfolder_invited_list``,
-``vfolder_project_list``, ``image``, ``images``.
+``vfolder_project_list``, ``image``, ``images``.  Who may ask what is
+documented per resolver module; a field the caller may not query is
+``null`` with a ``forbidden`` error (``extensions.code``).
 
-Mutations: ``create_``/``modify_``/``delete_keypair_resource_policy`` and
-``create_``/``modify_``/``delete_keypair``.
+Queries of :mod:`~bai.manager.api.gql.mutations.policies`:
+``user_resource_policy``, ``user_resource_policies``,
+``project_resource_policy``, ``project_resource_policies``.
 
-Not in the schema (a query naming them fails validation): the other
-mutations of the spec (domains, projects, users, resource groups and their
-associations, presets, images), the ``images`` filters
+Mutations (:mod:`~bai.manager.api.gql.mutations`): ``create_``/``modify_``/
+``delete_`` of ``keypair_resource_policy``, ``user_resource_policy``,
+``project_resource_policy``, ``keypair``, ``domain`` (and ``purge_domain``),
+``group`` (by ``gid`` or ``name``; and ``purge_group``), ``user`` (and ``purge_user``),
+``scaling_group`` and ``resource_preset``;
+``associate_``/``disassociate_scaling_group_with_domain``,
+``..._with_user_group``, ``..._with_keypair``,
+``disassociate_all_scaling_groups_with_domain`` and
+``disassociate_all_scaling_groups_with_group``.
+
+Not in the schema (a query naming them fails validation): the image
+mutations of the spec, the ``images`` filters
 ``is_installed``/``domain``/``group``/``scaling_group`` and the
 ``installed``/``installed_agents``/``humanized_name`` image fields (bai does
-not record which agent holds which image), ``cluster_template`` (reserved
-in the spec), and ``User.password``, which is never readable.
+not record which agent holds which image), and ``User.password``, which is
+never readable.  ``ComputeSession.cluster_template`` (reserved in the spec)
+and ``KeyPair.dotfiles``/``bootstrap_script`` are always ``null``.
 """
 
 from __future__ import annotations
@@ -169,11 +183,13 @@ ComputeSession: GraphQLObjectType = GraphQLObjectType(
             access_key=STR,
             created_user_email=STR,
             created_user_id=UUIDType,
+            created_user_uuid=UUIDType,
             status=STR,
             status_info=STR,
             status_data=JSONString,
             status_history=JSONString,
             status_changed=DateTime,
+            status_updated=DateTime,
             created_at=DateTime,
             terminated_at=DateTime,
             starts_at=DateTime,
@@ -192,10 +208,11 @@ ComputeSession: GraphQLObjectType = GraphQLObjectType(
             num_queries=BigInt,
             agent_ids=STRS,
             containers=_list(ComputeContainer),
-            idle_checks=JSONString,
             abusing_reports=_list(JSONString),
         ),
+        "idle_checks": _field(JSONString, sessions.resolve_idle_checks),
         "registry": _field(STR, sessions.resolve_session_registry),
+        "cluster_template": _described(STR, "Reserved in the spec: always null."),
         "dependencies": _field(_list(ComputeSession), sessions.resolve_session_dependencies),
     },
 )
@@ -230,7 +247,7 @@ Agent = GraphQLObjectType(
             used_gpu_slots=FLOAT,
             used_tpu_slots=FLOAT,
         ),
-        "live_stat": _described(JSONString, "Always null: bai keeps no live statistics."),
+        "live_stat": _described(JSONString, "Always null: bai samples kernels, not agents."),
         "hardware_metadata": _described(JSONString, "Always null: not collected from agents."),
         "local_config": _described(JSONString, "Always null: not collected from agents."),
         "cpu_cur_pct": _described(
@@ -366,7 +383,10 @@ KeyPair = GraphQLObjectType(
             user=UUIDType,
             domain_name=STR,
             ssh_public_key=STR,
+            ssh_private_key=STR,
         ),
+        "dotfiles": _described(STR, "Always null: dotfiles belong to users (/user-config)."),
+        "bootstrap_script": _described(STR, "Always null: the script belongs to the user."),
         "user_info": _field(UserInfo, identity.resolve_keypair_user_info),
         "projects": _field(STRS, identity.resolve_keypair_projects),
         "concurrency_used": _field(INT, identity.resolve_keypair_concurrency_used),
@@ -416,6 +436,21 @@ ScalingGroup = GraphQLObjectType(
     ),
 )
 
+StorageVolume = GraphQLObjectType(
+    "StorageVolume",
+    {
+        **_fields(id=STR, backend=STR, path=STR, capabilities=STRS),
+        "fsprefix": _described(STR, "Always null: volumes have no prefix in bai."),
+        "hardware_metadata": _described(JSONString, "Always null: not collected."),
+        "performance_metric": _described(JSONString, "Always null: not collected."),
+        "usage": _described(JSONString, "Always null: ask a folder's usage instead."),
+    },
+)
+
+VirtualFolderPermission = GraphQLObjectType(
+    "VirtualFolderPermission", _fields(vfolder_host_permission_list=STRS)
+)
+
 ResourcePreset = GraphQLObjectType(
     "ResourcePreset", _fields(name=STR, resource_slots=JSONString, shared_memory=BigInt)
 )
@@ -438,6 +473,21 @@ Image = GraphQLObjectType(
         created_at=DateTime,
     ),
 )
+
+UserResourcePolicy = GraphQLObjectType(
+    "UserResourcePolicy",
+    _fields(
+        id=GraphQLID, name=STR, created_at=DateTime, max_vfolder_count=INT,
+        max_quota_scope_size=BigInt,
+    ),
+)  # fmt: skip
+ProjectResourcePolicy = GraphQLObjectType(
+    "ProjectResourcePolicy",
+    _fields(
+        id=GraphQLID, name=STR, created_at=DateTime, max_vfolder_count=INT,
+        max_quota_scope_size=BigInt,
+    ),
+)  # fmt: skip
 
 # -------------------------------------------------------------------------- query
 
@@ -562,6 +612,18 @@ Query = GraphQLObjectType(
             ResourcePreset, resources.resolve_resource_preset, name=_required(STR)
         ),
         "resource_presets": _field(_list(ResourcePreset), resources.resolve_resource_presets),
+        "storage_volume": _field(
+            StorageVolume, resources.resolve_storage_volume, id=_required(STR)
+        ),
+        "storage_volume_list": _field(
+            _paginated("StorageVolumeList", StorageVolume),
+            resources.resolve_storage_volume_list,
+            **_PAGE_ARGS,
+            **_LIST_FILTERS,
+        ),
+        "vfolder_host_permissions": _field(
+            VirtualFolderPermission, resources.resolve_vfolder_host_permissions
+        ),
         "vfolder_list": _field(
             VirtualFolderList,
             vfolders.resolve_vfolder_list,
@@ -588,17 +650,34 @@ Query = GraphQLObjectType(
             **_PAGE_ARGS,
             **_LIST_FILTERS,
         ),
+        "user_resource_policy": _field(
+            UserResourcePolicy, mutations.resolve_user_resource_policy, name=STR
+        ),
+        "user_resource_policies": _field(
+            _list(UserResourcePolicy), mutations.resolve_user_resource_policies
+        ),
+        "project_resource_policy": _field(
+            ProjectResourcePolicy, mutations.resolve_project_resource_policy, name=_required(STR)
+        ),
+        "project_resource_policies": _field(
+            _list(ProjectResourcePolicy), mutations.resolve_project_resource_policies
+        ),
         "image": _field(Image, images.resolve_image, reference=_required(STR), architecture=STR),
         "images": _field(_list(Image), images.resolve_images, is_operation=BOOL, architecture=STR),
     },
 )
 
 # ---------------------------------------------------------------------- mutations
+# Input and argument types follow what the official client 23.9 sends where it differs
+# from the spec's listing (the client's variable types must match for validation):
+# ``CreateScalingGroupInput``, ``purge_user(props)``,
+# ``associate_scaling_group_with_user_group(user_group: UUID!)``.  Projects are named by
+# ``gid`` (the client) or ``name`` (the spec), both optional in the schema.
 
 
-def _input(name: str, **types: GraphQLInputType) -> GraphQLInputObjectType:
+def _input(type_name: str, /, **types: GraphQLInputType) -> GraphQLInputObjectType:
     return GraphQLInputObjectType(
-        name, {field: GraphQLInputField(kind) for field, kind in types.items()}
+        type_name, {field: GraphQLInputField(kind) for field, kind in types.items()}
     )
 
 
@@ -636,6 +715,11 @@ ModifyKeyPairResourcePolicyInput = _input(
     **_POLICY_OPTIONAL,
 )
 
+_FOLDER_POLICY: Final[dict[str, GraphQLInputType]] = {
+    "max_vfolder_count": INT,
+    "max_quota_scope_size": BigInt,
+}
+
 _KEYPAIR_INPUT: Final[dict[str, GraphQLInputType]] = {
     "is_active": BOOL,
     "is_admin": BOOL,
@@ -643,45 +727,342 @@ _KEYPAIR_INPUT: Final[dict[str, GraphQLInputType]] = {
     "concurrency_limit": INT,
     "rate_limit": INT,
 }
-KeyPairInput = _input("KeyPairInput", **_KEYPAIR_INPUT)
-ModifyKeyPairInput = _input("ModifyKeyPairInput", **_KEYPAIR_INPUT)
+
+_DOMAIN_INPUT: Final[dict[str, GraphQLInputType]] = {
+    "description": STR,
+    "is_active": BOOL,
+    "total_resource_slots": JSONString,
+    "allowed_vfolder_hosts": JSONString,
+    "allowed_docker_registries": STRS,
+    "integration_id": STR,
+}
+
+_SCALING_GROUP_INPUT: Final[dict[str, GraphQLInputType]] = {
+    "description": STR,
+    "is_active": BOOL,
+    "is_public": BOOL,
+    "wsproxy_addr": STR,
+    "wsproxy_api_token": STR,
+    "driver_opts": JSONString,
+    "scheduler_opts": JSONString,
+    "use_host_network": BOOL,
+}
+
+_PRESET_INPUT: Final[dict[str, GraphQLInputType]] = {
+    "resource_slots": JSONString,
+    "shared_memory": STR,
+}
+
+_USER_INPUT: Final[dict[str, GraphQLInputType]] = {
+    "username": STR,
+    "full_name": STR,
+    "description": STR,
+    "is_active": BOOL,
+    "status": STR,
+    "role": STR,
+    "group_ids": STRS,
+    "allowed_client_ip": STRS,
+    "totp_activated": BOOL,
+    "resource_policy": STR,
+    "sudo_session_enabled": BOOL,
+}
+
+_GROUP_INPUT: Final[dict[str, GraphQLInputType]] = {
+    "description": STR,
+    "is_active": BOOL,
+    "total_resource_slots": JSONString,
+    "allowed_vfolder_hosts": JSONString,
+    "integration_id": STR,
+    "resource_policy": STR,
+}
+
+_UUID = _required(UUIDType)
+_NAME = _required(STR)
+
+
+def _name_props(
+    name: str, result: GraphQLObjectType, resolve: Resolver, props: GraphQLInputObjectType
+) -> tuple[str, GraphQLField]:
+    return name, _field(result, resolve, name=_NAME, props=_required(props))
+
+
+def _by_name(name: str, result: str, resolve: Resolver) -> tuple[str, GraphQLField]:
+    return name, _field(_result(result), resolve, name=_NAME)
+
+
+def _association(
+    name: str, resolve: Resolver, **args: GraphQLInputType
+) -> tuple[str, GraphQLField]:
+    result = "".join(part.capitalize() for part in name.split("_")).replace("Keypair", "KeyPair")
+    return name, _field(_result(result), resolve, **args)
+
+
+_SG = _required(STR)
 
 Mutation = GraphQLObjectType(
     "Mutation",
-    {
-        "create_keypair_resource_policy": _field(
-            _result("CreateKeyPairResourcePolicy", resource_policy=KeyPairResourcePolicy),
-            mutations.create_keypair_resource_policy,
-            name=_required(STR),
-            props=_required(CreateKeyPairResourcePolicyInput),
-        ),
-        "modify_keypair_resource_policy": _field(
-            _result("ModifyKeyPairResourcePolicy"),
-            mutations.modify_keypair_resource_policy,
-            name=_required(STR),
-            props=_required(ModifyKeyPairResourcePolicyInput),
-        ),
-        "delete_keypair_resource_policy": _field(
-            _result("DeleteKeyPairResourcePolicy"),
-            mutations.delete_keypair_resource_policy,
-            name=_required(STR),
-        ),
-        "create_keypair": _field(
-            _result("CreateKeyPair", keypair=KeyPair),
-            mutations.create_keypair,
-            user_id=_required(STR),
-            props=_required(KeyPairInput),
-        ),
-        "modify_keypair": _field(
-            _result("ModifyKeyPair"),
-            mutations.modify_keypair,
-            access_key=_required(STR),
-            props=_required(ModifyKeyPairInput),
-        ),
-        "delete_keypair": _field(
-            _result("DeleteKeyPair"), mutations.delete_keypair, access_key=_required(STR)
-        ),
-    },
+    dict(
+        [
+            # keypair resource policies
+            _name_props(
+                "create_keypair_resource_policy",
+                _result("CreateKeyPairResourcePolicy", resource_policy=KeyPairResourcePolicy),
+                mutations.create_keypair_resource_policy,
+                CreateKeyPairResourcePolicyInput,
+            ),
+            _name_props(
+                "modify_keypair_resource_policy",
+                _result("ModifyKeyPairResourcePolicy"),
+                mutations.modify_keypair_resource_policy,
+                ModifyKeyPairResourcePolicyInput,
+            ),
+            _by_name(
+                "delete_keypair_resource_policy",
+                "DeleteKeyPairResourcePolicy",
+                mutations.delete_keypair_resource_policy,
+            ),
+            # user and project resource policies
+            _name_props(
+                "create_user_resource_policy",
+                _result("CreateUserResourcePolicy", resource_policy=UserResourcePolicy),
+                mutations.create_user_resource_policy,
+                _input("CreateUserResourcePolicyInput", **_FOLDER_POLICY),
+            ),
+            _name_props(
+                "modify_user_resource_policy",
+                _result("ModifyUserResourcePolicy", resource_policy=UserResourcePolicy),
+                mutations.modify_user_resource_policy,
+                _input("ModifyUserResourcePolicyInput", **_FOLDER_POLICY),
+            ),
+            _by_name(
+                "delete_user_resource_policy",
+                "DeleteUserResourcePolicy",
+                mutations.delete_user_resource_policy,
+            ),
+            _name_props(
+                "create_project_resource_policy",
+                _result("CreateProjectResourcePolicy", resource_policy=ProjectResourcePolicy),
+                mutations.create_project_resource_policy,
+                _input("CreateProjectResourcePolicyInput", **_FOLDER_POLICY),
+            ),
+            _name_props(
+                "modify_project_resource_policy",
+                _result("ModifyProjectResourcePolicy", resource_policy=ProjectResourcePolicy),
+                mutations.modify_project_resource_policy,
+                _input("ModifyProjectResourcePolicyInput", **_FOLDER_POLICY),
+            ),
+            _by_name(
+                "delete_project_resource_policy",
+                "DeleteProjectResourcePolicy",
+                mutations.delete_project_resource_policy,
+            ),
+            # keypairs
+            (
+                "create_keypair",
+                _field(
+                    _result("CreateKeyPair", keypair=KeyPair),
+                    mutations.create_keypair,
+                    user_id=_required(STR),
+                    props=_required(_input("KeyPairInput", **_KEYPAIR_INPUT)),
+                ),
+            ),
+            (
+                "modify_keypair",
+                _field(
+                    _result("ModifyKeyPair"),
+                    mutations.modify_keypair,
+                    access_key=_required(STR),
+                    props=_required(_input("ModifyKeyPairInput", **_KEYPAIR_INPUT)),
+                ),
+            ),
+            (
+                "delete_keypair",
+                _field(
+                    _result("DeleteKeyPair"), mutations.delete_keypair, access_key=_required(STR)
+                ),
+            ),
+            # domains
+            _name_props(
+                "create_domain",
+                _result("CreateDomain", domain=Domain),
+                mutations.create_domain,
+                _input("DomainInput", **_DOMAIN_INPUT),
+            ),
+            _name_props(
+                "modify_domain",
+                _result("ModifyDomain", domain=Domain),
+                mutations.modify_domain,
+                _input("ModifyDomainInput", name=STR, **_DOMAIN_INPUT),
+            ),
+            _by_name("delete_domain", "DeleteDomain", mutations.delete_domain),
+            _by_name("purge_domain", "PurgeDomain", mutations.purge_domain),
+            # projects
+            _name_props(
+                "create_group",
+                _result("CreateGroup", group=Group),
+                mutations.create_group,
+                _input("GroupInput", domain_name=_required(STR), **_GROUP_INPUT),
+            ),
+            (
+                "modify_group",
+                _field(
+                    _result("ModifyGroup", group=Group),
+                    mutations.modify_group,
+                    gid=UUIDType,
+                    name=STR,
+                    props=_required(
+                        _input(
+                            "ModifyGroupInput",
+                            name=STR,
+                            domain_name=STR,
+                            user_update_mode=STR,
+                            user_uuids=STRS,
+                            **_GROUP_INPUT,
+                        )
+                    ),
+                ),
+            ),
+            (
+                "delete_group",
+                _field(_result("DeleteGroup"), mutations.delete_group, gid=UUIDType, name=STR),
+            ),
+            (
+                "purge_group",
+                _field(_result("PurgeGroup"), mutations.purge_group, gid=UUIDType, name=STR),
+            ),
+            # users
+            (
+                "create_user",
+                _field(
+                    _result("CreateUser", user=User),
+                    mutations.create_user,
+                    email=_required(STR),
+                    props=_required(
+                        _input(
+                            "UserInput",
+                            password=_required(STR),
+                            need_password_change=BOOL,
+                            domain_name=_required(STR),
+                            **_USER_INPUT,
+                        )
+                    ),
+                ),
+            ),
+            (
+                "modify_user",
+                _field(
+                    _result("ModifyUser", user=User),
+                    mutations.modify_user,
+                    email=_required(STR),
+                    props=_required(
+                        _input(
+                            "ModifyUserInput",
+                            password=STR,
+                            need_password_change=BOOL,
+                            domain_name=STR,
+                            **_USER_INPUT,
+                        )
+                    ),
+                ),
+            ),
+            (
+                "delete_user",
+                _field(_result("DeleteUser"), mutations.delete_user, email=_required(STR)),
+            ),
+            (
+                "purge_user",
+                _field(
+                    _result("PurgeUser"),
+                    mutations.purge_user,
+                    email=_required(STR),
+                    props=_input("PurgeUserInput", purge_shared_vfolders=BOOL),
+                ),
+            ),
+            # resource (scaling) groups
+            _name_props(
+                "create_scaling_group",
+                _result("CreateScalingGroup", scaling_group=ScalingGroup),
+                mutations.create_scaling_group,
+                _input(
+                    "CreateScalingGroupInput",
+                    driver=_required(STR),
+                    scheduler=_required(STR),
+                    **_SCALING_GROUP_INPUT,
+                ),
+            ),
+            _name_props(
+                "modify_scaling_group",
+                _result("ModifyScalingGroup"),
+                mutations.modify_scaling_group,
+                _input(
+                    "ModifyScalingGroupInput", driver=STR, scheduler=STR, **_SCALING_GROUP_INPUT
+                ),
+            ),
+            _by_name("delete_scaling_group", "DeleteScalingGroup", mutations.delete_scaling_group),
+            _association(
+                "associate_scaling_group_with_domain",
+                mutations.associate_scaling_group_with_domain,
+                domain=_required(STR),
+                scaling_group=_SG,
+            ),
+            _association(
+                "disassociate_scaling_group_with_domain",
+                mutations.disassociate_scaling_group_with_domain,
+                domain=_required(STR),
+                scaling_group=_SG,
+            ),
+            _association(
+                "disassociate_all_scaling_groups_with_domain",
+                mutations.disassociate_all_scaling_groups_with_domain,
+                domain=_required(STR),
+            ),
+            _association(
+                "associate_scaling_group_with_user_group",
+                mutations.associate_scaling_group_with_user_group,
+                scaling_group=_SG,
+                user_group=_UUID,
+            ),
+            _association(
+                "disassociate_scaling_group_with_user_group",
+                mutations.disassociate_scaling_group_with_user_group,
+                scaling_group=_SG,
+                user_group=_required(STR),
+            ),
+            _association(
+                "disassociate_all_scaling_groups_with_group",
+                mutations.disassociate_all_scaling_groups_with_group,
+                user_group=_UUID,
+            ),
+            _association(
+                "associate_scaling_group_with_keypair",
+                mutations.associate_scaling_group_with_keypair,
+                access_key=_required(STR),
+                scaling_group=_SG,
+            ),
+            _association(
+                "disassociate_scaling_group_with_keypair",
+                mutations.disassociate_scaling_group_with_keypair,
+                access_key=_required(STR),
+                scaling_group=_SG,
+            ),
+            # resource presets
+            _name_props(
+                "create_resource_preset",
+                _result("CreateResourcePreset", resource_preset=ResourcePreset),
+                mutations.create_resource_preset,
+                _input("CreateResourcePresetInput", **_PRESET_INPUT),
+            ),
+            _name_props(
+                "modify_resource_preset",
+                _result("ModifyResourcePreset"),
+                mutations.modify_resource_preset,
+                _input("ModifyResourcePresetInput", **_PRESET_INPUT),
+            ),
+            _by_name(
+                "delete_resource_preset", "DeleteResourcePreset", mutations.delete_resource_preset
+            ),
+        ]
+    ),
 )
 
 #: The admin API's schema.

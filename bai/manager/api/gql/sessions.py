@@ -16,9 +16,10 @@ Each page of sessions is read in one read-only transaction (count, rows and
 all their kernels), so ``total_count`` and ``items`` agree.  A session's
 ``occupied_slots`` and ``occupying_slots`` are the sums of its kernels'
 ``occupied_slots``; ``agent_ids`` and the containers' ``agent`` /
-``agent_addr`` are ``null`` unless the caller may see agents.  bai keeps no
-live statistics, idle checkers or abuse reports, so ``live_stat`` is
-``null``, ``idle_checks`` is ``{}`` and ``abusing_reports`` is empty.
+``agent_addr`` are ``null`` unless the caller may see agents.  A
+container's ``live_stat`` is its agent's newest sample
+(:mod:`bai.manager.livestats`, read once per page), ``null`` when there is
+none; ``idle_checks`` is ``{}`` and ``abusing_reports`` is empty.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import sqlalchemy as sa
 from bai.common.errors import InvalidValue
 from bai.common.slots import ResourceSlot
 from bai.common.types import ClusterMode, KernelStatus, SessionResult, SessionStatus, SessionTypes
-from bai.manager.api.gql.context import GqlContext, Info, context_of
+from bai.manager.api.gql.context import GqlContext, Info, context_of, with_siblings
 from bai.manager.api.gql.filters import Field, Kind, enum_field, parse_filter
 from bai.manager.api.gql.images import registry_of
 from bai.manager.api.gql.pages import check_page, order_terms, read_page
@@ -175,8 +176,10 @@ def _mount_names(mounts: Any) -> list[str]:
     return names
 
 
-def container_item(ctx: GqlContext, row: Any) -> dict[str, Any]:
-    """One kernel row as a ``ComputeContainer``."""
+def container_item(
+    ctx: GqlContext, row: Any, live: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """One kernel row as a ``ComputeContainer``; *live*: live samples by kernel id text."""
     shows_agents = ctx.shows_agents
     return {
         "id": row.id,
@@ -207,7 +210,7 @@ def container_item(ctx: GqlContext, row: Any) -> dict[str, Any]:
         "service_ports": row.service_ports,
         "preopen_ports": [],
         "exit_code": row.exit_code,
-        "live_stat": None,
+        "live_stat": live.get(str(row.id)),
         "last_stat": row.last_stat,
     }
 
@@ -216,7 +219,12 @@ def _main_first(rows: list[Any]) -> list[Any]:
     return sorted(rows, key=lambda k: (k.cluster_role != "main", k.local_rank, k.cluster_idx))
 
 
-def session_item(ctx: GqlContext, row: Any, kernel_rows: list[Any]) -> dict[str, Any]:
+def session_item(
+    ctx: GqlContext,
+    row: Any,
+    kernel_rows: list[Any],
+    live: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
     """One session row (with ``user_email`` and ``group_name``) as a ``ComputeSession``."""
     ordered = _main_first(kernel_rows)
     main = ordered[0] if ordered else None
@@ -244,11 +252,13 @@ def session_item(ctx: GqlContext, row: Any, kernel_rows: list[Any]) -> dict[str,
         "access_key": row.access_key,
         "created_user_email": row.user_email,
         "created_user_id": row.user_uuid,
+        "created_user_uuid": row.user_uuid,
         "status": str(row.status),
         "status_info": row.status_info,
         "status_data": row.status_data,
         "status_history": row.status_history,
         "status_changed": row.status_changed,
+        "status_updated": row.status_changed,
         "created_at": row.created_at,
         "terminated_at": row.terminated_at,
         "starts_at": row.starts_at,
@@ -266,8 +276,7 @@ def session_item(ctx: GqlContext, row: Any, kernel_rows: list[Any]) -> dict[str,
         "occupying_slots": occupied,
         "num_queries": row.num_queries,
         "agent_ids": agent_ids if ctx.shows_agents else None,
-        "containers": [container_item(ctx, k) for k in ordered],
-        "idle_checks": {},
+        "containers": [container_item(ctx, k, live) for k in ordered],
         "abusing_reports": [],
     }
 
@@ -300,10 +309,20 @@ def load_sessions(
         return rows, await _kernels_of(conn, [row.id for row in rows]), total
 
     rows, by_session, total = ctx.read(read)
-    return [session_item(ctx, row, by_session[row.id]) for row in rows], total
+    live = ctx.live_samples([k.id for kernel_rows in by_session.values() for k in kernel_rows])
+    items = [session_item(ctx, row, by_session[row.id], live) for row in rows]
+    return with_siblings(items), total
 
 
 # --------------------------------------------------------------------- resolvers
+
+
+def resolve_idle_checks(item: dict[str, Any], info: Info) -> Any:
+    """``ComputeSession.idle_checks``: each idle checker's remaining time for a RUNNING
+    session (``{}`` for others), for every session of the page at once."""
+    ctx = context_of(info)
+    none: dict[str, Any] = {}
+    return ctx.batch("ComputeSession.idle_checks", item, "id", ctx.idle_reports, none)
 
 
 def resolve_compute_session(_root: Any, info: Info, id: uuid.UUID) -> Any:
@@ -357,13 +376,25 @@ def resolve_session_dependencies(session: Mapping[str, Any], info: Info) -> Any:
     """``ComputeSession.dependencies``: the sessions this one waits for, that the caller
     may see."""
     ctx = context_of(info)
-    depends_on = (
-        sa.select(session_dependencies.c.depends_on)
-        .where(session_dependencies.c.session_id == session["id"])
-        .scalar_subquery()
-    )
-    items, _ = load_sessions(ctx, [*session_scope(ctx), sessions.c.id.in_(depends_on)])
-    return items
+
+    def load(session_ids: list[uuid.UUID]) -> dict[Any, list[Any]]:
+        edges = ctx.read_rows(
+            sa.select(session_dependencies).where(
+                session_dependencies.c.session_id.in_(session_ids)
+            )
+        )
+        if not edges:
+            return {}
+        wanted = {edge.depends_on for edge in edges}
+        items, _ = load_sessions(ctx, [*session_scope(ctx), sessions.c.id.in_(wanted)])
+        found: dict[Any, list[Any]] = {}
+        for item in items:  # in load_sessions' order
+            for edge in edges:
+                if edge.depends_on == item["id"]:
+                    found.setdefault(edge.session_id, []).append(item)
+        return found
+
+    return ctx.batch("ComputeSession.dependencies", session, "id", load, [])
 
 
 def resolve_keypair_sessions(
@@ -371,12 +402,20 @@ def resolve_keypair_sessions(
 ) -> Any:
     """``KeyPair.compute_sessions(status)``."""
     ctx = context_of(info)
-    conditions = [*session_scope(ctx), sessions.c.access_key == keypair["access_key"]]
     statuses = parse_statuses(status, SessionStatus, "a session status")
-    if statuses is not None:
-        conditions.append(sessions.c.status.in_(statuses))
-    items, _ = load_sessions(ctx, conditions)
-    return items
+
+    def load(access_keys: list[str]) -> dict[Any, list[Any]]:
+        conditions = [*session_scope(ctx), sessions.c.access_key.in_(access_keys)]
+        if statuses is not None:
+            conditions.append(sessions.c.status.in_(statuses))
+        items, _ = load_sessions(ctx, conditions)
+        found: dict[Any, list[Any]] = {}
+        for item in items:
+            found.setdefault(item["access_key"], []).append(item)
+        return found
+
+    field = ("KeyPair.compute_sessions", tuple(statuses or ()))
+    return ctx.batch(field, keypair, "access_key", load, [])
 
 
 def resolve_session_registry(session: Mapping[str, Any], info: Info) -> Any:
@@ -408,7 +447,8 @@ def _load_containers(
         )
 
     rows, total = ctx.read(read)
-    return [container_item(ctx, row) for row in rows], total
+    live = ctx.live_samples([row.id for row in rows])
+    return with_siblings([container_item(ctx, row, live) for row in rows]), total
 
 
 def resolve_compute_container(_root: Any, info: Info, id: uuid.UUID) -> Any:
@@ -441,9 +481,17 @@ def resolve_agent_containers(
 ) -> Any:
     """``Agent.compute_containers(status)``: the kernels placed on the agent."""
     ctx = context_of(info)
-    conditions = [kernels.c.agent == agent["id"]]
     statuses = parse_statuses(status, KernelStatus, "a kernel status")
-    if statuses is not None:
-        conditions.append(kernels.c.status.in_(statuses))
-    items, _ = _load_containers(ctx, conditions)
-    return items
+
+    def load(agent_ids: list[str]) -> dict[Any, list[Any]]:
+        conditions = [kernels.c.agent.in_(agent_ids)]
+        if statuses is not None:
+            conditions.append(kernels.c.status.in_(statuses))
+        items, _ = _load_containers(ctx, conditions)
+        found: dict[Any, list[Any]] = {}
+        for item in items:  # only superadmins see agents, so ``agent`` is shown
+            found.setdefault(item["agent"], []).append(item)
+        return found
+
+    field = ("Agent.compute_containers", tuple(statuses or ()))
+    return ctx.batch(field, agent, "id", load, [])

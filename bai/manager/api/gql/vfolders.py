@@ -266,7 +266,14 @@ def resolve_keypair_vfolders(keypair: Mapping[str, Any], info: Info) -> Any:
     """``KeyPair.vfolders``: the folders the keypair's user owns (the keypair is visible)."""
     ctx = context_of(info)
     viewer = viewer_of(ctx.auth)
-    return _page(ctx, viewer, [vfolders.c.user == keypair["user"]], limit=None)["items"]
+
+    def load(owners: list[uuid.UUID]) -> dict[Any, list[Any]]:
+        found: dict[Any, list[Any]] = {}
+        for item in _page(ctx, viewer, [vfolders.c.user.in_(owners)], limit=None)["items"]:
+            found.setdefault(item["user"], []).append(item)
+        return found
+
+    return ctx.batch("KeyPair.vfolders", keypair, "user", load, [])
 
 
 def _usage(item: Mapping[str, Any], info: Info) -> Mapping[str, Any] | None:
