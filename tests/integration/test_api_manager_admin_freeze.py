@@ -55,3 +55,29 @@ async def test_force_kill_freeze_ends_every_session(deployment: Deployment) -> N
         gone = await deployment.api.call("GET", f"/session/{name}", key=deployment.api.user)
         assert gone.status_code == 404 or gone.json()["status"] in ("TERMINATED", "TERMINATING")
     await set_status(deployment, status="running")
+
+
+async def test_frozen_manager_refuses_graphql_mutations_and_answers_queries(
+    deployment: Deployment,
+) -> None:
+    mutation = {
+        "query": "mutation($n: String!, $p: DomainInput!)"
+        " { create_domain(name: $n, props: $p) { ok msg } }",
+        "variables": {"n": "frozen-domain", "p": {}},
+    }
+    query = {"query": "query { domains { name } }"}
+    await set_status(deployment, status="frozen")
+    refused = await deployment.api.call(
+        "POST", "/admin/gql", key=deployment.api.admin, json_body=mutation
+    )
+    assert_problem(refused, 503, "server-frozen")
+    answered = await deployment.api.call(
+        "POST", "/admin/gql", key=deployment.api.admin, json_body=query
+    )
+    names = [d["name"] for d in answered.json()["data"]["domains"]]
+    assert "frozen-domain" not in names
+    await set_status(deployment, status="running")
+    created = await deployment.api.call(
+        "POST", "/admin/gql", key=deployment.api.admin, json_body=mutation
+    )
+    assert created.json()["data"]["create_domain"]["ok"] is True, created.text

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,6 +54,19 @@ async def test_used_sessions_live_and_end_once_unused(deployment: Deployment) ->
         await trio.sleep(1.5)  # the activity of the last second is written
         for report in (await checker.reports(ids)).values():
             assert 0 < report["network_timeout"]["remaining"] <= 5
+        # GraphQL shows the same, as the official client's `ps -f idle_checks` asks.
+        answer = await deployment.api.call(
+            "POST",
+            "/admin/gql",
+            key=deployment.api.user,
+            json_body={
+                "query": "query($id: UUID!) { compute_session(id: $id) { idle_checks } }",
+                "variables": {"id": str(ids[0])},
+            },
+        )
+        checks = json.loads(answer.json()["data"]["compute_session"]["idle_checks"])
+        assert checks["network_timeout"]["remaining_time_type"] == "expire_after"
+        assert 0 < checks["network_timeout"]["remaining"] <= 5
         await checker.check_once()
         assert (await _status(deployment, running))[0] == "RUNNING"
         assert (await _status(deployment, typing))[0] == "RUNNING"

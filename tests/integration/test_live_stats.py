@@ -8,6 +8,7 @@ from typing import Any
 import trio
 
 from support.api_session import Deployment, unique_name
+from support.cli import invoke_bai
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
 
@@ -45,3 +46,36 @@ async def test_a_running_session_shows_its_cpu_and_memory(deployment: Deployment
     ended = await deployment.info(name)
     assert ended["status"] == "TERMINATED"
     assert ended["cpuCreditUsed"] >= 1000
+
+
+async def test_bai_ps_shows_what_sessions_use(deployment: Deployment) -> None:
+    name = unique_name()
+    await deployment.create(name=name)
+    await deployment.run(name, "blob = bytearray(96 * 1024 * 1024)")
+    await _live(
+        deployment,
+        name,
+        lambda info: (
+            int(info["lastStat"]["mem"]["current"]) > 96 << 20 and "cpu_util" in info["lastStat"]
+        ),
+    )
+    shown = await invoke_bai(
+        deployment.api.base_url,
+        deployment.api.user,
+        "ps",
+        "-f",
+        "name,used_memory,max_used_memory,cpu_using,idle_checks",
+    )
+    assert shown.exit_code == 0, shown.output
+    header, row = (line.split("\t") for line in shown.output.splitlines()[:2])
+    assert header == [
+        "Name",
+        "Used Memory (MiB)",
+        "Max Used Memory (MiB)",
+        "CPU Using (%)",
+        "Idle Checks",
+    ]
+    assert row[0] == name, shown.output
+    assert row[1] != "-", shown.output
+    assert float(row[1]) >= 96 and float(row[2]) >= float(row[1])
+    assert float(row[3]) >= 0

@@ -3,7 +3,10 @@
 Sessions come from the GraphQL field ``compute_session_list`` (the REST API
 has no list route).  Without options, active sessions are shown (every
 status but TERMINATED and CANCELLED); ``--running`` and ``--dead`` narrow it
-as the spec's table says.  ``-f`` picks columns from :data:`FIELDS`.
+as the spec's table says.  ``-f`` picks columns from :data:`FIELDS`;
+``used_memory``, ``max_used_memory`` (MiB) and ``cpu_using`` (percent of
+one core) add up the live statistics of the session's kernels (``-`` when
+none runs), and ``idle_checks`` shows each idle checker's remaining time.
 
 The list is printed by :func:`~bai.cli.commands.pretty.print_table`.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final
 
 import click
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FIELDS", "ps"]
 
+_LIVE: Final = "containers { live_stat }"
 #: ``-f`` name -> (GraphQL field of ComputeSession, column header).
 FIELDS: Final[Mapping[str, tuple[str, str]]] = {
     "name": ("name", "Name"),
@@ -47,6 +52,10 @@ FIELDS: Final[Mapping[str, tuple[str, str]]] = {
     "occupied_slots": ("occupied_slots", "Occupied Resource"),
     "scaling_group": ("scaling_group", "Resource Group"),
     "startup_command": ("startup_command", "Startup Command"),
+    "used_memory": (_LIVE, "Used Memory (MiB)"),
+    "max_used_memory": (_LIVE, "Max Used Memory (MiB)"),
+    "cpu_using": (_LIVE, "CPU Using (%)"),
+    "idle_checks": ("idle_checks", "Idle Checks"),
 }
 
 DEFAULT_FIELDS: Final = (
@@ -60,7 +69,7 @@ DEFAULT_FIELDS: Final = (
     "last_updated",
     "result",
 )
-DETAIL_FIELDS: Final = ("tag", "created_at", "occupied_slots")
+DETAIL_FIELDS: Final = ("tag", "created_at", "occupied_slots", "idle_checks")
 
 ACTIVE: Final = (
     "PENDING",
@@ -78,6 +87,43 @@ ACTIVE: Final = (
 RUNNING: Final = ("PREPARING", "PULLING", "PREPARED", "CREATING", "RUNNING", "RUNNING_DEGRADED")
 DEAD: Final = ("CANCELLED", "TERMINATED")
 ALL: Final = (*ACTIVE, *DEAD)
+
+
+def _live_total(item: Mapping[str, Any], metric: str, key: str) -> Decimal | None:
+    """The sum of *metric*'s *key* over the session's kernels that report it."""
+    total: Decimal | None = None
+    for container in item.get("containers") or []:
+        stat = container.get("live_stat") if isinstance(container, Mapping) else None
+        if isinstance(stat, str):
+            try:
+                stat = json.loads(stat)
+            except ValueError:
+                stat = None
+        measure = stat.get(metric) if isinstance(stat, Mapping) else None
+        value = measure.get(key) if isinstance(measure, Mapping) else None
+        if value is None:
+            continue
+        try:
+            total = (total or Decimal(0)) + Decimal(str(value))
+        except InvalidOperation:
+            continue
+    return total
+
+
+#: Computed columns: ``-f`` name -> (metric, key, divisor).
+_COMPUTED: Final = {
+    "used_memory": ("mem", "current", Decimal(1024**2)),
+    "max_used_memory": ("mem", "stats.max", Decimal(1024**2)),
+    "cpu_using": ("cpu_util", "current", Decimal(1)),
+}
+
+
+def _column(item: Mapping[str, Any], name: str) -> str:
+    if name in _COMPUTED:
+        metric, key, divisor = _COMPUTED[name]
+        total = _live_total(item, metric, key)
+        return "-" if total is None else f"{total / divisor:.1f}"
+    return _cell(item.get(FIELDS[name][0]))
 
 
 def _cell(value: Any) -> str:
@@ -203,7 +249,7 @@ def ps(
             click.echo(f"There are no compute sessions currently {what}.")
             return 0
         headers = [FIELDS[n][1] for n in names]
-        rows = [[_cell(item.get(FIELDS[n][0])) for n in names] for item in page.items]
+        rows = [[_column(item, n) for n in names] for item in page.items]
         print_table(headers, rows)
         shown_until = offset + len(page.items)
         if page.total_count > shown_until:
