@@ -32,6 +32,7 @@ from coredis.exceptions import RedisError
 
 from bai.common.config.schema import RedisConfig
 from bai.common.errors import BaiError
+from bai.common.redis_client import open_checked_redis
 
 __all__ = [
     "SESSION_KEY_PREFIX",
@@ -176,22 +177,9 @@ class RedisSessionStore:
         self._stack: AsyncExitStack | None = None
 
     async def __aenter__(self) -> RedisSessionStore:
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            self._url, connect_timeout=self._op_timeout
+        self._stack, self._client = await open_checked_redis(
+            self._url, self._op_timeout, StoreUnavailable
         )
-        stack = AsyncExitStack()
-        # The client runs a task group from entry to exit: nothing else on the stack.
-        await stack.enter_async_context(client)
-        try:
-            with trio.fail_after(self._op_timeout):
-                await client.ping()
-        except (trio.TooSlowError, RedisError, OSError) as exc:
-            await stack.aclose()
-            raise StoreUnavailable(f"Redis did not answer PING: {exc!r}") from exc
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._client, self._stack = client, stack
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -38,6 +38,7 @@ from coredis.exceptions import RedisError
 
 from bai.common.config import RedisConfig
 from bai.common.errors import BaiError, InvalidValue
+from bai.common.redis_client import open_checked_redis
 
 __all__ = [
     "FailureCount",
@@ -187,20 +188,9 @@ class RedisLoginBlocker(LoginBlocker):
         self._stack: AsyncExitStack | None = None
 
     async def __aenter__(self) -> Self:
-        client = coredis.Redis.from_url(self._url, connect_timeout=self._op_timeout)
-        # As in the rate limiter: the client runs a task group from entry to exit.
-        stack = AsyncExitStack()
-        await stack.enter_async_context(client)
-        try:
-            with trio.fail_after(self._op_timeout):
-                await client.ping()
-        except (trio.TooSlowError, RedisError, OSError) as exc:
-            await stack.aclose()
-            raise LoginBlockerUnavailable(f"Redis did not answer PING: {exc!r}") from exc
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack, self._client = stack, client
+        self._stack, self._client = await open_checked_redis(
+            self._url, self._op_timeout, LoginBlockerUnavailable
+        )
         return self
 
     async def __aexit__(

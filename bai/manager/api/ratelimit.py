@@ -42,6 +42,7 @@ from coredis.exceptions import RedisError
 
 from bai.common.config import RedisConfig
 from bai.common.errors import BaiError, InvalidValue
+from bai.common.redis_client import open_checked_redis
 
 __all__ = [
     "WINDOW",
@@ -210,22 +211,9 @@ class RedisRateLimiter(RateLimiter):
         self._window_ms = max(1, round(window * 1000))
 
     async def __aenter__(self) -> Self:
-        client = coredis.Redis.from_url(self._url, connect_timeout=self._op_timeout)
-        # The client runs a task group from entry to exit: enter and leave it
-        # with nothing but the stack in between, so cancel scopes stay nested.
-        stack = AsyncExitStack()
-        await stack.enter_async_context(client)
-        try:
-            with trio.fail_after(self._op_timeout):
-                await client.ping()
-        except (trio.TooSlowError, RedisError, OSError) as exc:
-            await stack.aclose()
-            raise RateLimiterUnavailable(f"Redis did not answer PING: {exc!r}") from exc
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        self._client = client
+        self._stack, self._client = await open_checked_redis(
+            self._url, self._op_timeout, RateLimiterUnavailable
+        )
         return self
 
     async def __aexit__(
