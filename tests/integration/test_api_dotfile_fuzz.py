@@ -7,16 +7,12 @@ values (paths leaving ``/home/work``, odd permissions, non-strings).
 
 from __future__ import annotations
 
-import json
-
-import httpx
 import trio
-from hypothesis import strategies as st
 
 from bai.manager.db import create_database
 
 from support.api import running_api
-from support.fuzz import Request, assert_not_a_500, bodies, json_values, queries, run_examples
+from support.fuzz import fuzz_api, json_values, route_requests
 
 EXAMPLES = 150
 
@@ -44,33 +40,9 @@ _json = json_values(
 )
 
 
-@st.composite
-def requests(draw: st.DrawFn) -> Request:
-    method, path, fields = draw(st.sampled_from(ROUTES))
-    caller = draw(st.sampled_from(["admin", "user", "anonymous"]))
-    if method in ("GET", "DELETE"):
-        return method, path, caller, draw(queries(fields)), None
-    return method, path, caller, {}, draw(bodies(fields, _json))
-
-
 async def _fuzz(db_url: str) -> None:
     async with create_database(db_url) as db, running_api(db, public_rate_limit=10**6) as api:
-        for key in (api.admin, api.user):
-            await api.update_keypair(key, rate_limit=10**6)
-
-        async def send(request: Request) -> httpx.Response:
-            method, path, caller, params, body = request
-            key = {"admin": api.admin, "user": api.user}.get(caller)
-            return await api.call(method, path, key=key, params=params or None, content=body)
-
-        def check(request: Request, response: httpx.Response) -> None:
-            content_type = response.headers.get("content-type", "")
-            assert_not_a_500(request, response.status_code, content_type, response.content)
-            if response.status_code < 400:
-                assert content_type == "application/json"
-                json.loads(response.content)
-
-        await run_examples(EXAMPLES, requests(), send, check)
+        await fuzz_api(api, route_requests(ROUTES, _json), EXAMPLES)
 
 
 def test_random_dotfile_requests_never_get_a_500(db_url: str) -> None:

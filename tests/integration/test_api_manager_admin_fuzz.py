@@ -9,14 +9,12 @@ route is left out, as freezing would turn later examples into 503s.
 
 from __future__ import annotations
 
-import httpx
 import trio
-from hypothesis import strategies as st
 
 from bai.manager.db import create_database
 
 from support.api import manager_config, running_api
-from support.fuzz import Request, assert_not_a_500, bodies, json_values, queries, run_examples
+from support.fuzz import fuzz_api, json_values, route_requests
 
 EXAMPLES = 200
 
@@ -50,34 +48,14 @@ ROUTES: list[tuple[str, str, list[str]]] = [
 _json = json_values(["default", "user", "admin@lablup.com", "user@lablup.com", "error", "{}", ""])
 
 
-@st.composite
-def requests(draw: st.DrawFn) -> Request:
-    method, path, fields = draw(st.sampled_from(ROUTES))
-    caller = draw(st.sampled_from(["admin", "user", "anonymous"]))
-    if method == "GET":
-        return method, path, caller, draw(queries(fields)), None
-    return method, path, caller, {}, draw(bodies(fields, _json))
-
-
 async def _fuzz(db_url: str) -> None:
     config = manager_config('allow-signup = true\nmax-password-age = "30d"\n')
     async with (
         create_database(db_url) as db,
         running_api(db, config=config, public_rate_limit=10**6) as api,
     ):
-        for key in (api.admin, api.user):
-            await api.update_keypair(key, rate_limit=10**6)
-
-        async def send(request: Request) -> httpx.Response:
-            method, path, caller, params, body = request
-            key = {"admin": api.admin, "user": api.user}.get(caller)
-            return await api.call(method, path, key=key, params=params or None, content=body)
-
-        def check(request: Request, response: httpx.Response) -> None:
-            content_type = response.headers.get("content-type", "")
-            assert_not_a_500(request, response.status_code, content_type, response.content)
-
-        await run_examples(EXAMPLES, requests(), send, check)
+        requests = route_requests(ROUTES, _json, query_methods=("GET",))
+        await fuzz_api(api, requests, EXAMPLES, json_answers=False)
 
 
 def test_random_admin_requests_never_get_a_500(db_url: str) -> None:

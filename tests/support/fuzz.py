@@ -6,7 +6,9 @@ its own table of routes with :func:`json_values`, :func:`queries` and
 :func:`bodies` (objects with the route's own field names and random values,
 arbitrary JSON, random bytes), and :func:`run_examples` sends each one
 through the test's Trio loop from Hypothesis's worker thread, so an example
-costs one request.  :func:`assert_not_a_500` is the property they all check.
+costs one request.  :func:`assert_not_a_500` is the property they all check;
+:func:`route_requests` and :func:`fuzz_api` are the whole loop for a table of
+routes sent to a :class:`support.api.Api` by random callers.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import httpx
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.api import PROBLEM_JSON
+from support.api import PROBLEM_JSON, Api
 
 #: (method, path, caller: ``admin``, ``user`` or ``anonymous``, query params, body or None)
 Request = tuple[str, str, str, Any, bytes | None]
@@ -104,3 +107,47 @@ async def run_examples(
         check(request, trio.from_thread.run(send, request, trio_token=token))
 
     await trio.to_thread.run_sync(each_example)
+
+
+def route_requests(
+    routes: Sequence[tuple[str, str, Sequence[str]]],
+    values: st.SearchStrategy[Any],
+    *,
+    query_methods: Sequence[str] = ("GET", "DELETE"),
+) -> st.SearchStrategy[Request]:
+    """Requests to one of *routes* ``(method, path, field names)`` by a random caller:
+    query parameters for *query_methods*, a body (the fields with *values*) otherwise."""
+
+    @st.composite
+    def draw_request(draw: st.DrawFn) -> Request:
+        method, path, fields = draw(st.sampled_from(list(routes)))
+        caller = draw(st.sampled_from(["admin", "user", "anonymous"]))
+        if method in query_methods:
+            return method, path, caller, draw(queries(list(fields))), None
+        return method, path, caller, {}, draw(bodies(list(fields), values))
+
+    return draw_request()
+
+
+async def fuzz_api(
+    api: Api, requests: st.SearchStrategy[Request], examples: int, *, json_answers: bool = True
+) -> None:
+    """Send *examples* of *requests* to *api* as their callers (rate limits lifted first):
+    none may get a 5xx or a failure that is not a problem; with *json_answers*, every
+    success must be JSON."""
+    for key in (api.admin, api.user):
+        await api.update_keypair(key, rate_limit=10**6)
+
+    async def send(request: Request) -> httpx.Response:
+        method, path, caller, params, body = request
+        key = {"admin": api.admin, "user": api.user}.get(caller)
+        return await api.call(method, path, key=key, params=params or None, content=body)
+
+    def check(request: Request, response: httpx.Response) -> None:
+        content_type = response.headers.get("content-type", "")
+        assert_not_a_500(request, response.status_code, content_type, response.content)
+        if json_answers and response.status_code < 400:
+            assert content_type == "application/json", request
+            json.loads(response.content)
+
+    await run_examples(examples, requests, send, check)
