@@ -34,6 +34,7 @@ from support.api_session import (
     backends_for,
     running_deployment,
 )
+from support.workers import worker_name
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -62,7 +63,10 @@ class _Templates:
 
     SQLite tests get a copy of a migrated file.  PostgreSQL tests share one
     migrated database that is emptied (TRUNCATE) before each test, which is
-    much faster than creating a database per test.
+    much faster than creating a database per test.  Its name holds the
+    process id, so each xdist worker (a process of its own, with a session of
+    its own) and each concurrent run has its own; the worker's name is there
+    for whoever finds one left behind.
     """
 
     def __init__(self, tmp: Path) -> None:
@@ -80,7 +84,7 @@ class _Templates:
 
     def postgres_emptied(self, dsn: str) -> str:
         if self.postgres is None:
-            name = f"bai_test_shared_{os.getpid()}"
+            name = f"bai_test_shared_{worker_name() or 'main'}_{os.getpid()}"
             _pg_admin(
                 dsn,
                 f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',

@@ -21,6 +21,7 @@ from bai.manager.models import users
 from bai.manager.models.identity import hash_password
 
 from support.api import assert_problem, running_api
+from support.distributed import private_redis_db
 
 PASSWORD = "correct horse battery staple"
 
@@ -62,21 +63,24 @@ async def test_the_redis_section_selects_the_store(redis_url: str) -> None:
 
 async def test_authorize_blocks_through_redis(db: Database, redis_url: str) -> None:
     host, port = redis_url.removeprefix("redis://").removesuffix("/0").split(":")
-    config = parse_config(
-        ManagerConfig,
-        f'[manager]\nservice-addr = "127.0.0.1:0"\nlogin-allowed-fail-count = 2\n'
-        f'[redis]\ntype = "redis"\naddr = "{host}:{port}"\n',
-    )
-    async with running_api(db, config=config) as api:
-        async with api.db.begin() as conn:
-            await conn.execute(
-                sa.update(users)
-                .where(users.c.email == api.user.email)
-                .values(password=hash_password(PASSWORD, iterations=1000))
+    async with private_redis_db(redis_url) as redis_db:
+        config = parse_config(
+            ManagerConfig,
+            f'[manager]\nservice-addr = "127.0.0.1:0"\nlogin-allowed-fail-count = 2\n'
+            f'[redis]\ntype = "redis"\naddr = "{host}:{port}"\ndb = {redis_db}\n',
+        )
+        async with running_api(db, config=config) as api:
+            async with api.db.begin() as conn:
+                await conn.execute(
+                    sa.update(users)
+                    .where(users.c.email == api.user.email)
+                    .values(password=hash_password(PASSWORD, iterations=1000))
+                )
+            body = {"type": "keypair", "domain": "default", "username": "user", "password": "x"}
+            for _ in range(2):
+                wrong = await api.call("POST", "/auth/authorize", json_body=body)
+                assert_problem(wrong, 401, "unauthorized")
+            right = await api.call(
+                "POST", "/auth/authorize", json_body=body | {"password": PASSWORD}
             )
-        body = {"type": "keypair", "domain": "default", "username": "user", "password": "x"}
-        for _ in range(2):
-            wrong = await api.call("POST", "/auth/authorize", json_body=body)
-            assert_problem(wrong, 401, "unauthorized")
-        right = await api.call("POST", "/auth/authorize", json_body=body | {"password": PASSWORD})
-        assert_problem(right, 429, "login-blocked")
+            assert_problem(right, 429, "login-blocked")

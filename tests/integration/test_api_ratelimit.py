@@ -25,6 +25,7 @@ from bai.manager.api.ratelimit import (
 from bai.manager.db import Database
 
 from support.api import manager_config, running_api
+from support.distributed import private_redis_db
 
 WINDOW = 0.6
 
@@ -104,18 +105,23 @@ async def test_redis_config_selects_the_redis_limiter(redis_url: str) -> None:
 
 
 async def test_the_api_counts_in_redis_when_configured(db: Database, redis_url: str) -> None:
-    config = manager_config('[redis]\ntype = "redis"\naddr = "127.0.0.1:6379"\n')
-    async with running_api(db, config=config) as api:
-        await api.update_keypair(api.user, rate_limit=2)
-        statuses = [
-            (await api.call("GET", "/auth", key=api.user, params={"echo": "x"})).status_code
-            for _ in range(3)
-        ]
-        assert statuses == [200, 200, 429]
-        async with coredis.Redis.from_url(redis_url) as client:
-            key = f"bai:ratelimit:ak:{api.user.access_key}"
-            assert await client.zcard(key) == 2
-            await client.delete([key])
+    # A Redis database of its own: the manager's keys are fixed and every test run (the
+    # other backend's, a parallel worker's) signs with the same fixture keypair.
+    async with private_redis_db(redis_url) as redis_db:
+        config = manager_config(
+            f'[redis]\ntype = "redis"\naddr = "127.0.0.1:6379"\ndb = {redis_db}\n'
+        )
+        async with running_api(db, config=config) as api:
+            await api.update_keypair(api.user, rate_limit=2)
+            statuses = [
+                (await api.call("GET", "/auth", key=api.user, params={"echo": "x"})).status_code
+                for _ in range(3)
+            ]
+            assert statuses == [200, 200, 429]
+            async with coredis.Redis.from_url(config.redis.url) as client:
+                key = f"bai:ratelimit:ak:{api.user.access_key}"
+                assert await client.zcard(key) == 2
+                await client.delete([key])
 
 
 async def test_a_failing_limiter_does_not_take_the_api_down(

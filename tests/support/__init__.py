@@ -15,5 +15,6 @@ fake manager of the client and CLI unit tests), :mod:`support.transferserver`
 :mod:`support.vfolders` (folders, users and invitations through the real API),
 :mod:`support.fuzz` (random API requests that must never get a 500),
 :mod:`support.official` (the official client's CLI against ``bai up``) and
-:mod:`support.net` (``free_port`` and ``serve_app``).
+:mod:`support.net` (``free_port``, ``serve_app`` and each worker's agent port range),
+:mod:`support.workers` (which pytest-xdist worker runs this process).
 """

@@ -24,6 +24,8 @@ from bai.common.config import AgentConfig, parse_config
 from bai.common.events import Event, InProcEventBus
 from bai.common.rpc import RPCClient
 
+from support.net import agent_port_range
+
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "configs" / "images.toml"
 
@@ -55,11 +57,13 @@ AS_ROOT = "kernel-uid = 0\nkernel-gid = 0"
 def agent_config(
     tmp_path: Path, *, catalog: Path = CATALOG, extra: str = "", container: str = ""
 ) -> AgentConfig:
-    """A test agent's config: private folders, 1 s heartbeats, all cores and most memory.
+    """A test agent's config: private folders, its worker's ports (:func:`agent_port_range`),
+    1 s heartbeats, all cores and most memory.
 
     *container* adds lines to its ``[container]`` section, *extra* whole sections.
     """
     tag = uuid.uuid4().hex[:8]
+    low, high = agent_port_range()
     return parse_config(
         AgentConfig,
         f"""
@@ -72,6 +76,7 @@ image-catalog = "{catalog}"
 allow-compute-plugins = []
 [container]
 scratch-root = "{tmp_path}/scratch"
+port-range = [{low}, {high}]
 {container}
 [resource]
 reserved-cpu = 0

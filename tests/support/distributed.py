@@ -42,7 +42,7 @@ from bai.manager.db import create_database
 from bai.manager.models import keypairs
 
 from support.agent import CATALOG
-from support.net import free_port
+from support.net import agent_port_range, free_port
 from support.storage import PROXY as STORAGE_PROXY
 from support.storage import VOLUME as STORAGE_VOLUME
 from support.storage import kernel_volume_owner, storage_toml
@@ -284,7 +284,7 @@ colored = false
 
 
 def _agent_toml(
-    agent_id: str, folder: Path, ipc: Path, redis: str, redis_db: int, ports: int
+    agent_id: str, folder: Path, ipc: Path, redis: str, redis_db: int, ports: tuple[int, int]
 ) -> str:
     return f"""
 [agent]
@@ -297,7 +297,7 @@ image-catalog = "{CATALOG}"
 allow-compute-plugins = []
 [container]
 scratch-root = "{folder}/scratch"
-port-range = [{ports}, {ports + 99}]
+port-range = [{ports[0]}, {ports[1]}]
 [resource]
 reserved-cpu = 0
 reserved-mem = "512m"
@@ -345,7 +345,8 @@ async def deploy(
         agent_id = f"i-dist-{tag}-{n}"
         toml = tmp_path / f"agent{n}.toml"
         folder, ipc = tmp_path / f"agent{n}", ipc_root / f"a{n}"
-        toml.write_text(_agent_toml(agent_id, folder, ipc, redis, redis_db, 41000 + 100 * n))
+        ports = agent_port_range(n - 1)
+        toml.write_text(_agent_toml(agent_id, folder, ipc, redis, redis_db, ports))
         agent_ids.append(agent_id)
         agent_tomls.append(toml)
     storage_ports = free_port(), free_port()
