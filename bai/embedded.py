@@ -77,9 +77,9 @@ from bai.common.config import (
     AppProxyConfig,
     ManagerConfig,
     StorageProxyConfig,
+    WebserverConfig,
     parse_config,
 )
-from bai.common.config import WebserverConfig
 from bai.common.daemon import private_dir, private_file, serve_until_signal, tune_collector
 from bai.common.events import InProcEventBus
 from bai.common.logging import setup_logging

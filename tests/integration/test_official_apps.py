@@ -133,6 +133,14 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _command(pid: int) -> str:
+    """The command name of *pid* (empty once it is gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 async def through_sshd(cli: Path, handle: EmbeddedHandle, cwd: Path, *args: str) -> str:
     """``backend.ai ssh|scp ARGS``, which must succeed: its output.
 
@@ -167,8 +175,11 @@ async def through_sshd(cli: Path, handle: EmbeddedHandle, cwd: Path, *args: str)
             with trio.move_on_after(5):
                 await process.wait()
             while process.poll() is None:
-                for child in _children(process.pid):
-                    os.kill(child, signal.SIGINT)
+                children = _children(process.pid)
+                # Only once ssh or scp is over: on a loaded host it may take longer than 5 s.
+                if not any(_command(child) in ("ssh", "scp") for child in children):
+                    for child in children:
+                        os.kill(child, signal.SIGINT)
                 with trio.move_on_after(3):
                     await process.wait()
     text = output.decode(errors="replace")
