@@ -105,6 +105,8 @@ _JOIN_CGROUPS: Final = (
     'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 )
 _PROBE_TIMEOUT: Final = 10.0
+#: Tries of the bwrap probe before bwrap counts as not working.
+_PROBE_ATTEMPTS: Final = 3
 #: The folder under ``etc_root`` every kernel gets as its ``/etc``.
 _ETC_BASE: Final = "_common"
 _IPC_PATH_MAX: Final = 107
@@ -265,17 +267,23 @@ class LocalBackend(KernelBackend):
                 self.bwrap_problem = "bwrap is not installed"
             else:
                 argv = [path, "--ro-bind", "/", "/", "--unshare-pid", "--unshare-ipc", "true"]
-                try:
-                    with trio.fail_after(_PROBE_TIMEOUT):
-                        done = await trio.run_process(argv, capture_stderr=True, check=False)
-                except (OSError, trio.TooSlowError) as exc:
-                    self.bwrap_problem = f"bwrap does not work here ({exc})"
-                else:
+                # Binding / recursively races with mounts others make and drop meanwhile
+                # (another agent's namespace probe): a failure is tried again before it
+                # counts.
+                for attempt in range(_PROBE_ATTEMPTS):
+                    if attempt:
+                        await trio.sleep(0.2)
+                    try:
+                        with trio.fail_after(_PROBE_TIMEOUT):
+                            done = await trio.run_process(argv, capture_stderr=True, check=False)
+                    except (OSError, trio.TooSlowError) as exc:
+                        self.bwrap_problem = f"bwrap does not work here ({exc})"
+                        continue
                     if done.returncode == 0:
-                        self.bwrap = path
-                    else:
-                        detail = done.stderr.decode(errors="replace").strip()
-                        self.bwrap_problem = f"bwrap does not work here ({detail})"
+                        self.bwrap, self.bwrap_problem = path, ""
+                        break
+                    detail = done.stderr.decode(errors="replace").strip()
+                    self.bwrap_problem = f"bwrap does not work here ({detail})"
         if self.bwrap is None:
             if self._use_bwrap:
                 raise BackendError(f"bwrap was required but {self.bwrap_problem}")
