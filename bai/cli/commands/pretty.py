@@ -16,14 +16,16 @@ modules can use it at import time.
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import click
 
 __all__ = [
+    "cell",
     "error_lines",
     "print_done",
     "print_error",
@@ -123,3 +125,20 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def cell(value: Any) -> str:
+    """One table cell: ``-`` for nothing, JSON objects as ``key=value`` pairs, lists joined."""
+    if value is None:
+        return "-"
+    if isinstance(value, str) and value.startswith("{"):
+        text = value
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)

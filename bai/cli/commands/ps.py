@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from bai.cli.commands.pretty import print_info, print_table
+from bai.cli.commands.pretty import cell, print_info, print_table
 from bai.cli.commands.runtime import run_client
 
 if TYPE_CHECKING:
@@ -123,23 +123,7 @@ def _column(item: Mapping[str, Any], name: str) -> str:
         metric, key, divisor = _COMPUTED[name]
         total = _live_total(item, metric, key)
         return "-" if total is None else f"{total / divisor:.1f}"
-    return _cell(item.get(FIELDS[name][0]))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str) and value.startswith("{"):
-        text = value
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return text
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in value.items()) or "-"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "-"
-    return str(value)
+    return cell(item.get(FIELDS[name][0]))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -243,7 +227,7 @@ def ps(
         )
         if id_only or name_only:
             for item in page.items:
-                click.echo(_cell(item.get(FIELDS[names[0]][0])))
+                click.echo(cell(item.get(FIELDS[names[0]][0])))
             return 0
         if not page.items:
             click.echo(f"There are no compute sessions currently {what}.")

@@ -21,8 +21,8 @@ from typing import Any, Final, TypeVar
 
 import click
 
+from bai.cli.commands.pretty import cell as table_cell
 from bai.cli.commands.pretty import print_done, print_info, print_table
-from bai.cli.commands.ps import _cell
 
 __all__ = [
     "CONTEXT",
@@ -67,7 +67,7 @@ def cell(value: Any) -> str:
         return ", ".join(str(v.get("name", v.get("id", v))) for v in value)
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return _cell(value)
+    return table_cell(value)
 
 
 def header(field: str) -> str:
