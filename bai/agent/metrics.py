@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from bai.agent.kernel import AgentKernel
+from bai.common.livestat import stat_value
 from bai.common.slots import ResourceSlot
 
 __all__ = ["agent_families"]
@@ -33,13 +34,8 @@ _KERNEL_LABELS = ["kernel_id", "session_id"]
 
 
 def _number(stat: Mapping[str, Any], metric: str, key: str = "current") -> float | None:
-    measure = stat.get(metric)
-    if not isinstance(measure, Mapping) or measure.get(key) is None:
-        return None
-    try:
-        return float(Decimal(str(measure[key])))
-    except InvalidOperation:
-        return None
+    value = stat_value(stat, metric, key)
+    return None if value is None else float(value)
 
 
 def agent_families(

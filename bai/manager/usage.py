@@ -28,12 +28,13 @@ import uuid
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Final
 
 import sqlalchemy as sa
 
 from bai.common.errors import InvalidValue
+from bai.common.livestat import stat_value
 from bai.common.types import LIVE_KERNEL_STATUSES, KernelStatus
 from bai.manager.db import Database
 from bai.manager.models.identity import groups, users
@@ -117,13 +118,7 @@ async def usage_timezone(db: Database) -> tzinfo:
 
 
 def _number(stat: Mapping[str, Any] | None, metric: str, key: str = "current") -> Decimal:
-    measure = stat.get(metric) if stat else None
-    if not isinstance(measure, Mapping) or measure.get(key) is None:
-        return Decimal(0)
-    try:
-        return Decimal(str(measure[key]))
-    except InvalidOperation:
-        return Decimal(0)
+    return stat_value(stat, metric, key) or Decimal(0)
 
 
 def _gpu(slots: Mapping[str, Decimal]) -> Decimal:

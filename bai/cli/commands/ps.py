@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 
 from bai.cli.commands.pretty import cell, print_info, print_table
 from bai.cli.commands.runtime import run_client
+from bai.common.livestat import stat_value
 
 if TYPE_CHECKING:
     from bai.client import APIClient
@@ -99,14 +100,9 @@ def _live_total(item: Mapping[str, Any], metric: str, key: str) -> Decimal | Non
                 stat = json.loads(stat)
             except ValueError:
                 stat = None
-        measure = stat.get(metric) if isinstance(stat, Mapping) else None
-        value = measure.get(key) if isinstance(measure, Mapping) else None
-        if value is None:
-            continue
-        try:
-            total = (total or Decimal(0)) + Decimal(str(value))
-        except InvalidOperation:
-            continue
+        value = stat_value(stat if isinstance(stat, Mapping) else None, metric, key)
+        if value is not None:
+            total = (total or Decimal(0)) + value
     return total
 
 

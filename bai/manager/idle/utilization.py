@@ -39,6 +39,7 @@ from typing import Any, Final
 from bai.common.config.errors import DurationParseError
 from bai.common.config.values import parse_duration
 from bai.common.errors import InvalidValue
+from bai.common.livestat import stat_value
 
 __all__ = [
     "METRICS",
@@ -149,13 +150,8 @@ def utilization_settings(tree: Mapping[str, Any]) -> UtilizationSettings:
 
 
 def _number(stat: Mapping[str, Any], metric: str, key: str) -> float | None:
-    measure = stat.get(metric)
-    if not isinstance(measure, Mapping) or measure.get(key) is None:
-        return None
-    try:
-        return float(Decimal(str(measure[key])))
-    except InvalidOperation:
-        return None
+    value = stat_value(stat, metric, key)
+    return None if value is None else float(value)
 
 
 def current_utilization(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
+from bai.common.livestat import stat_value
 from bai.manager.models.base import utcnow
 from bai.manager.sessions.model import SessionInfo
 
@@ -42,12 +42,7 @@ def _kernel_json(info: SessionInfo) -> list[dict[str, Any]]:
 
 
 def _cpu_used_msec(stat: Mapping[str, Any] | None) -> int:
-    measure = stat.get("cpu_used") if stat else None
-    current = measure.get("current") if isinstance(measure, Mapping) else None
-    try:
-        return int(Decimal(str(current))) if current is not None else 0
-    except ArithmeticError:
-        return 0
+    return int(stat_value(stat, "cpu_used") or 0)
 
 
 def session_json(
